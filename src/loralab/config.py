@@ -1,0 +1,291 @@
+"""Typed, self-validating run configuration.
+
+A run is described by one :class:`RunConfig` made of four groups (data, model, method, train).
+Every field name is unique across groups, so a run can also be described by a *flat* mapping
+(``{"method": "lora", "rank": 16, "train_size": 1000}``): that is what the CLI flags, the study
+grids and ``config.json`` use. All defaults live here, with a comment each; nothing else in the
+package invents a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+METHODS = ("head", "lora", "full", "prelayer", "none")
+IMPLS = ("peft", "scratch")
+
+#: Default learning rate per method, used when ``lr`` is not given. Chosen on MiniLM-L6 / SST-2
+#: (see README "Default hyper-parameters"): frozen-backbone methods tolerate (and need) a large
+#: step; full fine-tuning of every weight needs a small one.
+DEFAULT_LR: dict[str, float] = {
+    "head": 1e-3,
+    "lora": 2e-3,
+    "full": 5e-5,
+    "prelayer": 3e-4,
+    "none": 0.0,
+}
+
+DATA_DIR_ENV = "LORALAB_DATA_DIR"
+
+
+def _opt(help: str, default: Any = None, **kw: Any) -> Any:
+    """A dataclass field with a help text (shown by the CLI)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are cut."""
+
+    data_dir: str | None = _opt(
+        "directory with train/validation[/test] files (.tsv, .csv or .jsonl); "
+        f"default: ${DATA_DIR_ENV}, else the Hugging Face hub (glue/sst2)"
+    )
+    train_file: str | None = _opt("training file (.tsv/.csv/.jsonl); overrides --data-dir")
+    validation_file: str | None = _opt("validation file; overrides --data-dir")
+    test_file: str | None = _opt("test file (optional); overrides --data-dir")
+    text_column: str = _opt("column (or JSON key) holding the text", "sentence")
+    label_column: str = _opt("column (or JSON key) holding the label", "label")
+    labels: list[str] | None = _opt(
+        "the label set, in id order (e.g. neg,pos); default: SST-2's {0,1} for SST-2 data, "
+        "else the labels seen in the training file"
+    )
+    train_size: int | None = _opt("stratified, seeded subsample of N training examples")
+    max_length: int = _opt("truncate texts to this many tokens", 128)
+
+    def validate(self) -> None:
+        if self.train_size is not None and self.train_size < 2:
+            raise ConfigError(f"--train-size must be at least 2, got {self.train_size}")
+        if self.max_length < 2:
+            raise ConfigError(f"--max-length must be at least 2, got {self.max_length}")
+        if self.labels is not None:
+            if len(self.labels) < 2:
+                raise ConfigError("--labels needs at least two labels")
+            if len(set(self.labels)) != len(self.labels):
+                raise ConfigError(f"--labels has a duplicate: {self.labels}")
+        if self.text_column == self.label_column:
+            raise ConfigError("--text-column and --label-column must differ")
+
+    def resolved_data_dir(self) -> str | None:
+        return self.data_dir or os.environ.get(DATA_DIR_ENV) or None
+
+
+@dataclass
+class ModelConfig:
+    """Which backbone to build."""
+
+    model: str = _opt(
+        "backbone: alias (minilm-l6, distilbert, bert-base, gpt2, roberta-base), "
+        "a local model folder or a Hugging Face hub id",
+        "minilm-l6",
+    )
+
+    def validate(self) -> None:
+        if not self.model:
+            raise ConfigError("--model must not be empty")
+
+
+@dataclass
+class MethodConfig:
+    """Which parameters train, and the LoRA settings."""
+
+    method: str = _opt(f"fine-tuning method: {', '.join(METHODS)}", "lora", choices=METHODS)
+    rank: int = _opt("LoRA rank r", 8)
+    alpha: float = _opt("LoRA scaling alpha (update is scaled by alpha/r)", 16.0)
+    dropout: float = _opt("dropout on the LoRA input", 0.1)
+    target_modules: list[str] | None = _opt(
+        "modules that get LoRA adapters; default per family: BERT/RoBERTa query,value; "
+        "DistilBERT q_lin,v_lin; GPT-2 c_attn"
+    )
+    layers: str | None = _opt(
+        "transformer layers to adapt: all (default), a range 0-5, a list 0,2,4, bottomN or topN"
+    )
+    impl: str = _opt("LoRA implementation: peft or scratch", "peft", choices=IMPLS)
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.impl not in IMPLS:
+            raise ConfigError(f"--impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
+        if self.rank < 1:
+            raise ConfigError(f"--rank must be at least 1, got {self.rank}")
+        if self.alpha <= 0:
+            raise ConfigError(f"--alpha must be positive, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.target_modules is not None and not self.target_modules:
+            raise ConfigError("--target-modules must name at least one module")
+
+
+@dataclass
+class TrainConfig:
+    """How to optimise, evaluate and where to write."""
+
+    epochs: int = _opt("training epochs", 3)
+    batch_size: int = _opt("training batch size", 32)
+    lr: float | None = _opt(
+        "peak learning rate; default per method: "
+        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items() if k != "none")
+    )
+    weight_decay: float = _opt("AdamW weight decay (not applied to biases and LayerNorm)", 0.01)
+    warmup_ratio: float = _opt("fraction of steps with linear warm-up", 0.06)
+    max_grad_norm: float = _opt("clip the gradient norm to this value (0: no clipping)", 1.0)
+    seed: int = _opt("random seed (subsample, init, batches, dropout)", 42)
+    eval_batch_size: int = _opt("batch size for evaluation and prediction", 64)
+    log_every: int = _opt("log the training loss every N optimizer steps", 50)
+    group_by_length: bool = _opt("batch examples of similar length together (seeded)", True)
+    device: str = _opt("auto, cpu or cuda", "auto", choices=("auto", "cpu", "cuda"))
+    output_dir: str | None = _opt("run directory; default runs/<model>-<method>-<time>")
+    overwrite: bool = _opt("replace an existing run directory", False)
+    progress: bool = _opt("show a progress bar", True)
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            value = getattr(self, name)
+            if value < 1 and not (name == "epochs" and value == 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+
+GROUPS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "method": MethodConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """One training run: the four groups together."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for group in GROUPS:
+            getattr(self, group).validate()
+        if self.method.method == "none" and self.train.epochs:
+            # "none" evaluates the untrained model: no epochs are run whatever --epochs says.
+            self.train.epochs = 0
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in force: ``train.lr`` or the method's default."""
+        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method.method]
+
+    # ---- flat view -------------------------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for group in GROUPS:
+            out.update(dataclasses.asdict(getattr(self, group)))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {group: dataclasses.asdict(getattr(self, group)) for group in GROUPS}
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> RunConfig:
+        return cls().override(values)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict` (nested) — also accepts a flat mapping."""
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in GROUPS and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        return cls.from_flat(flat)
+
+    def override(self, values: dict[str, Any]) -> RunConfig:
+        """A new config with ``values`` (flat field names) replaced; unknown keys are errors."""
+        groups = {g: dataclasses.asdict(getattr(self, g)) for g in GROUPS}
+        owner = field_owner()
+        for key, value in values.items():
+            norm = key.replace("-", "_")
+            if norm not in owner:
+                raise ConfigError(f"unknown option {key!r}")
+            groups[owner[norm]][norm] = coerce(GROUPS[owner[norm]], norm, value)
+        return RunConfig(**{g: GROUPS[g](**groups[g]) for g in GROUPS})
+
+
+def field_owner() -> dict[str, str]:
+    """Map each flat field name to its group."""
+    return {f.name: group for group, cls in GROUPS.items() for f in fields(cls)}
+
+
+def field_type(cls: type, name: str) -> Any:
+    return get_type_hints(cls)[name]
+
+
+def coerce(cls: type, name: str, value: Any) -> Any:
+    """Convert ``value`` (from YAML, JSON or a CLI string) to the field's declared type."""
+    flag = "--" + name.replace("_", "-")
+    hint = field_type(cls, name)
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if value is None:
+        if type(None) in get_args(hint):
+            return None
+        raise ConfigError(f"{flag} must not be empty")
+    base = args[0] if args else hint
+    try:
+        if get_origin(base) is list:
+            if isinstance(value, str):
+                items = [v.strip() for v in value.split(",") if v.strip()]
+            elif isinstance(value, (list, tuple)):
+                items = [str(v) for v in value]
+            else:
+                raise ValueError
+            return items
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag}: cannot use {value!r} (expected {_type_name(hint)})") from None
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    if get_origin(base) is list:
+        return "a comma-separated list"
+    return getattr(base, "__name__", str(base))

@@ -1,0 +1,40 @@
+"""Batched inference shared by evaluation, ``predict`` and serving.
+
+Texts are sorted by token length (ties by position) and cut into batches, so padding is minimal
+and the batches, hence the logits, are the same wherever the same texts are scored with the same
+batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import length_sorted_batches, pad_batch
+
+
+@torch.inference_mode()
+def batched_logits(
+    model: nn.Module, input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int, device: torch.device
+) -> np.ndarray:
+    """Logits (float32, shape ``[n, num_labels]``) in the input order."""
+    was_training = model.training
+    model.eval()
+    out: np.ndarray | None = None
+    try:
+        for idx in length_sorted_batches([len(x) for x in input_ids], batch_size):
+            ids, mask = pad_batch([input_ids[i] for i in idx], pad_token_id)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logits = logits.float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(input_ids), logits.shape[1]), dtype=np.float32)
+            out[idx] = logits
+    finally:
+        model.train(was_training)
+    if out is None:
+        n_labels = int(getattr(getattr(model, "config", None), "num_labels", 2))
+        out = np.zeros((0, n_labels), dtype=np.float32)
+    return out

@@ -1,0 +1,147 @@
+"""Fine-tuning methods: each decides which parameters train (and may add adapters).
+
+| method     | trains                                                        |
+|------------|---------------------------------------------------------------|
+| ``none``     | nothing (evaluates the untrained model)                      |
+| ``head``     | the classification head only (DistilBERT: pre_classifier too) |
+| ``lora``     | LoRA adapters on the target modules + the head                |
+| ``full``     | every parameter                                               |
+| ``prelayer`` | token and position embeddings + the head                      |
+
+:func:`apply_method` returns the model to train (for ``lora`` a peft model) and
+:func:`param_table` reports exactly which parameters train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..backbones import Family, family_of, head_module_names, num_layers, parse_layers
+from ..config import MethodConfig
+from ..errors import ConfigError
+
+
+def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
+    """Freeze/unfreeze parameters (and inject adapters) for ``cfg.method``; returns the model to train."""
+    family = family_of(model.config)
+    heads = head_module_names(model)
+    if cfg.method == "lora":
+        from .lora import inject_lora  # noqa: PLC0415
+
+        return inject_lora(model, cfg, family, heads)
+    for p in model.parameters():
+        p.requires_grad_(cfg.method == "full")
+    if cfg.method in ("head", "prelayer"):
+        for name in heads:
+            for p in getattr(model, name).parameters():
+                p.requires_grad_(True)
+    if cfg.method == "prelayer":
+        for module in embedding_modules(model, family):
+            for p in module.parameters():
+                p.requires_grad_(True)
+    return model
+
+
+def embedding_modules(model: nn.Module, family: Family) -> list[nn.Module]:
+    """Token and position embeddings of the backbone."""
+    token = model.get_input_embeddings()
+    position = [m for n, m in model.named_modules() if n.split(".")[-1] == family.position_embeddings]
+    if len(position) != 1 or not isinstance(position[0], nn.Embedding):
+        raise ConfigError(f"--method prelayer: cannot find the position embedding of {family.name}")
+    return [token, position[0]]
+
+
+def lora_settings(model_config, cfg: MethodConfig) -> tuple[list[str], list[int] | None, Family]:
+    """Target module names and layer indices for LoRA on this model (shared by both impls)."""
+    family = family_of(model_config)
+    targets = list(cfg.target_modules) if cfg.target_modules else list(family.lora_targets)
+    layers = parse_layers(cfg.layers, num_layers(model_config))
+    return targets, layers, family
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter accounting
+# ---------------------------------------------------------------------------------------------
+
+GROUP_ORDER = ("embeddings", "layers", "lora", "head", "other")
+
+
+@dataclass
+class ParamGroup:
+    name: str
+    total: int = 0
+    trainable: int = 0
+
+
+@dataclass
+class ParamTable:
+    groups: list[ParamGroup]
+
+    @property
+    def total(self) -> int:
+        return sum(g.total for g in self.groups)
+
+    @property
+    def trainable(self) -> int:
+        return sum(g.trainable for g in self.groups)
+
+    @property
+    def trainable_percent(self) -> float:
+        return 100.0 * self.trainable / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "trainable_params": self.trainable,
+            "total_params": self.total,
+            "trainable_percent": self.trainable_percent,
+            "groups": {g.name: {"total": g.total, "trainable": g.trainable} for g in self.groups},
+        }
+
+    def format(self) -> str:
+        rows = [("group", "total", "trainable", "trainable %")]
+        for g in self.groups:
+            pct = 100.0 * g.trainable / g.total if g.total else 0.0
+            rows.append((g.name, f"{g.total:,}", f"{g.trainable:,}", f"{pct:.2f}"))
+        rows.append(("all", f"{self.total:,}", f"{self.trainable:,}", f"{self.trainable_percent:.4f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def _group_of(name: str, heads: list[str], layers_pattern: str) -> str:
+    parts = name.split(".")
+    if any(p.startswith("lora_") for p in parts):
+        return "lora"
+    # peft wraps the model as base_model.model.<name>; strip that prefix
+    if parts[:2] == ["base_model", "model"]:
+        parts = parts[2:]
+    if parts and parts[0] in heads:
+        return "head"
+    if "embeddings" in parts or parts[-2:-1] in (["wte"], ["wpe"]) or any("embed" in p for p in parts):
+        return "embeddings"
+    if layers_pattern in parts:
+        return "layers"
+    return "other"
+
+
+def param_table(model: nn.Module, heads: list[str] | None = None) -> ParamTable:
+    """Total and trainable parameters by group, counted over the model as built (adapters and
+    peft's trainable copies of the head included — the same figures as peft's
+    ``print_trainable_parameters``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    heads = heads if heads is not None else head_module_names(base)
+    family = family_of(base.config)
+    groups = {g: ParamGroup(g) for g in GROUP_ORDER}
+    for name, p in model.named_parameters():
+        g = groups[_group_of(name, heads, family.layers_pattern)]
+        g.total += p.numel()
+        if p.requires_grad:
+            g.trainable += p.numel()
+    return ParamTable([g for g in groups.values() if g.total])

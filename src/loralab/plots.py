@@ -1,0 +1,61 @@
+"""Figures of one run: training curves and the confusion matrix (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .artifacts import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig, path: Path, fmt: str) -> None:
+    import io  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(history: list[dict], out_dir: Path, title: str) -> None:
+    """Loss (training steps and validation per epoch) and validation accuracy per epoch."""
+    steps = [r for r in history if r["kind"] == "step" and r.get("train_loss") is not None]
+    epochs = [r for r in history if r["kind"] == "epoch"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    if steps:
+        ax1.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], label="train loss", alpha=0.7)
+    if epochs:
+        ax1.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "o-", label="validation loss")
+        ax2.plot([r["epoch"] for r in epochs], [r["val_accuracy"] for r in epochs], "o-", color="C2")
+    ax1.set_xlabel("optimizer step")
+    ax1.set_ylabel("cross-entropy")
+    ax1.legend()
+    ax1.set_title("loss")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation accuracy")
+    ax2.set_title("accuracy")
+    fig.suptitle(title)
+    for fmt in ("png", "pdf"):
+        _save(fig, out_dir / f"curves.{fmt}", fmt)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: list[list[int]], label_names: list[str], out_path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(matrix, cmap="Blues")
+    n = len(label_names)
+    ax.set_xticks(range(n), label_names)
+    ax.set_yticks(range(n), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max(max(r) for r in matrix) or 1
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center",
+                    color="white" if matrix[i][j] > peak / 2 else "black")
+    ax.set_title(title)
+    _save(fig, out_path, "png")
+    plt.close(fig)

