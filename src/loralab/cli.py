@@ -7,6 +7,7 @@ defaults and help). User errors print one line and exit with code 2, without a t
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -18,6 +19,10 @@ from .config import GROUPS, RunConfig, field_type
 from .errors import DataError, LoralabError
 
 INSPECT_GROUPS = ("model", "method")
+
+#: Sub-commands that live beside their feature: each module defines ``add_parser(subparsers)``,
+#: which registers its sub-command(s) and sets ``func`` to a handler ``(args) -> int``.
+FEATURE_COMMANDS = ("loralab.study.cli", "loralab.analysis", "loralab.export", "loralab.serve")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
@@ -69,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     pr.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
     pr.set_defaults(func=cmd_predict)
+
+    for module_name in FEATURE_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and module_name.startswith(e.name):
+                continue  # feature not present in this build
+            raise
+        module.add_parser(sub)
     return p
 
 
