@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LORALAB_CACHE_DIR", tempfile.mkdtemp(prefix="loralab-test-cache-"))
+# Tiny models gain nothing from intra-op threads, and OpenMP spin-waiting makes them crawl when
+# the 2 cores are shared with other work.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SST2_DIR = Path(os.environ.get("LORALAB_DATA_DIR", REPO.parent / "shared" / "data" / "sst2"))

@@ -4,17 +4,35 @@
     result = loralab.train(loralab.RunConfig.from_flat({"method": "lora", "rank": 8}))
     run = loralab.load_run(result.run_dir)
     run.predictor().predict(["a gorgeous, witty film"])
+
+Names are imported lazily so that ``loralab --help`` does not pay for torch and transformers.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-from .api import Run, RunResult, inspect_params, load_run, train  # noqa: E402
-from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from .errors import ConfigError, DataError, LoralabError, RunDirError  # noqa: E402
-
-__all__ = [
-    "ConfigError", "DataConfig", "DataError", "LoralabError", "MethodConfig", "ModelConfig", "Run",
-    "RunConfig", "RunDirError", "RunResult", "TrainConfig", "inspect_params", "load_run", "train",
+_EXPORTS = {
+    "train": "api", "load_run": "api", "inspect_params": "api", "Run": "api", "RunResult": "api",
+    "RunConfig": "config", "DataConfig": "config", "ModelConfig": "config", "MethodConfig": "config",
+    "TrainConfig": "config",
+    "LoralabError": "errors", "ConfigError": "errors", "DataError": "errors", "RunDirError": "errors",
+}
+__all__ = [  # noqa: RUF022
+    "ConfigError", "DataConfig", "DataError", "LoralabError", "MethodConfig", "ModelConfig", "Run", "RunConfig",
+    "RunDirError", "RunResult", "TrainConfig", "inspect_params", "load_run", "train",
 ]
+
+if TYPE_CHECKING:
+    from .api import Run, RunResult, inspect_params, load_run, train
+    from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+    from .errors import ConfigError, DataError, LoralabError, RunDirError
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'loralab' has no attribute {name!r}")

@@ -16,13 +16,13 @@ import numpy as np
 from . import artifacts as A
 from .backbones import build_model, load_tokenizer
 from .config import RunConfig
-from .data import encode, load_data
+from .data import encode_cached, load_data
 from .methods import ParamTable, apply_method, param_table
 from .metrics import classification_metrics, softmax
 from .plots import plot_confusion, plot_curves
 from .predict import Predictor
 from .runtime import PeakMemory, library_versions, pick_device, seed_everything
-from .train import fit
+from .trainer import fit
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
     if main:
         log.info("%s %s: %s of %s parameters train (%.4f%%)", config.model.model, config.method.method,
                  f"{table.trainable:,}", f"{table.total:,}", table.trainable_percent)
-    ids = {s.name: encode(tokenizer, s.texts, config.data.max_length) for s in data.splits()}
+    ids = {s.name: encode_cached(tokenizer, s.texts, config.data.max_length) for s in data.splits()}
     pad = tokenizer.pad_token_id
 
     meta = {
@@ -129,11 +129,11 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
         if main:
             A.atomic_write_json(staging / A.CONFIG_FILE, meta)
 
-        def on_epoch_end(res) -> None:
+        def on_log(res) -> None:
             A.atomic_write_csv(staging / A.METRICS_FILE, A.METRICS_COLUMNS, res.history)
 
         fitted = fit(model, ids["train"], data.train.labels, ids["validation"], data.validation.labels,
-                     config, pad, accelerator=accelerator, on_epoch_end=on_epoch_end)
+                     config, pad, accelerator=accelerator, on_log=on_log)
         model = accelerator.unwrap_model(model)
         accelerator.wait_for_everyone()
         results = None
@@ -183,6 +183,7 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
                    "groups": table.to_dict()["groups"]},
         "timing": {
             "train_seconds": fitted.train_seconds,
+            "feature_seconds": fitted.feature_seconds,
             "seconds_per_epoch": fitted.train_seconds / epochs_run if epochs_run else None,
             "epoch_seconds": fitted.epoch_seconds,
             "train_samples_per_second": fitted.train_examples_seen / fitted.train_seconds if fitted.train_seconds else None,

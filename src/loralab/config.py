@@ -142,6 +142,14 @@ class TrainConfig:
     log_every: int = _opt("log the training loss every N optimizer steps", 50)
     group_by_length: bool = _opt("batch examples of similar length together (seeded)", True)
     device: str = _opt("auto, cpu or cuda", "auto", choices=("auto", "cpu", "cuda"))
+    precision: str = _opt(
+        "training matmul precision: auto (bf16 autocast on GPUs that support it, fp32 on CPU), fp32 or bf16",
+        "auto", choices=("auto", "fp32", "bf16"),
+    )
+    cache_features: bool = _opt(
+        "head: run the frozen backbone once and train the head on cached features", True
+    )
+    compile: bool = _opt("torch.compile the model for training (GPU; first steps are slow)", False)
     output_dir: str | None = _opt("run directory; default runs/<model>-<method>-<time>")
     overwrite: bool = _opt("replace an existing run directory", False)
     progress: bool = _opt("show a progress bar", True)
@@ -157,6 +165,8 @@ class TrainConfig:
             raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 

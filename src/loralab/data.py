@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ def _read_delimited(
     ti, li = header.index(text_column), header.index(label_column)
     rows = []
     for line, fields_ in table[1:]:
-        if fields_ == [] or fields_ == [""]:
+        if fields_ in ([], [""]):
             # A blank line is a row with no text: report it rather than skip it silently.
             raise DataError(path, line, "blank line (expected a row)")
         if len(fields_) != len(header):
@@ -348,6 +349,62 @@ def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids per text, truncated to ``max_length``, not padded."""
     out = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
     return out["input_ids"]
+
+
+CACHE_ENV = "LORALAB_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "loralab")
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """The tokenizer's serialisation without its truncation/padding state (which every call
+    to the tokenizer rewrites)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return f"{type(tokenizer).__name__}:{tokenizer.name_or_path}:{len(tokenizer)}"
+    spec = json.loads(backend.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return json.dumps(spec, sort_keys=True)
+
+
+def encode_cached(tokenizer, texts: Sequence[str], max_length: int, root: Path | None = None) -> list[list[int]]:
+    """:func:`encode`, memoised on disk per (tokenizer, texts, max length).
+
+    The key hashes the tokenizer's full serialisation and the texts themselves (so it follows the
+    data file's content and any subsample), so a stale hit is impossible. Entries are written
+    atomically; an unreadable entry is recomputed.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    from .artifacts import atomic_write_bytes  # noqa: PLC0415
+
+    h = hashlib.sha256()
+    h.update(tokenizer_fingerprint(tokenizer).encode())
+    h.update(f"|{max_length}|{len(texts)}|".encode())
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x00")
+    path = (root or cache_dir()) / "tokens" / f"{h.hexdigest()[:32]}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                flat, offsets = z["flat"].tolist(), z["offsets"].tolist()
+            return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        except (OSError, ValueError, KeyError):
+            pass  # corrupt entry: recompute below
+    ids = encode(tokenizer, texts, max_length)
+    offsets = np.cumsum([0] + [len(x) for x in ids], dtype=np.int64)
+    flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1]))
+    buf = io.BytesIO()
+    np.savez(buf, flat=flat, offsets=offsets)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        pass  # a read-only cache is not an error
+    return ids
 
 
 class EncodedDataset(torch.utils.data.Dataset):

@@ -25,6 +25,28 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for training (None: plain fp32).
+
+    ``auto`` is bf16 on a CUDA device that supports it and fp32 on CPU: bf16 autocast on CPU is
+    opt-in (``--precision bf16``) because its speed-up depends on the CPU (AVX-512 BF16/AMX).
+    """
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def configure_backend(device: torch.device) -> None:
+    """Process-wide math settings for fast training: TF32 matmuls on CUDA (Ampere and newer)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

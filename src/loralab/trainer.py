@@ -21,6 +21,7 @@ from .config import RunConfig
 from .data import EncodedDataset, LengthGroupedBatchSampler, PadCollator
 from .inference import batched_logits
 from .metrics import classification_metrics
+from .runtime import configure_backend, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,19 @@ class FitResult:
     train_seconds: float = 0.0
     train_examples_seen: int = 0
     steps: int = 0
+    feature_seconds: float = 0.0  # head: one-off backbone pass over train + validation
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; no weight decay on biases and normalisation weights."""
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; no weight decay on biases and normalisation weights.
+    ``fused=True`` (CUDA) runs the update as one kernel per parameter group."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -66,6 +69,57 @@ def set_frozen_modules_eval(model: nn.Module, method: str) -> None:
         getattr(base, base.base_model_prefix).eval()
 
 
+class TokenBatches:
+    """The usual path: batches of token ids, dynamically padded, through the whole model."""
+
+    def __init__(self, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int) -> None:
+        self.dataset = EncodedDataset(list(train_ids), list(train_labels))
+        self.collate = PadCollator(pad_token_id)
+        self.val_ids, self.pad, self.eval_batch_size = val_ids, pad_token_id, eval_batch_size
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return model(**batch).loss
+
+    def val_logits(self, model: nn.Module, device: torch.device) -> np.ndarray:
+        return batched_logits(model, self.val_ids, self.eval_batch_size, self.pad, device)
+
+
+class CachedHeadBatches:
+    """``head`` on one process: backbone features computed once, batches of features through the
+    head only. Same batches (the sampler sees the token lengths) and the same dropout calls as
+    :class:`TokenBatches`, so the training is the same, only cheaper."""
+
+    def __init__(self, model, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int,
+                 device: torch.device) -> None:
+        from .headcache import extract_features  # noqa: PLC0415
+
+        self.lengths = [len(x) for x in train_ids]
+        feats = extract_features(model, train_ids, eval_batch_size, pad_token_id, device)
+        self.dataset = torch.utils.data.TensorDataset(feats, torch.as_tensor(list(train_labels)))
+        self.val_features = extract_features(model, val_ids, eval_batch_size, pad_token_id, device)
+
+    @staticmethod
+    def collate(batch: list) -> dict:
+        feats, labels = zip(*batch)
+        return {"features": torch.stack(feats), "labels": torch.stack(labels)}
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        from .headcache import head_logits  # noqa: PLC0415
+
+        return nn.functional.cross_entropy(head_logits(model, batch["features"]), batch["labels"])
+
+    @torch.inference_mode()
+    def val_logits(self, model: nn.Module, device: torch.device) -> np.ndarray:
+        from .headcache import head_logits  # noqa: PLC0415
+
+        was = model.training
+        model.eval()
+        try:
+            return head_logits(model, self.val_features.to(device)).float().cpu().numpy()
+        finally:
+            model.train(was)
+
+
 def fit(
     model: nn.Module,
     train_ids: Sequence[Sequence[int]],
@@ -75,11 +129,11 @@ def fit(
     cfg: RunConfig,
     pad_token_id: int,
     accelerator=None,
-    on_epoch_end: Callable[[FitResult], None] | None = None,
+    on_log: Callable[[FitResult], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place for ``cfg.train.epochs`` and restore its best epoch (by validation
-    accuracy). Returns the history; ``on_epoch_end`` is called on the main process after each
-    epoch (e.g. to rewrite ``metrics.csv``)."""
+    accuracy). Returns the history; ``on_log`` is called on the main process whenever a row is
+    added to the history (e.g. to rewrite ``metrics.csv``)."""
     from accelerate import Accelerator  # noqa: PLC0415
 
     tc = cfg.train
@@ -88,19 +142,29 @@ def fit(
         return result
     accelerator = accelerator or Accelerator(cpu=tc.device == "cpu")
     main = accelerator.is_main_process
-    dataset = EncodedDataset(list(train_ids), list(train_labels))
-    sampler = LengthGroupedBatchSampler(dataset.lengths(), tc.batch_size, tc.seed, tc.group_by_length)
+    device = accelerator.device
+    configure_backend(device)
+    autocast_dtype = resolve_precision(tc.precision, device)
+    # Calling the head directly would bypass DDP's gradient sync: cache only on one process.
+    if cfg.method.method == "head" and tc.cache_features and accelerator.num_processes == 1:
+        model.to(device)
+        t_feat = time.perf_counter()
+        task = CachedHeadBatches(model, train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size, device)
+        result.feature_seconds = time.perf_counter() - t_feat
+    else:
+        task = TokenBatches(train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size)
+    sampler = LengthGroupedBatchSampler([len(x) for x in train_ids], tc.batch_size, tc.seed, tc.group_by_length)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=PadCollator(pad_token_id),
-        pin_memory=accelerator.device.type == "cuda",
+        task.dataset, batch_sampler=sampler, collate_fn=task.collate, pin_memory=device.type == "cuda",
     )
-    optimizer = make_optimizer(model, cfg.lr, tc.weight_decay)
+    optimizer = make_optimizer(model, cfg.lr, tc.weight_decay, fused=device.type == "cuda")
     steps_per_epoch = len(sampler)
     total = steps_per_epoch * tc.epochs
     scheduler = linear_schedule(optimizer, int(tc.warmup_ratio * total), total)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     trainable = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = len(loader)
+    forward = torch.compile(model) if tc.compile else model
 
     best_state: dict[str, torch.Tensor] | None = None
     start = time.perf_counter()
@@ -112,8 +176,9 @@ def fit(
         running, running_n, seen = 0.0, 0, 0
         bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
         for batch in loader:
-            out = model(**batch)
-            accelerator.backward(out.loss)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                loss = task.loss(forward, batch)
+            accelerator.backward(loss)
             if tc.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
             optimizer.step()
@@ -122,28 +187,30 @@ def fit(
             result.steps += 1
             n = batch["labels"].shape[0] * accelerator.num_processes
             seen += n
-            running += out.loss.item()
+            running = running + loss.detach().float()  # no host sync per step (GPU)
             running_n += 1
             if bar is not None:
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{out.loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
+                if result.steps % 10 == 0:
+                    elapsed = time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}",
+                                    refresh=False)
                 bar.update(1)
             if result.steps % tc.log_every == 0:
                 result.history.append(
-                    _row(result.steps, epoch, "step", start, train_loss=running / running_n, lr=scheduler.get_last_lr()[0])
+                    _row(result.steps, epoch, "step", start, train_loss=float(running) / running_n,
+                         lr=scheduler.get_last_lr()[0])
                 )
                 running, running_n = 0.0, 0
+                if main and on_log is not None:
+                    on_log(result)
         if bar is not None:
             bar.close()
         epoch_time = time.perf_counter() - t0
         result.epoch_seconds.append(epoch_time)
         result.train_examples_seen += seen
-        val_logits = batched_logits(
-            accelerator.unwrap_model(model), val_ids, tc.eval_batch_size, pad_token_id, accelerator.device
-        )
-        vm = classification_metrics(val_labels, val_logits)
+        vm = classification_metrics(val_labels, task.val_logits(accelerator.unwrap_model(model), device))
         result.history.append(
-            _row(result.steps, epoch, "epoch", start, train_loss=(running / running_n) if running_n else None,
+            _row(result.steps, epoch, "epoch", start, train_loss=(float(running) / running_n) if running_n else None,
                  lr=scheduler.get_last_lr()[0], val_loss=vm["loss"], val_accuracy=vm["accuracy"],
                  epoch_seconds=epoch_time)
         )
@@ -152,9 +219,9 @@ def fit(
             best_state = trainable_state(accelerator.unwrap_model(model))
         if main:
             log.info("epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time)
-            if on_epoch_end is not None:
-                on_epoch_end(result)
-    result.train_seconds = sum(result.epoch_seconds)
+            if on_log is not None:
+                on_log(result)
+    result.train_seconds = result.feature_seconds + sum(result.epoch_seconds)
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
         unwrapped.load_state_dict(best_state, strict=False)

@@ -1,0 +1,125 @@
+"""Which parameters train for each method, on tiny BERT / DistilBERT / GPT-2 / RoBERTa."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loralab.backbones import build_model, head_module_names, load_tokenizer
+from loralab.config import MethodConfig
+from loralab.errors import ConfigError
+from loralab.methods import apply_method, param_table
+
+HEADS = {"bert": ["classifier"], "distilbert": ["pre_classifier", "classifier"], "gpt2": ["score"],
+         "roberta": ["classifier"]}
+TARGETS = {"bert": ("query", "value"), "distilbert": ("q_lin", "v_lin"), "gpt2": ("c_attn",),
+           "roberta": ("query", "value")}
+
+
+def build(tiny_models, family, **method):
+    tok = load_tokenizer(str(tiny_models[family]))
+    torch.manual_seed(0)
+    model = build_model(str(tiny_models[family]), ["negative", "positive"], tok.pad_token_id)
+    return model, apply_method(model, MethodConfig(**method)), tok
+
+
+def batch(tok):
+    enc = tok(["the film is good", "a very bad and dull story ."], padding=True, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def test_head_modules_per_family(tiny_models, family):
+    model, _, _ = build(tiny_models, family, method="none")
+    assert head_module_names(model) == HEADS[family]
+
+
+@pytest.mark.parametrize("method", ["head", "full", "prelayer", "none"])
+def test_exactly_the_expected_parameters_train(tiny_models, family, method):
+    _, model, _ = build(tiny_models, family, method=method)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    heads = tuple(f"{h}." for h in HEADS[family])
+    head_params = {n for n, _ in model.named_parameters() if n.startswith(heads)}
+    if method == "none":
+        assert trainable == set()
+    elif method == "full":
+        assert trainable == {n for n, _ in model.named_parameters()}
+    elif method == "head":
+        assert trainable == head_params
+    else:
+        emb = {"bert": ("word_embeddings", "position_embeddings"), "roberta": ("word_embeddings", "position_embeddings"),
+               "distilbert": ("word_embeddings", "position_embeddings"), "gpt2": ("wte", "wpe")}[family]
+        assert trainable - head_params == {n for n, _ in model.named_parameters() if n.split(".")[-2] in emb}
+    table = param_table(model)
+    assert table.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert table.total == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("options", [{}, {"rank": 1}, {"layers": "top2"}, {"layers": "0-1", "rank": 2}])
+def test_lora_counts_equal_peft(tiny_models, family, options):
+    from peft import LoraConfig, get_peft_model
+
+    _, model, _ = build(tiny_models, family, method="lora", **options)
+    table = param_table(model)
+    trainable, total = model.get_nb_trainable_parameters()
+    assert (table.trainable, table.total) == (trainable, total)
+    # and equal to a peft model built by hand, without loralab's helpers
+    tok = load_tokenizer(str(tiny_models[family]))
+    plain = build_model(str(tiny_models[family]), ["negative", "positive"], tok.pad_token_id)
+    layers = {"top2": [2, 3], "0-1": [0, 1]}.get(options.get("layers"))
+    ref = get_peft_model(plain, LoraConfig(
+        task_type="SEQ_CLS", r=options.get("rank", 8), lora_alpha=16, target_modules=list(TARGETS[family]),
+        layers_to_transform=layers, layers_pattern=("h" if family == "gpt2" else "layer") if layers else None,
+        fan_in_fan_out=family == "gpt2", modules_to_save=HEADS[family]))
+    assert ref.get_nb_trainable_parameters() == (trainable, total)
+    lora_names = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n}
+    assert lora_names and all(any(t in n for t in TARGETS[family]) for n in lora_names)
+    if layers:
+        assert all(any(f".{i}." in n for i in layers) for n in lora_names)
+
+
+def test_lora_is_a_noop_at_init(tiny_models, family):
+    tok = load_tokenizer(str(tiny_models[family]))
+    torch.manual_seed(0)
+    base = build_model(str(tiny_models[family]), ["negative", "positive"], tok.pad_token_id).eval()
+    b = batch(tok)
+    with torch.no_grad():
+        before = base(**b).logits.clone()
+        lora = apply_method(base, MethodConfig(method="lora", rank=4)).eval()
+        after = lora(**b).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["head", "lora", "prelayer"])
+def test_frozen_parameters_do_not_move_after_a_step(tiny_models, family, method):
+    from loralab.trainer import make_optimizer
+
+    _, model, tok = build(tiny_models, family, method=method)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opt = make_optimizer(model, lr=1e-2, weight_decay=0.01)
+    model.train()
+    out = model(**batch(tok), labels=torch.tensor([1, 0]))
+    out.loss.backward()
+    opt.step()
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in frozen.items())
+    moved = [n for n, v in trained.items() if not torch.equal(params[n], v)]
+    assert moved, "no trainable parameter moved"
+
+
+def test_bad_layers_and_targets_are_config_errors(tiny_models):
+    with pytest.raises(ConfigError, match="--layers 0-9: layer 4 does not exist"):
+        build(tiny_models, "bert", method="lora", layers="0-9")
+    with pytest.raises(ConfigError, match="--layers top9"):
+        build(tiny_models, "bert", method="lora", layers="top9")
+    with pytest.raises(ConfigError, match="--target-modules"):
+        build(tiny_models, "bert", method="lora", target_modules=["nonexistent"])
+
+
+def test_layer_specs():
+    from loralab.backbones import parse_layers
+
+    assert parse_layers(None, 6) is None and parse_layers("all", 6) is None
+    assert parse_layers("bottom3", 6) == [0, 1, 2]
+    assert parse_layers("top3", 6) == [3, 4, 5]
+    assert parse_layers("0-1,4", 6) == [0, 1, 4]
