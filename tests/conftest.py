@@ -69,7 +69,7 @@ def _wordpiece_tokenizer(folder: Path):
     )
     vocab = list(dict.fromkeys(vocab))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tok = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     (folder / "vocab.txt").unlink()
     return tok
 

@@ -132,9 +132,11 @@ def _group_of(name: str, heads: list[str], layers_pattern: str) -> str:
 
 
 def param_table(model: nn.Module, heads: list[str] | None = None) -> ParamTable:
-    """Total and trainable parameters by group, counted over the model as built (adapters and
-    peft's trainable copies of the head included — the same figures as peft's
-    ``print_trainable_parameters``)."""
+    """Total and trainable parameters by group, counted over the model as built.
+
+    With ``--impl peft`` this includes peft's frozen copy of the head (``original_module``), so the
+    figures are those of peft's ``print_trainable_parameters``; ``--impl scratch`` trains the head
+    in place, so its trainable count is the same and its total is smaller by the head's size."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     heads = heads if heads is not None else head_module_names(base)
     family = family_of(base.config)

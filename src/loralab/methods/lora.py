@@ -39,10 +39,8 @@ def inject_lora(model: nn.Module, cfg: MethodConfig, family: Family, heads: list
 
     pconf = peft_config(model.config, cfg, heads)
     if cfg.impl == "scratch":
-        try:
-            from .scratch_lora import inject_scratch_lora  # noqa: PLC0415
-        except ImportError:
-            raise ConfigError("--impl scratch is not available in this version") from None
+        from .scratch_lora import inject_scratch_lora  # noqa: PLC0415
+
         return inject_scratch_lora(model, pconf)
     from peft import get_peft_model  # noqa: PLC0415
 
