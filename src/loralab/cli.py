@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .api import train  # noqa: PLC0415
 
     config = _config_from_args(args)
-    result = train(config, command=["loralab", *sys.argv[1:]])
+    result = train(config, command=["loralab", *args.argv])
     r = result.results
     if r:
         lines = [f"run: {result.run_dir}"]
@@ -169,6 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

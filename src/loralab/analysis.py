@@ -1,0 +1,442 @@
+"""Error analysis over a run's saved predictions, and ``loralab analyze RUN [--compare RUN2]``.
+
+Every function below is a pure function of *prediction rows*: dicts with ``text``, ``label``,
+``prediction`` and ``confidence`` (the top softmax probability), as stored in a run's
+``predictions_<split>.csv``. What is measured:
+
+* accuracy by sentence length in words (≤5, 6–15, 16–30, >30). A word is a whitespace token
+  that contains a letter or a digit, so PTB punctuation tokens (``.``, ``--``, ````) don't count;
+* accuracy with / without a negation: a token ``not``, ``no``, ``never``, ``nothing``,
+  ``cannot``, or ``n't`` (SST-2 is PTB-tokenized: "do n't"), or a token ending in ``n't``
+  (untokenized text: "don't");
+* accuracy with / without a contrast word: ``but``, ``yet``, ``though``, ``although``,
+  ``however`` (a heuristic: "not yet" counts too);
+* with each bucket, the share of its most frequent true label: the accuracy of a constant
+  guess, which a bucket's accuracy should be read against (negated sentences are mostly
+  negative, so a model that always says "positive" looks bad on them for that reason alone);
+* calibration: accuracy and mean confidence in 10 equal-width confidence bins over [0, 1], the
+  expected calibration error ECE = Σ_bins (n_bin / n) · |accuracy_bin − confidence_bin|
+  (Guo et al., 2017), and a reliability diagram;
+* the most confident mistakes;
+* with a second run scored on the same examples: how many each gets right that the other gets
+  wrong, with examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .artifacts import CONFIG_FILE, atomic_dir, check_run_dir, read_predictions
+from .errors import LoralabError
+
+LENGTH_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("≤5", 0, 5), ("6–15", 6, 15), ("16–30", 16, 30), (">30", 31, None),
+)
+NEGATION_WORDS = frozenset({"not", "no", "never", "nothing", "cannot", "n't"})
+CONTRAST_WORDS = frozenset({"but", "yet", "though", "although", "however"})
+N_BINS = 10
+TOP_K = 10
+_STRIP = ".,;:!?\"()[]{}`'-"
+
+
+# ---------------------------------------------------------------------------------------------
+# Features of a sentence
+# ---------------------------------------------------------------------------------------------
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased whitespace tokens with surrounding punctuation removed (empty ones dropped)."""
+    out = []
+    for raw in text.lower().split():
+        tok = raw if raw == "n't" else raw.strip(_STRIP)
+        if tok:
+            out.append(tok)
+    return out
+
+
+def n_words(text: str) -> int:
+    return sum(1 for t in tokens(text) if any(ch.isalnum() for ch in t))
+
+
+def length_bucket(text: str) -> str:
+    n = n_words(text)
+    for name, low, high in LENGTH_BUCKETS:
+        if n >= low and (high is None or n <= high):
+            return name
+    return LENGTH_BUCKETS[-1][0]
+
+
+def has_negation(text: str) -> bool:
+    return any(t in NEGATION_WORDS or t.endswith("n't") for t in tokens(text))
+
+
+def has_contrast(text: str) -> bool:
+    return any(t in CONTRAST_WORDS for t in tokens(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measures over prediction rows
+# ---------------------------------------------------------------------------------------------
+
+
+def is_correct(row: dict) -> bool:
+    return int(row["prediction"]) == int(row["label"])
+
+
+@dataclass
+class Bucket:
+    name: str
+    n: int
+    correct: int
+    error_share: float  # fraction of all the errors that fall in this bucket
+    majority: float  # share of the bucket's most frequent true label: what a constant guess gets
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else math.nan
+
+
+def accuracy_by(rows: Sequence[dict], key: Callable[[str], str], order: Sequence[str]) -> list[Bucket]:
+    """Accuracy per bucket of ``key(text)``, buckets in ``order`` (empty ones included)."""
+    errors = sum(not is_correct(r) for r in rows)
+    out = []
+    for name in order:
+        members = [r for r in rows if key(r["text"]) == name]
+        correct = sum(is_correct(r) for r in members)
+        counts = Counter(int(r["label"]) for r in members)
+        majority = max(counts.values()) / len(members) if members else math.nan
+        out.append(Bucket(name, len(members), correct, (len(members) - correct) / errors if errors else 0.0,
+                          majority))
+    return out
+
+
+def by_length(rows: Sequence[dict]) -> list[Bucket]:
+    return accuracy_by(rows, length_bucket, [b[0] for b in LENGTH_BUCKETS])
+
+
+def by_negation(rows: Sequence[dict]) -> list[Bucket]:
+    return accuracy_by(rows, lambda t: "with negation" if has_negation(t) else "without negation",
+                       ["with negation", "without negation"])
+
+
+def by_contrast(rows: Sequence[dict]) -> list[Bucket]:
+    return accuracy_by(rows, lambda t: "with contrast word" if has_contrast(t) else "without contrast word",
+                       ["with contrast word", "without contrast word"])
+
+
+@dataclass
+class CalibrationBin:
+    low: float
+    high: float
+    n: int
+    accuracy: float
+    confidence: float
+
+
+@dataclass
+class Calibration:
+    bins: list[CalibrationBin]  # non-empty bins only
+    ece: float
+    accuracy: float
+    mean_confidence: float
+    n_bins: int
+
+
+def calibration(rows: Sequence[dict], n_bins: int = N_BINS) -> Calibration:
+    """Equal-width confidence bins over [0, 1] (bin i holds (i/n, (i+1)/n], the first also 0)."""
+    groups: list[list[dict]] = [[] for _ in range(n_bins)]
+    for r in rows:
+        c = float(r["confidence"])
+        groups[min(n_bins - 1, max(0, math.ceil(c * n_bins) - 1))].append(r)
+    n = len(rows)
+    bins, ece = [], 0.0
+    for i, g in enumerate(groups):
+        if not g:
+            continue
+        acc = sum(is_correct(r) for r in g) / len(g)
+        conf = sum(float(r["confidence"]) for r in g) / len(g)
+        bins.append(CalibrationBin(i / n_bins, (i + 1) / n_bins, len(g), acc, conf))
+        ece += len(g) / n * abs(acc - conf)
+    accuracy = sum(is_correct(r) for r in rows) / n if n else math.nan
+    mean_conf = sum(float(r["confidence"]) for r in rows) / n if n else math.nan
+    return Calibration(bins, ece if n else math.nan, accuracy, mean_conf, n_bins)
+
+
+def confident_mistakes(rows: Sequence[dict], k: int = TOP_K) -> list[dict]:
+    """The ``k`` wrong predictions with the highest confidence (ties: file order)."""
+    wrong = [(i, r) for i, r in enumerate(rows) if not is_correct(r)]
+    wrong.sort(key=lambda ir: (-float(ir[1]["confidence"]), ir[0]))
+    return [{"index": i, **r} for i, r in wrong[:k]]
+
+
+@dataclass
+class Disagreement:
+    """Run A against run B on the same examples."""
+
+    n: int
+    both_right: int
+    both_wrong: int
+    only_a: int  # A right, B wrong
+    only_b: int  # A wrong, B right
+    examples_only_a: list[dict]  # most confident wrong predictions of B among only_a
+    examples_only_b: list[dict]
+
+
+def disagreements(rows_a: Sequence[dict], rows_b: Sequence[dict], k: int = TOP_K) -> Disagreement:
+    if len(rows_a) != len(rows_b) or any(
+        a["text"] != b["text"] or int(a["label"]) != int(b["label"]) for a, b in zip(rows_a, rows_b, strict=False)
+    ):
+        raise LoralabError("analyze --compare: the two runs were scored on different examples")
+    only_a, only_b, both_right, both_wrong = [], [], 0, 0
+    for i, (a, b) in enumerate(zip(rows_a, rows_b, strict=True)):
+        ra, rb = is_correct(a), is_correct(b)
+        both_right += ra and rb
+        both_wrong += not ra and not rb
+        if ra and not rb:
+            only_a.append(_pair(i, a, b))
+        elif rb and not ra:
+            only_b.append(_pair(i, a, b))
+    only_a.sort(key=lambda e: (-e["confidence_b"], e["index"]))
+    only_b.sort(key=lambda e: (-e["confidence_a"], e["index"]))
+    return Disagreement(len(rows_a), both_right, both_wrong, len(only_a), len(only_b), only_a[:k], only_b[:k])
+
+
+def _pair(i: int, a: dict, b: dict) -> dict:
+    return {"index": i, "text": a["text"], "label": int(a["label"]), "prediction_a": int(a["prediction"]),
+            "confidence_a": float(a["confidence"]), "prediction_b": int(b["prediction"]),
+            "confidence_b": float(b["confidence"])}
+
+
+def analyze(rows: Sequence[dict], k: int = TOP_K, compare_rows: Sequence[dict] | None = None) -> dict:
+    """Everything above for one run (and a comparison), as a JSON-ready dict."""
+    if not rows:
+        raise LoralabError("analyze: no predictions")
+    cal = calibration(rows)
+    out = {
+        "examples": len(rows),
+        "accuracy": cal.accuracy,
+        "length": [_bucket(b) for b in by_length(rows)],
+        "negation": [_bucket(b) for b in by_negation(rows)],
+        "contrast": [_bucket(b) for b in by_contrast(rows)],
+        "calibration": {"ece": cal.ece, "n_bins": cal.n_bins, "mean_confidence": cal.mean_confidence,
+                        "bins": [asdict(b) for b in cal.bins]},
+        "confident_mistakes": confident_mistakes(rows, k),
+    }
+    if compare_rows is not None:
+        out["compare"] = asdict(disagreements(rows, compare_rows, k))
+    return out
+
+
+def _bucket(b: Bucket) -> dict:
+    return {"name": b.name, "n": b.n, "correct": b.correct, "accuracy": b.accuracy, "error_share": b.error_share,
+            "majority": b.majority}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def tables(result: dict, label_names: Sequence[str] | None = None, name_a: str = "A", name_b: str = "B",
+           k: int = 5) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The analysis as ``(title, headers, rows)`` tables of text (for analysis.md and the report)."""
+    def label(i: int) -> str:
+        return label_names[i] if label_names and 0 <= i < len(label_names) else str(i)
+
+    def bucket_rows(buckets: list[dict]) -> list[list[str]]:
+        return [[b["name"], str(b["n"]), _pct(b["accuracy"]), _pct(b["majority"]), _pct(b["error_share"])]
+                for b in buckets]
+
+    head = ["bucket", "n", "accuracy", "majority label", "share of errors"]
+    out = [
+        ("Accuracy by sentence length (words)", head, bucket_rows(result["length"])),
+        ("Accuracy with and without negation", head, bucket_rows(result["negation"])),
+        ("Accuracy with and without a contrast word", head, bucket_rows(result["contrast"])),
+    ]
+    cal = result["calibration"]
+    out.append((
+        f"Calibration ({cal['n_bins']} equal-width bins; ECE {cal['ece']:.4f})",
+        ["confidence bin", "n", "accuracy", "mean confidence", "gap"],
+        [[f"({b['low']:.1f}, {b['high']:.1f}]", str(b["n"]), _pct(b["accuracy"]), _pct(b["confidence"]),
+          f"{100 * (b['accuracy'] - b['confidence']):+.1f} pt"] for b in cal["bins"]],
+    ))
+    out.append((
+        "Most confident mistakes", ["confidence", "label", "predicted", "text"],
+        [[f"{m['confidence']:.3f}", label(m["label"]), label(m["prediction"]), m["text"].strip()]
+         for m in result["confident_mistakes"][:k]],
+    ))
+    if "compare" in result:
+        c = result["compare"]
+        out.append((
+            f"{name_a} against {name_b} ({c['n']} examples)", ["", "count", "share"],
+            [["both right", str(c["both_right"]), _pct(c["both_right"] / c["n"])],
+             [f"only {name_a} right", str(c["only_a"]), _pct(c["only_a"] / c["n"])],
+             [f"only {name_b} right", str(c["only_b"]), _pct(c["only_b"] / c["n"])],
+             ["both wrong", str(c["both_wrong"]), _pct(c["both_wrong"] / c["n"])]],
+        ))
+        for key, right, wrong in (("examples_only_a", name_a, name_b), ("examples_only_b", name_b, name_a)):
+            conf_key = "confidence_b" if key.endswith("_a") else "confidence_a"
+            out.append((
+                f"{right} right, {wrong} wrong (most confident {wrong} errors)",
+                ["label", f"{wrong} confidence", "text"],
+                [[label(e["label"]), f"{e[conf_key]:.3f}", e["text"].strip()] for e in c[key][:k]],
+            ))
+    return out
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(s: str) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def reliability_png(result: dict, title: str) -> bytes:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, counts below."""
+    import io  # noqa: PLC0415
+
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    cal = result["calibration"]
+    width = 1.0 / cal["n_bins"]
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    lows = [b["low"] for b in cal["bins"]]
+    ax.bar(lows, [b["accuracy"] for b in cal["bins"]], width=width, align="edge", edgecolor="black",
+           color="C0", alpha=0.8, label="accuracy")
+    ax.scatter([b["confidence"] for b in cal["bins"]], [b["accuracy"] for b in cal["bins"]], color="C3", zorder=3,
+               s=18, label="(mean confidence, accuracy)")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}\nECE {cal['ece']:.3f}, {result['examples']} examples", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    axn.bar(lows, [b["n"] for b in cal["bins"]], width=width, align="edge", edgecolor="black", color="C7")
+    axn.set_xlim(0, 1)
+    axn.set_xlabel("confidence (top softmax probability)")
+    axn.set_ylabel("examples")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render_markdown(result: dict, title: str, label_names: Sequence[str] | None = None,
+                    name_a: str = "A", name_b: str = "B") -> str:
+    parts = [f"# {title}", "",
+             f"{result['examples']} examples, accuracy {_pct(result['accuracy'])}, "
+             f"ECE {result['calibration']['ece']:.4f}.", "",
+             "Buckets, negation and contrast words, and the calibration bins are defined in "
+             "`loralab.analysis` (docs/studies.md).", ""]
+    for heading, headers, rows in tables(result, label_names, name_a, name_b, k=TOP_K):
+        parts += [f"## {heading}", "", markdown_table(headers, rows), ""]
+        if heading.startswith("Calibration"):
+            parts += ["![reliability diagram](reliability.png)", ""]
+    return "\n".join(parts)
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: loralab analyze RUN [--compare RUN2] [--split validation|test]
+# ---------------------------------------------------------------------------------------------
+
+
+def run_predictions(run_dir: Path, split: str | None) -> tuple[str, list[dict]]:
+    """The rows of ``predictions_<split>.csv`` (default: test if the run has it, else validation)."""
+    run_dir = check_run_dir(run_dir)
+    if split is None:
+        split = "test" if (run_dir / "predictions_test.csv").is_file() else "validation"
+    path = run_dir / f"predictions_{split}.csv"
+    if not path.is_file():
+        raise LoralabError(f"{run_dir}: no {split} predictions ({path.name})")
+    try:
+        return split, read_predictions(path)
+    except (KeyError, ValueError) as e:
+        raise LoralabError(f"{path}: unreadable predictions ({e})") from None
+
+
+def label_names_of(run_dir: Path) -> list[str] | None:
+    try:
+        return list(json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))["label_names"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_analysis(out_dir: Path, result: dict, markdown: str, png: bytes) -> None:
+    """analysis.md, analysis.json and reliability.png, replacing ``out_dir`` atomically."""
+    with atomic_dir(out_dir, overwrite=True) as staging:
+        (staging / "analysis.md").write_text(markdown, encoding="utf-8")
+        (staging / "analysis.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        (staging / "reliability.png").write_bytes(png)
+
+
+def summary_lines(result: dict, name_a: str, name_b: str | None) -> list[str]:
+    def line(title: str, buckets: list[dict]) -> str:
+        return f"{title}: " + " | ".join(f"{b['name']} {_pct(b['accuracy'])} (n={b['n']})" for b in buckets)
+
+    cal = result["calibration"]
+    lines = [f"accuracy {_pct(result['accuracy'])} on {result['examples']} examples; "
+             f"ECE {cal['ece']:.4f} (mean confidence {_pct(cal['mean_confidence'])})",
+             line("length", result["length"]), line("negation", result["negation"]),
+             line("contrast", result["contrast"])]
+    if result["confident_mistakes"]:
+        m = result["confident_mistakes"][0]
+        lines.append(f"most confident mistake ({m['confidence']:.3f}): {m['text'].strip()}")
+    if "compare" in result:
+        c = result["compare"]
+        lines.append(f"against {name_b}: both right {c['both_right']}, only {name_a} right {c['only_a']}, "
+                     f"only {name_b} right {c['only_b']}, both wrong {c['both_wrong']}")
+    return lines
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    split, rows = run_predictions(run_dir, args.split)
+    compare_rows, name_b = None, None
+    if args.compare:
+        _, compare_rows = run_predictions(Path(args.compare), split)
+        name_b = Path(args.compare).name
+    if args.top < 1:
+        raise LoralabError(f"--top must be at least 1, got {args.top}")
+    result = analyze(rows, args.top, compare_rows)
+    result["run"], result["split"] = str(run_dir), split
+    if args.compare:
+        result["compare_run"] = str(args.compare)
+    name_a = run_dir.name
+    labels = label_names_of(run_dir)
+    out_dir = Path(args.out) if args.out else run_dir / "analysis"
+    markdown = render_markdown(result, f"Error analysis: {name_a} ({split})", labels, name_a, name_b or "B")
+    write_analysis(out_dir, result, markdown, reliability_png(result, f"{name_a} · {split}"))
+    print(f"run: {run_dir} ({split})")
+    print("\n".join(summary_lines(result, name_a, name_b)))
+    print(f"written: {out_dir}/analysis.md, analysis.json, reliability.png")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "analyze", help="error analysis of a run's predictions (length, negation, calibration, ...)",
+        description="Error analysis of a run's saved predictions: accuracy by sentence length, negation "
+                    "and contrast words, calibration (ECE, reliability diagram), the most confident "
+                    "mistakes, and with --compare the examples one run gets right and the other wrong.")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--compare", metavar="RUN2", help="a second run scored on the same examples")
+    p.add_argument("--split", choices=("validation", "test"), default=None,
+                   help="which predictions (default: test if the run has them, else validation)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/analysis)")
+    p.add_argument("--top", type=int, default=TOP_K, help=f"examples listed per table (default {TOP_K})")
+    p.set_defaults(func=cmd_analyze)

@@ -1,0 +1,18 @@
+"""Studies: many runs described by one YAML file, executed resumably, compared with statistics.
+
+| module         | what lives there                                                            |
+|----------------|-----------------------------------------------------------------------------|
+| ``spec``       | the study YAML: :class:`StudySpec` (validates itself), cells, run ids, plan   |
+| ``folder``     | the study folder: layout, ``study.json``, ``failures.json``, locks, cleanup   |
+| ``runner``     | runs every (cell, seed) in a fresh subprocess, skips finished runs, ``--jobs`` |
+| ``worker``     | the subprocess entry point: ``python -m loralab.study.worker ... -- FLAGS``   |
+| ``cost``       | the ``--dry-run`` cost estimate                                              |
+| ``stats``      | t-intervals over seeds, paired bootstrap, exact McNemar, exact sign-flip test |
+| ``aggregate``  | reads the finished runs back and summarises them per cell                    |
+| ``report``     | plots, findings, ``report.md`` / ``report.html`` / ``summary.csv``            |
+| ``cli``        | ``loralab study run`` and ``loralab study report``                            |
+
+The report reads only run directories and ``study.json``; nothing here reaches into training.
+Nothing is imported here: ``loralab.cli`` imports ``loralab.study.cli`` at start-up, and the
+modules above are loaded by the sub-command that needs them.
+"""

@@ -1,0 +1,210 @@
+"""Read a study folder back (``study.json`` + the run directories) and summarise each cell.
+
+Everything here reads files written by ``loralab study run`` and ``loralab train``; nothing is
+recomputed from a model. Runs that are not complete are listed, never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..api import Run, load_run
+from ..errors import LoralabError
+from .folder import StudyError, StudyFolder
+from .stats import Interval, t_interval
+
+SPLITS = ("validation", "test")
+METRICS = ("accuracy", "f1", "loss")
+#: The range each metric can take: t-intervals are clipped to it (with 2 seeds, t = 12.7).
+METRIC_RANGE = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "loss": (0.0, math.inf)}
+
+
+@dataclass
+class RunData:
+    id: str
+    cell: str
+    seed: int
+    run: Run | None = None  # None unless complete
+    error: str | None = None  # from failures.json, or why it could not be read
+
+    @property
+    def status(self) -> str:
+        return "done" if self.run is not None else ("failed" if self.error else "missing")
+
+
+@dataclass
+class CellData:
+    name: str
+    options: dict[str, Any]  # as written in the study (grid values + cell options)
+    config: dict[str, Any]  # resolved flat options (no seed)
+    runs: list[RunData] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[RunData]:
+        return [r for r in self.runs if r.run is not None]
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method"))
+
+
+@dataclass
+class CellSummary:
+    name: str
+    method: str
+    n_planned: int
+    seeds: list[int]
+    metrics: dict[tuple[str, str], Interval]  # (split, metric) -> over seeds
+    trainable: int | None
+    total: int | None
+    trainable_percent: float | None
+    seconds_per_epoch: Interval
+    train_seconds: Interval
+    peak_memory_mb: Interval
+    train_examples: int | None
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class StudyData:
+    root: Path
+    name: str
+    description: str
+    baseline: str
+    cells: list[CellData]
+    meta: dict
+
+    def cell(self, name: str) -> CellData:
+        return next(c for c in self.cells if c.name == name)
+
+    @property
+    def runs(self) -> list[RunData]:
+        return [r for c in self.cells for r in c.runs]
+
+    @property
+    def split(self) -> str:
+        """The split comparisons use: test if every finished run has test results."""
+        done = [r.run for r in self.runs if r.run is not None]
+        return "test" if done and all(run.results.get("test") for run in done) else "validation"
+
+
+def load_study(root: str | Path) -> StudyData:
+    folder = StudyFolder(Path(root))
+    meta = folder.read_study()
+    failures = folder.read_failures()
+    cells = {c["name"]: CellData(c["name"], c.get("options", {}), c.get("config", {})) for c in meta["cells"]}
+    for r in meta["runs"]:
+        data = RunData(r["id"], r["cell"], int(r["seed"]))
+        if folder.is_complete(r["id"]):
+            try:
+                data.run = load_run(folder.root / r["dir"])
+            except LoralabError as e:
+                data.error = f"unreadable: {e}"
+        elif r["id"] in failures:
+            data.error = failures[r["id"]].get("error") or "failed"
+        cells[r["cell"]].runs.append(data)
+    if meta.get("baseline") not in cells:
+        raise StudyError(f"{root}/study.json: baseline {meta.get('baseline')!r} is not a cell")
+    return StudyData(folder.root, meta["name"], meta.get("spec", {}).get("description") or "",
+                     meta["baseline"], list(cells.values()), meta)
+
+
+def summarize(cell: CellData) -> CellSummary:
+    runs = [r.run for r in cell.done]
+    metrics = {}
+    for split in SPLITS:
+        for metric in METRICS:
+            values = [run.results[split][metric] for run in runs if run.results.get(split)]
+            metrics[(split, metric)] = t_interval(values).clip(*METRIC_RANGE[metric])
+    first = runs[0].results if runs else None
+    params = first["params"] if first else {}
+    spe = [run.results["timing"].get("seconds_per_epoch") for run in runs]
+    train_s = [run.results["timing"].get("train_seconds") for run in runs]
+    mem = [run.results.get("memory", {}).get("peak_bytes") for run in runs]
+    return CellSummary(
+        name=cell.name, method=cell.method, n_planned=len(cell.runs), seeds=[r.seed for r in cell.done],
+        metrics=metrics, trainable=params.get("trainable"), total=params.get("total"),
+        trainable_percent=params.get("trainable_percent"),
+        seconds_per_epoch=t_interval([v for v in spe if v is not None]),
+        train_seconds=t_interval([v for v in train_s if v is not None]),
+        peak_memory_mb=t_interval([v / 2**20 for v in mem if v is not None]),
+        train_examples=first["data"]["train_examples"] if first else None,
+    )
+
+
+@dataclass
+class Predictions:
+    """Per-seed correctness of one cell on one split, with the examples they refer to."""
+
+    correct: dict[int, np.ndarray]
+    texts: list[str]
+    labels: list[int]
+    rows: dict[int, list[dict]]
+
+
+def predictions(cell: CellData, split: str) -> Predictions | None:
+    """The cell's predictions on ``split``; None if no finished run has them. Raises
+    :class:`StudyError` if its runs were scored on different examples."""
+    correct, rows = {}, {}
+    texts: list[str] | None = None
+    labels: list[int] | None = None
+    for r in cell.done:
+        path = r.run.run_dir / f"predictions_{split}.csv"
+        if not path.is_file():
+            continue
+        preds = r.run.predictions(split)
+        t, y = [p["text"] for p in preds], [p["label"] for p in preds]
+        if texts is None:
+            texts, labels = t, y
+        elif t != texts or y != labels:
+            raise StudyError(f"cell {cell.name!r}: its runs were scored on different {split} examples")
+        correct[r.seed] = np.array([p["prediction"] == p["label"] for p in preds], dtype=bool)
+        rows[r.seed] = preds
+    if not correct:
+        return None
+    return Predictions(correct, texts or [], labels or [], rows)
+
+
+def epoch_curves(cell: CellData) -> dict[int, list[tuple[float, float]]]:
+    """Validation accuracy per epoch, per seed, from each run's ``metrics.csv``."""
+    out = {}
+    for r in cell.done:
+        try:
+            rows = r.run.metrics()
+        except OSError:
+            continue
+        pts = [(row["epoch"], row["val_accuracy"]) for row in rows
+               if row.get("kind") == "epoch" and row.get("val_accuracy") is not None]
+        if pts:
+            out[r.seed] = pts
+    return out
+
+
+def mean_curve(curves: dict[int, list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Mean over seeds at each epoch that every seed reached."""
+    if not curves:
+        return []
+    epochs = sorted(set.intersection(*({e for e, _ in pts} for pts in curves.values())))
+    return [(e, float(np.mean([dict(pts)[e] for pts in curves.values()]))) for e in epochs]
+
+
+def varying_options(cells: list[CellData]) -> list[str]:
+    """Options whose resolved value differs between cells, in option order."""
+    keys: list[str] = []
+    for c in cells:
+        keys += [k for k in c.config if k not in keys]
+    return [k for k in keys if len({_key(c.config.get(k)) for c in cells}) > 1]
+
+
+def _key(value: Any) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return repr(value)

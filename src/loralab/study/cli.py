@@ -1,0 +1,125 @@
+"""``loralab study run STUDY.yaml`` and ``loralab study report DIR`` (thin: parse, call, print)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "study", help="run a study (cells x seeds, resumable) and report it with statistics",
+        description="Run every (cell, seed) of a study YAML in its own process, resumably, and report "
+                    "the comparison with statistics, plots and an error analysis (docs/studies.md).")
+    sub = p.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
+
+    r = sub.add_parser(
+        "run", help="run the unfinished runs of a study",
+        description="Run every (cell, seed) of STUDY.yaml that has no finished run directory yet, each in a "
+                    "fresh process; failed runs are recorded in failures.json and retried next time.")
+    r.add_argument("spec", metavar="STUDY.yaml", help="the study file (see studies/)")
+    r.add_argument("--out", metavar="DIR", help="the study folder (default: studies_out/<name>)")
+    r.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: CPU cores // jobs, at least 1)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="list the cells, their trainable parameters and an estimated cost; run nothing")
+    r.add_argument("--data-dir", metavar="DIR", help="data folder for every run (default: base.data_dir, "
+                                                     "else $LORALAB_DATA_DIR)")
+    r.add_argument("--model", metavar="MODEL", help="backbone for every run, replacing base.model")
+    r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser(
+        "report", help="write report.md, report.html and summary.csv for a study folder",
+        description="Summarise a study folder: per-cell statistics over seeds, comparisons with the baseline "
+                    "(paired bootstrap, exact tests), plots, error analysis and findings.")
+    rep.add_argument("dir", metavar="DIR", help="the study folder (e.g. studies_out/smoke)")
+    rep.set_defaults(func=cmd_report)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError  # noqa: PLC0415
+    from .runner import run_study  # noqa: PLC0415
+    from .spec import load_spec, make_plan  # noqa: PLC0415
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    plan = make_plan(load_spec(args.spec), args.out, {"model": args.model, "data_dir": args.data_dir})
+    if args.dry_run:
+        lines, errors = dry_run_lines(plan, args.jobs)
+        print("\n".join(lines))
+        if errors:
+            raise ConfigError(errors[0])
+        return 0
+    check_data(plan)
+    outcome = run_study(plan, jobs=args.jobs, threads=args.threads, echo=lambda s: print(s, flush=True))
+    total = len(plan.runs)
+    print(f"study {plan.spec.name}: {total - len(outcome.failed)} of {total} runs complete "
+          f"({len(outcome.trained)} trained now, {len(outcome.skipped)} already done, {len(outcome.failed)} failed) "
+          f"in {outcome.seconds:.0f} s -> {plan.root}")
+    if outcome.failed:
+        print(f"failed runs are listed in {plan.root}/failures.json; `loralab study run` again retries them")
+    print(f"report: loralab study report {plan.root}")
+    return 1 if outcome.failed else 0
+
+
+def check_data(plan) -> None:
+    """Fail before starting anything if a data folder or file is missing (one check per data config)."""
+    from ..data import split_paths  # noqa: PLC0415
+
+    seen = set()
+    for run in plan.runs:
+        key = repr(run.config.data)
+        if key not in seen:
+            seen.add(key)
+            split_paths(run.config.data)
+
+
+def dry_run_lines(plan, jobs: int) -> tuple[list[str], list[str]]:
+    """The dry-run table and the errors of cells that cannot be built (e.g. a bad --layers)."""
+    from ..api import inspect_params  # noqa: PLC0415
+    from ..errors import LoralabError  # noqa: PLC0415
+    from .cost import estimate_seconds, split_sizes  # noqa: PLC0415
+    from .folder import StudyFolder  # noqa: PLC0415
+    from .runner import clock  # noqa: PLC0415
+
+    folder = StudyFolder(plan.root)
+    rows = [("cell", "method", "trainable", "trainable %", "train ex.", "epochs", "est. / run", "runs", "done")]
+    remaining = 0.0
+    errors = []
+    for cell in plan.cells:
+        runs = [r for r in plan.runs if r.cell == cell.name]
+        cfg = runs[0].config
+        done = sum(folder.is_complete(r.id) for r in runs)
+        sizes = split_sizes(cfg)
+        try:
+            table = inspect_params(cfg)
+        except LoralabError as e:
+            errors.append(f"cell {cell.name!r}: {e}")
+            rows.append((cell.name, cfg.method.method, "error", "", f"{sizes['train']:,}", str(cfg.train.epochs),
+                         "", str(len(runs)), str(done)))
+            continue
+        est = estimate_seconds(cfg, table.total, sizes)
+        remaining += est * (len(runs) - done)
+        rows.append((cell.name, cfg.method.method, f"{table.trainable:,}", f"{table.trainable_percent:.4f}",
+                     f"{sizes['train']:,}", str(cfg.train.epochs), clock(est), str(len(runs)), str(done)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"study {plan.spec.name}: {len(plan.cells)} cells x {len(plan.spec.seeds)} seeds "
+             f"({', '.join(map(str, plan.spec.seeds))}) = {len(plan.runs)} runs -> {plan.root}",
+             f"baseline: {plan.baseline}", ""]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+              for r in rows]
+    lines += ["", f"estimated time for the {sum(not folder.is_complete(r.id) for r in plan.runs)} unfinished runs: "
+                  f"{clock(remaining / jobs)} with --jobs {jobs} (rough: see `loralab.study.cost`, docs/studies.md)",
+              "", "runs:"]
+    lines += [f"  {r.id}  [{'done' if folder.is_complete(r.id) else 'todo'}]" for r in plan.runs]
+    return lines, errors
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build  # noqa: PLC0415
+
+    paths = build(args.dir)
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0

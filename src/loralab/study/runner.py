@@ -1,0 +1,196 @@
+"""Execute a study plan: every unfinished run in a fresh subprocess, ``jobs`` at a time.
+
+* **Fresh process per run** (:mod:`loralab.study.worker`): peak memory is the run's own, and a
+  crash (or an out-of-memory kill) takes down one run, not the study.
+* **Resumable**: a run whose directory holds ``results.json`` is skipped. The core writes runs
+  atomically, so after a crash or ``kill -9`` a re-run finds every run either complete or
+  absent; stale staging folders are removed (see :mod:`loralab.study.folder`).
+* **Failures are recorded** in ``failures.json`` (exit code and the last line of the run's log)
+  and the other runs go on; a later ``study run`` retries them.
+* **Threads**: each worker gets ``threads`` torch threads (default: cores // jobs, at least 1).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
+from .spec import PlannedRun, StudyPlan
+
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class StudyOutcome:
+    """What one ``study run`` did."""
+
+    skipped: list[str] = field(default_factory=list)  # complete before this invocation
+    trained: list[str] = field(default_factory=list)
+    failed: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Running:
+    run: PlannedRun
+    proc: subprocess.Popen
+    log_file: object
+    log_start: int
+    started: float
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def default_threads(jobs: int) -> int:
+    return max(1, cpu_count() // max(1, jobs))
+
+
+def run_study(plan: StudyPlan, jobs: int = 1, threads: int | None = None,
+              echo: Callable[[str], None] = print) -> StudyOutcome:
+    """Run every unfinished run of ``plan``; returns what was skipped, trained and failed."""
+    if jobs < 1:
+        raise StudyError(f"--jobs must be at least 1, got {jobs}")
+    threads = threads or default_threads(jobs)
+    folder = StudyFolder(plan.root)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    try:
+        with file_lock(folder.root / STUDY_LOCK, blocking=False):
+            return _run_locked(plan, folder, jobs, threads, echo)
+    except BlockingIOError:
+        raise StudyError(f"{folder.root}: another `loralab study run` is using this study folder") from None
+
+
+def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
+                echo: Callable[[str], None]) -> StudyOutcome:
+    t0 = time.perf_counter()
+    folder.write_study(plan.to_json())
+    planned = {r.id for r in plan.runs}
+    outcome = StudyOutcome()
+    todo: list[PlannedRun] = []
+    for run in plan.runs:
+        if folder.is_complete(run.id):
+            outcome.skipped.append(run.id)
+        else:
+            todo.append(run)
+    total = len(plan.runs)
+    echo(f"study {plan.spec.name}: {len(plan.cells)} cells x {len(plan.spec.seeds)} seeds = {total} runs, "
+         f"{len(outcome.skipped)} already done; {jobs} job(s) x {threads} torch thread(s) -> {folder.root}")
+    if removed := folder.sweep_stale_staging():
+        echo(f"removed {removed} staging folder(s) left by killed runs")
+    if folder.runs_dir.is_dir():
+        foreign = [p.name for p in folder.runs_dir.iterdir() if not p.name.startswith(".") and p.name not in planned]
+        if foreign:
+            echo(f"note: {len(foreign)} run folder(s) in {folder.runs_dir} are not in this study's plan (left alone)")
+    # failures of runs that are gone from the plan or finished since are dropped
+    failures = {k: v for k, v in folder.read_failures().items() if k in planned and not folder.is_complete(k)}
+    folder.write_failures(failures)
+    folder.logs_dir.mkdir(parents=True, exist_ok=True)
+    running: list[_Running] = []
+
+    def progress(event: str) -> None:
+        done = len(outcome.skipped) + len(outcome.trained)
+        echo(f"[{plan.spec.name} {clock(time.perf_counter() - t0)}] {event} | done {done}/{total}, "
+             f"running {len(running)}, failed {len(outcome.failed)}, left {len(todo)}")
+
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                run = todo.pop(0)
+                running.append(_start(run, folder, threads))
+                progress(f"start {run.id}")
+            time.sleep(POLL_SECONDS)
+            for item in list(running):
+                rc = item.proc.poll()
+                if rc is None:
+                    continue
+                running.remove(item)
+                item.log_file.close()
+                secs = time.perf_counter() - item.started
+                if rc == 0 and folder.is_complete(item.run.id):
+                    outcome.trained.append(item.run.id)
+                    failures.pop(item.run.id, None)
+                    progress(f"done  {item.run.id} in {clock(secs)}")
+                else:
+                    error = _failure_line(folder, item, rc)
+                    failures[item.run.id] = {
+                        "cell": item.run.cell, "seed": item.run.seed, "returncode": rc, "error": error,
+                        "log": str(folder.log_path(item.run.id).relative_to(folder.root)),
+                        "seconds": round(secs, 1), "time": _now(),
+                    }
+                    outcome.failed[item.run.id] = failures[item.run.id]
+                    progress(f"FAIL  {item.run.id} in {clock(secs)}: {error}")
+                folder.write_failures(failures)
+    except BaseException:
+        _stop(running)
+        raise
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+def worker_command(run: PlannedRun, folder: StudyFolder, threads: int) -> list[str]:
+    return [sys.executable, "-m", "loralab.study.worker", "--study", str(folder.root), "--run-id", run.id,
+            "--parent-pid", str(os.getpid()), "--threads", str(threads), "--", *run.train_flags()]
+
+
+def _start(run: PlannedRun, folder: StudyFolder, threads: int) -> _Running:
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    log_file = open(folder.log_path(run.id), "ab")  # closed when the run ends
+    header = f"=== {_now()} attempt: {' '.join(run.command())}\n"
+    log_start = log_file.tell()
+    log_file.write(header.encode())
+    log_file.flush()
+    proc = subprocess.Popen(worker_command(run, folder, threads), stdin=subprocess.DEVNULL, stdout=log_file,
+                            stderr=subprocess.STDOUT, env=env)
+    return _Running(run, proc, log_file, log_start, time.perf_counter())
+
+
+def _failure_line(folder: StudyFolder, item: _Running, rc: int) -> str:
+    """The last non-empty line this attempt wrote (a traceback's last line names the error)."""
+    with open(folder.log_path(item.run.id), "rb") as f:
+        f.seek(item.log_start)
+        lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines()[1:] if ln.strip()]
+    if rc < 0:
+        name = signal.Signals(-rc).name if -rc in signal.valid_signals() else str(-rc)
+        hint = " (out of memory?)" if -rc == signal.SIGKILL else ""
+        return f"killed by {name}{hint}" + (f"; last output: {lines[-1]}" if lines else "")
+    if rc == 0:
+        return "exited without writing results.json" + (f"; last output: {lines[-1]}" if lines else "")
+    return lines[-1] if lines else f"exit code {rc}, no output"
+
+
+def _stop(running: list[_Running]) -> None:
+    """Interrupt the workers (they clean their staging folder on KeyboardInterrupt), then kill."""
+    for item in running:
+        if item.proc.poll() is None:
+            item.proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 10
+    for item in running:
+        try:
+            item.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            item.proc.kill()
+            item.proc.wait()
+        item.log_file.close()
+
+
+def clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,83 @@
+"""The process that trains one run of a study: ``python -m loralab.study.worker ... -- FLAGS``.
+
+It is ``loralab train FLAGS`` (the same parser, errors and run directory) with four guards a
+study needs around it:
+
+1. it dies with the ``study run`` that started it (``PR_SET_PDEATHSIG`` on Linux, and a thread
+   that watches the parent pid everywhere), so a killed study leaves no orphan training on;
+2. it holds the run's lock while it trains, so two processes never write the same run;
+3. under the lock, a run that is already complete is not trained again, and stale staging
+   folders of this run (from a killed attempt) are removed;
+4. it caps the torch threads (``--threads``), so that ``--jobs N`` processes share the cores.
+
+The recorded command of the run (``config.json``) is the plain ``loralab train FLAGS`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .folder import StudyFolder, file_lock
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Exit as soon as ``parent_pid`` is no longer this process's parent."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes  # noqa: PLC0415
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(137)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(137)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loralab.study.worker")
+    p.add_argument("--study", required=True, help="the study folder")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--parent-pid", type=int, required=True)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("train_flags", nargs=argparse.REMAINDER, help="-- then the `loralab train` flags")
+    args = p.parse_args(argv)
+    flags = args.train_flags[1:] if args.train_flags[:1] == ["--"] else args.train_flags
+
+    die_with_parent(args.parent_pid)
+    if args.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
+    folder = StudyFolder(Path(args.study))
+    with file_lock(folder.lock_path(args.run_id)):
+        if folder.is_complete(args.run_id):
+            print(f"{args.run_id}: already complete", flush=True)
+            return 0
+        if folder.remove_stale_staging(args.run_id):
+            print(f"{args.run_id}: removed the staging folder of an earlier, killed attempt", flush=True)
+        if folder.run_dir(args.run_id).exists():
+            flags = [*flags, "--overwrite"]  # an incomplete folder not made by loralab: replace it
+        from ..cli import main as cli_main  # noqa: PLC0415
+
+        sys.argv = ["loralab", "train", *flags]  # what `loralab train` records as the run's command
+        return cli_main(["train", *flags])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
