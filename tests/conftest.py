@@ -152,7 +152,7 @@ def tiny_run_config(model_dir: Path, data_dir: Path, out: Path, **overrides):
     values = {
         "model": str(model_dir), "data_dir": str(data_dir), "output_dir": str(out), "epochs": 1,
         "batch_size": 8, "eval_batch_size": 16, "log_every": 2, "progress": False, "device": "cpu",
-        "rank": 4, "alpha": 8,
+        "rank": 4, "alpha": 8, "max_length": 48,  # tiny models have 64 positions
     }
     values.update(overrides)
     return RunConfig.from_flat(values)

@@ -14,7 +14,7 @@ import pytest
 from conftest import synthetic_rows, write_tsv
 from loralab.cli import main
 
-TINY = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--device", "cpu", "--rank", "4"]
+TINY = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--device", "cpu", "--rank", "4", "--max-length", "48"]
 
 
 def loralab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -70,11 +70,14 @@ def test_bad_data_in_a_real_process(tmp_path, tiny_models):
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_flags_exit_2(tmp_path, tiny_data):
+def test_bad_flags_exit_2(tmp_path, tiny_data, tiny_models):
     proc = loralab("train", "--data-dir", str(tiny_data), "--rank", "0", "--output-dir", str(tmp_path / "o"))
     assert_one_line_error(proc, "--rank must be at least 1")
     proc = loralab("train", "--data-dir", str(tiny_data), "--model", str(tmp_path / "nope"))
     assert_one_line_error(proc, "no such folder")
+    proc = loralab("train", "--data-dir", str(tiny_data), "--model", str(tiny_models["bert"]), "--max-length", "100",
+                   "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(proc, "--max-length 100 exceeds the 64 positions of this model")
     proc = loralab("train", "--method", "adapters")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
     assert not (tmp_path / "o").exists()

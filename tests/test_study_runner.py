@@ -39,7 +39,7 @@ def killed_and_resumed(tiny_models, tiny_data, tmp_path_factory):
         f"# Run: loralab study run {spec_file}\n"
         "name: tiny\n"
         f"base: {{model: {tiny_models['bert']}, data_dir: {tiny_data}, epochs: 1, batch_size: 16, rank: 4, "
-        "alpha: 8, device: cpu}\n"
+        "alpha: 8, max_length: 48, device: cpu}\n"
         "cells:\n"
         "  - {name: head, method: head}\n"
         "  - {name: lora, method: lora}\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifacts as A
-from .backbones import build_model, load_tokenizer
+from .backbones import build_model, check_max_length, load_config, load_tokenizer
 from .config import RunConfig
 from .data import encode_cached, load_data
 from .methods import ParamTable, apply_method, param_table
@@ -70,8 +70,6 @@ def load_run(run_dir: str | Path) -> Run:
 def inspect_params(config: RunConfig, label_names: list[str] | None = None) -> ParamTable:
     """The parameter table of ``config``'s model and method, built on the meta device from the
     model's config alone (no weights are read; a folder with only ``config.json`` is enough)."""
-    from .backbones import load_config  # noqa: PLC0415
-
     names = label_names or config.data.labels or ["negative", "positive"]
     mc = load_config(config.model.model, names)
     model = build_model(config.model.model, names, mc.pad_token_id if mc.pad_token_id is not None else 0, weights=False)
@@ -101,6 +99,7 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
     memory = PeakMemory(accelerator.device)
     main = accelerator.is_main_process
 
+    check_max_length(load_config(config.model.model, data.label_names), config.data.max_length)
     seed_everything(tc.seed)
     tokenizer = load_tokenizer(config.model.model)
     model = build_model(config.model.model, data.label_names, tokenizer.pad_token_id)

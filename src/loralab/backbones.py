@@ -81,6 +81,21 @@ def num_layers(config) -> int:
     return int(config.num_hidden_layers)
 
 
+def max_positions(config) -> int:
+    """How many tokens the model can take: its position embeddings (RoBERTa-style models
+    reserve the first ``pad_token_id + 1`` of them)."""
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        n -= (config.pad_token_id or 0) + 1
+    return int(n)
+
+
+def check_max_length(config, max_length: int) -> None:
+    limit = max_positions(config)
+    if limit and max_length > limit:
+        raise ConfigError(f"--max-length {max_length} exceeds the {limit} positions of this model")
+
+
 def load_config(name: str, label_names: list[str]):
     """The model config with the label names on it (``id2label``/``label2id``)."""
     from transformers import AutoConfig  # noqa: PLC0415 - keeps `import loralab` light
