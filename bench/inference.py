@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--data-dir", default=os.environ.get("LORALAB_DATA_DIR"))
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--single", type=int, default=200, help="single-sentence calls for the latency")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
@@ -77,7 +78,7 @@ def main() -> None:
             model, tok = untrained_lora(args.model, args.rank)
             if merged:
                 model = model.merge_and_unload()
-            predictor = Predictor(model, tok, ["negative", "positive"], 128, args.batch_size, cpu)
+            predictor = Predictor(model, tok, ["negative", "positive"], args.max_length, args.batch_size, cpu)
         rows["merged" if merged else "unmerged"] = measure(predictor, texts, args.single, args.repeats)
     diff = float(np.abs(rows["merged"]["logits"] - rows["unmerged"]["logits"]).max())
     print(f"{args.run or args.model + ' (untrained LoRA r' + str(args.rank) + ')'}  threads {torch.get_num_threads()}  "

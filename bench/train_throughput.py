@@ -51,11 +51,12 @@ def run_pipeline(name, args, tok, data, steps, reference: bool, bf16: bool, impl
     model = build_model(args.model, data.label_names, tok.pad_token_id)
     model = apply_method(model, MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank, impl=impl))
     p_flops = 4 * non_embedding_params(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    ids = encode(tok, data.train.texts, 128)
+    L = args.max_length
+    ids = encode(tok, data.train.texts, L)
     labels = data.train.labels
     if reference:
-        # pad to 128 in the dataset itself, as the reference projects do
-        ids = [x + [tok.pad_token_id] * (128 - len(x)) for x in ids]
+        # pad to max_length in the dataset itself, as the reference projects do
+        ids = [x + [tok.pad_token_id] * (L - len(x)) for x in ids]
         sampler = LengthGroupedBatchSampler([len(x) for x in ids], args.batch_size, args.seed, group_by_length=False)
     else:
         sampler = LengthGroupedBatchSampler([len(x) for x in ids], args.batch_size, args.seed, group_by_length=True)
@@ -88,7 +89,7 @@ def run_pipeline(name, args, tok, data, steps, reference: bool, bf16: bool, impl
             if done == steps:
                 break
     seconds = time.perf_counter() - t
-    val_ids = encode(tok, data.validation.texts, 128)
+    val_ids = encode(tok, data.validation.texts, L)
     logits = batched_logits(model, val_ids, 64, tok.pad_token_id, torch.device("cpu"))
     acc = float((logits.argmax(1) == np.asarray(data.validation.labels)).mean())
     return {
@@ -108,6 +109,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-length", type=int, default=128, help="truncation, and the reference's padded length")
     ap.add_argument("--bf16", action="store_true", help="add loralab + bf16 autocast")
     ap.add_argument("--scratch", action="store_true", help="add loralab with --impl scratch")
     ap.add_argument("--quick", action="store_true", help="a few steps, to check the script runs")
@@ -119,7 +121,7 @@ def main() -> None:
         data.validation = data.validation.subset(range(min(64, len(data.validation))))
     tok = load_tokenizer(args.model)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    rows = [run_pipeline("reference (pad 128, random, fp32)", args, tok, data, args.steps, True, False),
+    rows = [run_pipeline(f"reference (pad {args.max_length}, random, fp32)", args, tok, data, args.steps, True, False),
             run_pipeline("loralab (dynamic, grouped, fp32)", args, tok, data, args.steps, False, False)]
     if args.scratch:
         rows.append(run_pipeline("loralab scratch-LoRA (fp32)", args, tok, data, args.steps, False, False, "scratch"))

@@ -1,0 +1,33 @@
+"""The benchmark scripts run (reduced mode, tiny model); they print their tables. No timing checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run(script: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--quick", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_train_throughput_runs_all_pipelines(tiny_models, tiny_data):
+    out = run("train_throughput.py", "--model", str(tiny_models["bert"]), "--data-dir", str(tiny_data),
+              "--max-length", "48", "--bf16", "--scratch")
+    for row in ("reference (pad 48, random, fp32)", "loralab (dynamic, grouped, fp32)", "loralab scratch-LoRA",
+                "loralab (dynamic, grouped, bf16)", "measured matmul peak", "projected full SST-2 epoch"):
+        assert row in out, out
+
+
+def test_inference_bench_reports_merged_and_unmerged(tiny_models, tiny_data):
+    out = run("inference.py", "--model", str(tiny_models["distilbert"]), "--data-dir", str(tiny_data),
+              "--max-length", "48")
+    assert "unmerged" in out and "merged" in out and "max |logit difference|" in out
+    diff = float(out.split("merged vs unmerged:")[1].split()[0])
+    assert diff <= 1e-5
