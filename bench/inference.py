@@ -71,24 +71,29 @@ def main() -> None:
     texts = data.validation.texts[: 64 if args.quick else None]
     cpu = torch.device("cpu")
     rows = {}
-    for merged in (False, True):
+    for merged, precision in ((False, "fp32"), (True, "fp32"), (True, "bf16")):
         if args.run:
-            predictor = Predictor.from_run(args.run, device="cpu", merge=merged, batch_size=args.batch_size)
+            predictor = Predictor.from_run(args.run, device="cpu", merge=merged, batch_size=args.batch_size,
+                                           precision=precision)
         else:
             model, tok = untrained_lora(args.model, args.rank)
             if merged:
                 model = model.merge_and_unload()
-            predictor = Predictor(model, tok, ["negative", "positive"], args.max_length, args.batch_size, cpu)
-        rows["merged" if merged else "unmerged"] = measure(predictor, texts, args.single, args.repeats)
+            predictor = Predictor(model, tok, ["negative", "positive"], args.max_length, args.batch_size, cpu,
+                                  precision)
+        name = ("merged" if merged else "unmerged") + ("" if precision == "fp32" else f" {precision}")
+        rows[name] = measure(predictor, texts, args.single, args.repeats)
     diff = float(np.abs(rows["merged"]["logits"] - rows["unmerged"]["logits"]).max())
+    agree = float((rows["merged bf16"]["logits"].argmax(1) == rows["merged"]["logits"].argmax(1)).mean())
     print(f"{args.run or args.model + ' (untrained LoRA r' + str(args.rank) + ')'}  threads {torch.get_num_threads()}  "
           f"{len(texts)} validation sentences  batch {args.batch_size}")
-    head = f"{'LoRA':9} {'batch sent/s':>12} {'single p50 ms':>13} {'single p95 ms':>13}"
+    head = f"{'LoRA':14} {'batch sent/s':>12} {'single p50 ms':>13} {'single p95 ms':>13}"
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
-        print(f"{name:9} {r['sent_s']:12.1f} {r['p50']:13.2f} {r['p95']:13.2f}")
+        print(f"{name:14} {r['sent_s']:12.1f} {r['p50']:13.2f} {r['p95']:13.2f}")
     print(f"max |logit difference| merged vs unmerged: {diff:.2e}")
+    print(f"bf16 predictions equal to fp32 predictions: {100 * agree:.2f}%")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print a JSON list")
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     pr.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
+    pr.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="fp32 reproduces the run's prediction files exactly; bf16 autocast is faster")
     pr.set_defaults(func=cmd_predict)
 
     for module_name in FEATURE_COMMANDS:
@@ -156,7 +158,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     from .predict import Predictor  # noqa: PLC0415
 
-    preds = Predictor.from_run(run.run_dir, device=args.device, batch_size=args.batch_size).predict(texts)
+    preds = Predictor.from_run(run.run_dir, device=args.device, batch_size=args.batch_size,
+                               precision=args.precision).predict(texts)
     if args.json:
         keys = ("text", "label", "label_name", "confidence")
         print(json.dumps([{k: p[k] for k in keys} for p in preds], ensure_ascii=False, indent=1))

@@ -18,16 +18,19 @@ from .data import length_sorted_batches, pad_batch
 
 @torch.inference_mode()
 def batched_logits(
-    model: nn.Module, input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int, device: torch.device
+    model: nn.Module, input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int, device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
-    """Logits (float32, shape ``[n, num_labels]``) in the input order."""
+    """Logits (float32, shape ``[n, num_labels]``) in the input order; ``autocast_dtype``
+    (e.g. ``torch.bfloat16``) runs the matmuls in lower precision."""
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
     try:
         for idx in length_sorted_batches([len(x) for x in input_ids], batch_size):
             ids, mask = pad_batch([input_ids[i] for i in idx], pad_token_id)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             logits = logits.float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(input_ids), logits.shape[1]), dtype=np.float32)

@@ -10,6 +10,7 @@ import torch
 
 from .artifacts import CONFIG_FILE, load_model, read_json
 from .data import encode
+from .errors import ConfigError
 from .inference import batched_logits
 from .metrics import softmax
 from .runtime import pick_device
@@ -19,8 +20,13 @@ class Predictor:
     """Scores texts with a trained model: length-sorted batches under ``torch.inference_mode``."""
 
     def __init__(self, model, tokenizer, label_names: list[str], max_length: int, batch_size: int,
-                 device: torch.device) -> None:
+                 device: torch.device, precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"--precision must be fp32 or bf16, got {precision!r}")
         self.model = model.to(device).eval()
+        # fp32 (default) reproduces a run's prediction files exactly; bf16 autocast is ~2.5x faster
+        # on CPUs with AVX-512 BF16/AMX and on GPUs, at the cost of rare flips on near-ties.
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.tokenizer = tokenizer
         self.label_names = list(label_names)
         self.max_length = max_length
@@ -29,18 +35,19 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", merge: bool = True,
-                 batch_size: int | None = None) -> Predictor:
+                 batch_size: int | None = None, precision: str = "fp32") -> Predictor:
         """Load a run directory (complete or being finalised) in this process."""
         run_dir = Path(run_dir)
         meta = read_json(run_dir / CONFIG_FILE)
         model, tokenizer = load_model(run_dir, meta, merge=merge)
         cfg = meta["config"]
         return cls(model, tokenizer, meta["label_names"], cfg["data"]["max_length"],
-                   batch_size or cfg["train"]["eval_batch_size"], pick_device(device))
+                   batch_size or cfg["train"]["eval_batch_size"], pick_device(device), precision)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         ids = encode(self.tokenizer, texts, self.max_length) if len(texts) else []
-        return batched_logits(self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device)
+        return batched_logits(self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device,
+                              self.autocast_dtype)
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """One dict per text, in input order: text, label (id), label_name, confidence, probabilities."""
