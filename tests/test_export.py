@@ -321,3 +321,37 @@ def test_cli_export_prints_what_it_wrote_and_refuses_to_overwrite(runs, tmp_path
     assert err == [f"loralab: error: {out}: already exists (pass --overwrite to replace it)"]
     assert main(["-q", "export", str(runs["roberta-lora"]), "--out", str(out), "--overwrite"]) == 0
     assert json.loads((out / "export.json").read_text())["kind"] == "adapter"
+
+
+# The run directory's own adapter folder (not an export) with plain peft, loralab hidden.
+PLAIN_PEFT = r"""
+import importlib.util, json, sys
+assert importlib.util.find_spec("loralab") is None
+import torch
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+base_dir, adapter_dir, tok_dir, texts = json.loads(sys.argv[1])
+base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=2)
+model = PeftModel.from_pretrained(base, adapter_dir).eval()
+tok = AutoTokenizer.from_pretrained(tok_dir)
+with torch.no_grad():
+    probs = [torch.softmax(model(**tok([t], return_tensors="pt")).logits, -1)[0].tolist() for t in texts]
+assert "loralab" not in sys.modules
+print(json.dumps(probs))
+"""
+
+
+def test_run_adapter_loads_with_plain_peft_without_loralab(runs, tiny_models, tmp_path):
+    run = runs["roberta-lora"]
+    rows = read_predictions(run / "predictions_validation.csv")
+    site = site_packages_without(tmp_path, ("loralab",))
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    job = [str(tiny_models["roberta"]), str(run / "adapter"), str(run / "tokenizer"), [r["text"] for r in rows]]
+    proc = subprocess.run([sys.executable, "-S", "-c", PLAIN_PEFT, json.dumps(job)], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probs = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r, p in zip(rows, probs, strict=True):
+        assert max(p) == pytest.approx(r["confidence"], abs=1e-4)
+        if r["confidence"] > 0.5 + 1e-4:
+            assert p.index(max(p)) == r["prediction"]
