@@ -23,7 +23,7 @@ IMPLS = ("peft", "scratch")
 #: (see README "Default hyper-parameters"): frozen-backbone methods tolerate (and need) a large
 #: step; full fine-tuning of every weight needs a small one.
 DEFAULT_LR: dict[str, float] = {
-    "head": 1e-3,
+    "head": 1e-2,
     "lora": 2e-3,
     "full": 5e-5,
     "prelayer": 3e-4,
