@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .backbones import family_of
-from .data import length_sorted_batches, pad_batch
+from .inference import eval_mode, padded_batches
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -28,13 +28,9 @@ def extract_features(model: nn.Module, input_ids: Sequence[Sequence[int]], batch
                      device: torch.device) -> torch.Tensor:
     """Head inputs, one row per example (input order), computed in eval mode."""
     family = family_of(model.config).name
-    was_training = model.training
-    model.eval()
     out: torch.Tensor | None = None
-    try:
-        for idx in length_sorted_batches([len(x) for x in input_ids], batch_size):
-            ids, mask = pad_batch([input_ids[i] for i in idx], pad_token_id)
-            ids, mask = ids.to(device), mask.to(device)
+    with eval_mode(model):
+        for idx, ids, mask in padded_batches(input_ids, batch_size, pad_token_id, device):
             hidden = _base(model)(input_ids=ids, attention_mask=mask)
             if family == "bert":
                 feats = hidden.pooler_output
@@ -49,8 +45,6 @@ def extract_features(model: nn.Module, input_ids: Sequence[Sequence[int]], batch
             if out is None:
                 out = torch.zeros((len(input_ids), feats.shape[1]), dtype=torch.float32)
             out[torch.as_tensor(idx)] = feats
-    finally:
-        model.train(was_training)
     return out if out is not None else torch.zeros((0, model.config.hidden_size))
 
 

@@ -7,13 +7,33 @@ batch size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .data import length_sorted_batches, pad_batch
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``model`` in eval mode, then restore its training flag."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def padded_batches(input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int,
+                   device: torch.device) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """``(indices, input_ids, attention_mask)`` per length-sorted batch, on ``device``."""
+    for idx in length_sorted_batches([len(x) for x in input_ids], batch_size):
+        ids, mask = pad_batch([input_ids[i] for i in idx], pad_token_id)
+        yield idx, ids.to(device), mask.to(device)
 
 
 @torch.inference_mode()
@@ -23,20 +43,15 @@ def batched_logits(
 ) -> np.ndarray:
     """Logits (float32, shape ``[n, num_labels]``) in the input order; ``autocast_dtype``
     (e.g. ``torch.bfloat16``) runs the matmuls in lower precision."""
-    was_training = model.training
-    model.eval()
     out: np.ndarray | None = None
-    try:
-        for idx in length_sorted_batches([len(x) for x in input_ids], batch_size):
-            ids, mask = pad_batch([input_ids[i] for i in idx], pad_token_id)
+    with eval_mode(model):
+        for idx, ids, mask in padded_batches(input_ids, batch_size, pad_token_id, device):
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                logits = model(input_ids=ids, attention_mask=mask).logits
             logits = logits.float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(input_ids), logits.shape[1]), dtype=np.float32)
             out[idx] = logits
-    finally:
-        model.train(was_training)
     if out is None:
         n_labels = int(getattr(getattr(model, "config", None), "num_labels", 2))
         out = np.zeros((0, n_labels), dtype=np.float32)

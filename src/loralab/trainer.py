@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import RunConfig
 from .data import EncodedDataset, LengthGroupedBatchSampler, PadCollator
-from .inference import batched_logits
+from .inference import batched_logits, eval_mode
 from .metrics import classification_metrics
 from .runtime import configure_backend, resolve_precision
 
@@ -112,12 +112,8 @@ class CachedHeadBatches:
     def val_logits(self, model: nn.Module, device: torch.device) -> np.ndarray:
         from .headcache import head_logits  # noqa: PLC0415
 
-        was = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             return head_logits(model, self.val_features.to(device)).float().cpu().numpy()
-        finally:
-            model.train(was)
 
 
 def fit(
