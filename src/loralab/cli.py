@@ -13,10 +13,9 @@ import logging
 import sys
 import warnings
 from dataclasses import MISSING, fields
-from pathlib import Path
 
 from .config import GROUPS, RunConfig, field_type
-from .errors import DataError, LoralabError
+from .errors import LoralabError
 
 INSPECT_GROUPS = ("model", "method")
 
@@ -120,33 +119,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_text_lines(path: str) -> list[str]:
-    """One text per line; every line must be non-empty valid UTF-8 (nothing is skipped)."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise DataError(p, None, e.strerror or "cannot read file") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(p, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    out = []
-    for n, line in enumerate(lines, start=1):
-        line = line[:-1] if line.endswith("\r") else line
-        if not line.strip():
-            raise DataError(p, n, "empty line (one text per line expected)")
-        out.append(line)
-    if not out:
-        raise DataError(p, 1, "file is empty")
-    return out
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from .api import load_run  # noqa: PLC0415
+    from .data import read_text_lines
 
     texts = list(args.texts)
     if args.file:

@@ -98,6 +98,31 @@ def _decode(path: Path, raw: bytes) -> str:
         raise DataError(path, line, f"not valid UTF-8 (byte 0x{raw[start]:02x})") from None
 
 
+def _split_lines(text: str) -> list[str]:
+    """Lines split on LF only (a CR before it is dropped; no empty line after a final newline)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """One text per line (``loralab predict --file``); every line must be non-empty valid UTF-8
+    (nothing is skipped)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, None, e.strerror or "cannot read file") from None
+    lines = _split_lines(_decode(path, raw))
+    if not lines:
+        raise DataError(path, 1, "file is empty")
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise DataError(path, n, "empty line (one text per line expected)")
+    return lines
+
+
 def read_records(path: str | Path, text_column: str, label_column: str) -> list[tuple[int, str, str]]:
     """Read ``(line, text, raw_label)`` rows from a .tsv, .csv or .jsonl file, validating each.
 
@@ -136,10 +161,7 @@ def _read_delimited(
     if sep == "\t":
         # GLUE TSV: no quoting at all. splitlines would also split on \x0b, \x1c, U+2028...,
         # which may legitimately occur inside a sentence, so split on \n only.
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        table = [(i + 1, (ln[:-1] if ln.endswith("\r") else ln).split("\t")) for i, ln in enumerate(lines)]
+        table = [(i + 1, ln.split("\t")) for i, ln in enumerate(_split_lines(text))]
     else:
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         table = []
