@@ -10,7 +10,7 @@ import pytest
 
 from loralab.cli import _config_from_args, build_parser
 from loralab.cli import main as cli_main
-from loralab.config import RunConfig
+from loralab.config import DEFAULT_LR, RunConfig
 from loralab.errors import ConfigError
 from loralab.study.spec import StudySpec, load_spec, make_plan, run_id
 
@@ -98,6 +98,22 @@ def test_run_ids_are_deterministic_distinct_and_follow_the_config(tmp_path):
     flat = a.runs[0].config.to_flat()
     assert run_id("rank=4", 1, flat) == run_id("rank=4", 1, {**flat, "output_dir": "x", "progress": True})
     assert a.runs[0].config.train.output_dir == str((tmp_path / "out" / "runs" / ids[0]).resolve())
+
+
+def test_run_id_hashes_the_learning_rate_in_force(tmp_path, monkeypatch):
+    """`lr` left unset means the method's default: the id follows the default, and spelling the
+    default out is the same configuration (same id; two such cells are rejected as duplicates)."""
+    import loralab.study.spec as spec_module  # noqa: PLC0415
+
+    base = {"data_dir": str(tmp_path)}
+    unset = make_plan(spec(base=base), tmp_path / "out").runs[0].id
+    spelled = make_plan(spec(base={**base, "lr": DEFAULT_LR["lora"]}), tmp_path / "out").runs[0].id
+    assert unset == spelled
+    monkeypatch.setitem(spec_module.DEFAULT_LR, "lora", DEFAULT_LR["lora"] / 2)
+    assert make_plan(spec(base=base), tmp_path / "out").runs[0].id != unset
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="same configuration"):
+        spec(base=base, cells=[{"name": "a"}, {"name": "b", "lr": DEFAULT_LR["lora"]}])
 
 
 def test_plan_takes_the_data_dir_from_the_environment_and_cli_overrides(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DATA_DIR_ENV, RunConfig
+from ..config import DATA_DIR_ENV, DEFAULT_LR, RunConfig
 from ..errors import ConfigError
 
 #: The keys a study file may have at the top level.
@@ -336,7 +336,13 @@ def train_flags(config: RunConfig) -> list[str]:
 
 
 def _identity(flat: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flat.items() if k not in NOT_HASHED}
+    """What a run computes: the flat options minus :data:`NOT_HASHED`, with the learning rate
+    resolved (``lr: null`` means the method's default, so a changed default gives a new id and a
+    cell that spells the default out is the same configuration as one that leaves it unset)."""
+    out = {k: v for k, v in flat.items() if k not in NOT_HASHED}
+    if out.get("lr") is None and out.get("method") in DEFAULT_LR:
+        out["lr"] = DEFAULT_LR[out["method"]]
+    return out
 
 
 def _norm(key: Any) -> str:
