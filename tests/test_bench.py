@@ -31,3 +31,14 @@ def test_inference_bench_reports_merged_and_unmerged(tiny_models, tiny_data):
     assert "unmerged" in out and "merged" in out and "max |logit difference|" in out
     diff = float(out.split("merged vs unmerged:")[1].split()[0])
     assert diff <= 1e-5
+
+
+def test_profile_step_reports_phases_and_operator_categories(tiny_models, tiny_data):
+    out = run("profile_step.py", "--model", str(tiny_models["bert"]), "--data-dir", str(tiny_data),
+              "--max-length", "48")
+    for line in ("phases (", "forward", "backward", "optimizer + schedule", "operator self CPU time by category",
+                 "matmul", "top 15 operators"):
+        assert line in out, out
+    shares = [float(x.rstrip("%")) for x in out.split("operator self CPU time by category")[1]
+              .split("top 15")[0].split() if x.endswith("%")]
+    assert abs(sum(shares) - 100.0) < 1.0, out  # every operator lands in exactly one category

@@ -8,6 +8,7 @@ no global state: everything it needs comes in as arguments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .cpu_dropout import swap_cpu_dropout
 from .data import EncodedDataset, LengthGroupedBatchSampler, PadCollator
 from .inference import batched_logits, eval_mode
 from .metrics import classification_metrics
@@ -40,14 +42,15 @@ class FitResult:
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; no weight decay on biases and normalisation weights.
-    ``fused=True`` (CUDA) runs the update as one kernel per parameter group."""
+    ``fused=True`` (CUDA and CPU) runs the update as one kernel per parameter group: on CPU 0.4 ms
+    instead of 2.0 ms per LoRA r8 step for the for-loop version."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -153,7 +156,7 @@ def fit(
     loader = torch.utils.data.DataLoader(
         task.dataset, batch_sampler=sampler, collate_fn=task.collate, pin_memory=device.type == "cuda",
     )
-    optimizer = make_optimizer(model, cfg.lr, tc.weight_decay, fused=device.type == "cuda")
+    optimizer = make_optimizer(model, cfg.lr, tc.weight_decay, fused=device.type in ("cuda", "cpu"))
     steps_per_epoch = len(sampler)
     total = steps_per_epoch * tc.epochs
     scheduler = linear_schedule(optimizer, int(tc.warmup_ratio * total), total)
@@ -162,61 +165,65 @@ def fit(
     steps_per_epoch = len(loader)
     forward = torch.compile(model) if tc.compile else model
 
-    best_state: dict[str, torch.Tensor] | None = None
-    start = time.perf_counter()
-    for epoch in range(1, tc.epochs + 1):
-        sampler.set_epoch(epoch)
-        model.train()
-        set_frozen_modules_eval(accelerator.unwrap_model(model), cfg.method.method)
-        t0 = time.perf_counter()
-        running, running_n, seen = 0.0, 0, 0
-        bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
-        for batch in loader:
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                loss = task.loss(forward, batch)
-            accelerator.backward(loss)
-            if tc.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.steps += 1
-            n = batch["labels"].shape[0] * accelerator.num_processes
-            seen += n
-            running = running + loss.detach().float()  # no host sync per step (GPU)
-            running_n += 1
+    # On CPU, nn.Dropout modules use a cheaper mask while training (see cpu_dropout.py: the stock
+    # kernel is ~14 % of a LoRA step there); the original modules are back when training ends.
+    swap = swap_cpu_dropout(accelerator.unwrap_model(model)) if device.type == "cpu" else contextlib.nullcontext()
+    with swap:
+        best_state: dict[str, torch.Tensor] | None = None
+        start = time.perf_counter()
+        for epoch in range(1, tc.epochs + 1):
+            sampler.set_epoch(epoch)
+            model.train()
+            set_frozen_modules_eval(accelerator.unwrap_model(model), cfg.method.method)
+            t0 = time.perf_counter()
+            running, running_n, seen = 0.0, 0, 0
+            bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
+            for batch in loader:
+                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                    loss = task.loss(forward, batch)
+                accelerator.backward(loss)
+                if tc.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.steps += 1
+                n = batch["labels"].shape[0] * accelerator.num_processes
+                seen += n
+                running = running + loss.detach().float()  # no host sync per step (GPU)
+                running_n += 1
+                if bar is not None:
+                    if result.steps % 10 == 0:
+                        elapsed = time.perf_counter() - t0
+                        bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}",
+                                        refresh=False)
+                    bar.update(1)
+                if result.steps % tc.log_every == 0:
+                    result.history.append(
+                        _row(result.steps, epoch, "step", start, train_loss=float(running) / running_n,
+                             lr=scheduler.get_last_lr()[0])
+                    )
+                    running, running_n = 0.0, 0
+                    if main and on_log is not None:
+                        on_log(result)
             if bar is not None:
-                if result.steps % 10 == 0:
-                    elapsed = time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}",
-                                    refresh=False)
-                bar.update(1)
-            if result.steps % tc.log_every == 0:
-                result.history.append(
-                    _row(result.steps, epoch, "step", start, train_loss=float(running) / running_n,
-                         lr=scheduler.get_last_lr()[0])
-                )
-                running, running_n = 0.0, 0
-                if main and on_log is not None:
+                bar.close()
+            epoch_time = time.perf_counter() - t0
+            result.epoch_seconds.append(epoch_time)
+            result.train_examples_seen += seen
+            vm = classification_metrics(val_labels, task.val_logits(accelerator.unwrap_model(model), device))
+            result.history.append(
+                _row(result.steps, epoch, "epoch", start, train_loss=(float(running) / running_n) if running_n else None,
+                     lr=scheduler.get_last_lr()[0], val_loss=vm["loss"], val_accuracy=vm["accuracy"],
+                     epoch_seconds=epoch_time)
+            )
+            if result.best_validation_accuracy is None or vm["accuracy"] > result.best_validation_accuracy:
+                result.best_epoch, result.best_validation_accuracy = epoch, vm["accuracy"]
+                best_state = trainable_state(accelerator.unwrap_model(model))
+            if main:
+                log.info("epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time)
+                if on_log is not None:
                     on_log(result)
-        if bar is not None:
-            bar.close()
-        epoch_time = time.perf_counter() - t0
-        result.epoch_seconds.append(epoch_time)
-        result.train_examples_seen += seen
-        vm = classification_metrics(val_labels, task.val_logits(accelerator.unwrap_model(model), device))
-        result.history.append(
-            _row(result.steps, epoch, "epoch", start, train_loss=(float(running) / running_n) if running_n else None,
-                 lr=scheduler.get_last_lr()[0], val_loss=vm["loss"], val_accuracy=vm["accuracy"],
-                 epoch_seconds=epoch_time)
-        )
-        if result.best_validation_accuracy is None or vm["accuracy"] > result.best_validation_accuracy:
-            result.best_epoch, result.best_validation_accuracy = epoch, vm["accuracy"]
-            best_state = trainable_state(accelerator.unwrap_model(model))
-        if main:
-            log.info("epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time)
-            if on_log is not None:
-                on_log(result)
     result.train_seconds = result.feature_seconds + sum(result.epoch_seconds)
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
