@@ -15,6 +15,7 @@ dropout); ``--no-fused`` / ``--no-cpu-dropout`` give torch's stock ones, to comp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from collections import defaultdict
@@ -34,7 +35,7 @@ CATEGORIES = (
     ("attention kernel", ("scaled_dot_product", "aten::_softmax", "aten::_softmax_backward")),
     ("layer norm", ("layer_norm",)),
     ("gelu / tanh", ("gelu", "tanh")),
-    ("dropout", ("dropout", "aten::bernoulli", "aten::native_dropout")),
+    ("dropout", ("dropout", "aten::bernoulli", "aten::native_dropout", "aten::random_", "aten::ge")),  # random_ + ge: loralab's CPU mask
     ("embedding", ("embedding",)),
     ("optimizer (AdamW)", ("adam", "aten::_fused_adamw", "aten::lerp", "aten::addcdiv", "aten::addcmul",
                            "aten::_foreach")),
@@ -68,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile-steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--targets", default="qv", help="--target-modules (default qv: the reference projects' query/value)")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True, help="fused AdamW")
     ap.add_argument("--cpu-dropout", action=argparse.BooleanOptionalAction, default=True,
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     tok = load_tokenizer(args.model)
     torch.manual_seed(0)
     model = build_model(args.model, data.label_names, tok.pad_token_id)
-    model = apply_method(model, MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank))
+    model = apply_method(model, MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank,
+                                              target_modules=args.targets.split(",")))
     ids = encode(tok, data.train.texts, args.max_length)
     labels = data.train.labels
     sampler = LengthGroupedBatchSampler([len(x) for x in ids], args.batch_size, 0, group_by_length=True)
@@ -98,8 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     sched = linear_schedule(opt, int(0.06 * total), total)
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
+    stack = contextlib.ExitStack()  # holds the swap for the life of main()
     if args.cpu_dropout:
-        swap_cpu_dropout(model).__enter__()  # kept for the life of this script
+        stack.enter_context(swap_cpu_dropout(model))
     forward = torch.compile(model) if args.compile else model
 
     def batches():
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.profile_steps):
             step(False)
 
-    print(f"model {args.model}  threads {torch.get_num_threads()}  LoRA r{args.rank}  batch {args.batch_size}  "
+    print(f"model {args.model}  threads {torch.get_num_threads()}  LoRA r{args.rank} {args.targets}  batch {args.batch_size}  "
           f"AdamW {'fused' if args.fused else 'for-loop'}  dropout {'loralab CPU' if args.cpu_dropout else 'torch'}  "
           f"{'bf16' if args.bf16 else 'fp32'}  "
           f"{'compiled  ' if args.compile else ''}{args.steps} timed steps, {tokens / args.steps:.0f} padded tokens/step, "

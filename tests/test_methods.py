@@ -12,8 +12,11 @@ from loralab.methods import apply_method, param_table
 
 HEADS = {"bert": ["classifier"], "distilbert": ["pre_classifier", "classifier"], "gpt2": ["score"],
          "roberta": ["classifier"]}
-TARGETS = {"bert": ("query", "value"), "distilbert": ("q_lin", "v_lin"), "gpt2": ("c_attn",),
-           "roberta": ("query", "value")}
+QV = {"bert": ("query", "value"), "distilbert": ("q_lin", "v_lin"), "gpt2": ("c_attn",),
+      "roberta": ("query", "value")}
+ALL_LINEAR = {"bert": ("query", "key", "value", "dense"), "roberta": ("query", "key", "value", "dense"),
+              "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
+              "gpt2": ("c_attn", "c_proj", "c_fc")}
 
 
 def build(tiny_models, family, **method):
@@ -54,7 +57,8 @@ def test_exactly_the_expected_parameters_train(tiny_models, family, method):
     assert table.total == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("options", [{}, {"rank": 1}, {"layers": "top2"}, {"layers": "0-1", "rank": 2}])
+@pytest.mark.parametrize("options", [{}, {"rank": 1}, {"layers": "top2"}, {"layers": "0-1", "rank": 2},
+                                     {"target_modules": ["qv"]}, {"target_modules": ["qv"], "layers": "top2"}])
 def test_lora_counts_equal_peft(tiny_models, family, options):
     from peft import LoraConfig, get_peft_model
 
@@ -66,15 +70,33 @@ def test_lora_counts_equal_peft(tiny_models, family, options):
     tok = load_tokenizer(str(tiny_models[family]))
     plain = build_model(str(tiny_models[family]), ["negative", "positive"], tok.pad_token_id)
     layers = {"top2": [2, 3], "0-1": [0, 1]}.get(options.get("layers"))
+    targets = QV[family] if options.get("target_modules") == ["qv"] else ALL_LINEAR[family]
     ref = get_peft_model(plain, LoraConfig(
-        task_type="SEQ_CLS", r=options.get("rank", 8), lora_alpha=16, target_modules=list(TARGETS[family]),
+        task_type="SEQ_CLS", r=options.get("rank", 16), lora_alpha=32, target_modules=list(targets),
         layers_to_transform=layers, layers_pattern=("h" if family == "gpt2" else "layer") if layers else None,
         fan_in_fan_out=family == "gpt2", modules_to_save=HEADS[family]))
     assert ref.get_nb_trainable_parameters() == (trainable, total)
     lora_names = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n}
-    assert lora_names and all(any(t in n for t in TARGETS[family]) for n in lora_names)
+    assert lora_names and all(any(f".{t}." in n for t in targets) for n in lora_names)
     if layers:
         assert all(any(f".{i}." in n for i in layers) for n in lora_names)
+
+
+def test_all_linear_adapts_every_linear_layer_of_the_backbone_and_none_of_the_head(tiny_models, family):
+    from transformers.pytorch_utils import Conv1D
+
+    plain, _, _ = build(tiny_models, family, method="none")
+    _, model, _ = build(tiny_models, family, method="lora", target_modules=["all-linear"])
+    base = plain.base_model_prefix
+    linear = {n for n, m in plain.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and n.startswith(base)}
+    adapted = {n.split("base_model.model.", 1)[1].rsplit(".lora_A", 1)[0]
+               for n, _ in model.named_modules() if n.endswith(".lora_A")}
+    assert adapted == linear
+
+
+def test_target_presets_cannot_be_mixed_with_names():
+    with pytest.raises(ConfigError, match="the preset all-linear cannot be combined"):
+        MethodConfig(method="lora", target_modules=["all-linear", "query"]).validate()
 
 
 def test_lora_is_a_noop_at_init(tiny_models, family):

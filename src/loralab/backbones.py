@@ -32,17 +32,21 @@ class Family:
     """What loralab needs to know about an architecture family."""
 
     name: str
-    lora_targets: tuple[str, ...]  # default LoRA target modules
+    qv_targets: tuple[str, ...]  # the query and value projections (preset "qv")
+    linear_targets: tuple[str, ...]  # every linear layer of the backbone (preset "all-linear")
     layers_pattern: str  # name of the ModuleList that holds the transformer blocks
     position_embeddings: str  # attribute name of the learned position embedding
     fan_in_fan_out: bool = False  # GPT-2's Conv1D stores weights transposed
 
 
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", ("query", "value"), "layer", "position_embeddings"),
-    "roberta": Family("roberta", ("query", "value"), "layer", "position_embeddings"),
-    "distilbert": Family("distilbert", ("q_lin", "v_lin"), "layer", "position_embeddings"),
-    "gpt2": Family("gpt2", ("c_attn",), "h", "wpe", fan_in_fan_out=True),
+    # RoBERTa's head also has a `dense`; peft never puts an adapter inside the head (modules_to_save)
+    "bert": Family("bert", ("query", "value"), ("query", "key", "value", "dense"), "layer", "position_embeddings"),
+    "roberta": Family("roberta", ("query", "value"), ("query", "key", "value", "dense"), "layer",
+                      "position_embeddings"),
+    "distilbert": Family("distilbert", ("q_lin", "v_lin"), ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
+                         "layer", "position_embeddings"),
+    "gpt2": Family("gpt2", ("c_attn",), ("c_attn", "c_proj", "c_fc"), "h", "wpe", fan_in_fan_out=True),
 }
 
 

@@ -24,11 +24,18 @@ IMPLS = ("peft", "scratch")
 #: step; full fine-tuning of every weight needs a small one.
 DEFAULT_LR: dict[str, float] = {
     "head": 1e-2,
-    "lora": 2e-3,
+    "lora": 5e-4,
     "full": 5e-5,
     "prelayer": 3e-4,
     "none": 0.0,
 }
+
+#: Default ``target_modules`` preset for LoRA (see :data:`TARGET_PRESETS`). On MiniLM-L6 / SST-2,
+#: LoRA r16 on every linear layer at lr 5e-4 reaches 90 % validation accuracy in 2 epochs, where
+#: LoRA on query/value stays at 87-88 % (README "Default hyper-parameters").
+DEFAULT_TARGETS = "all-linear"
+#: Target-module presets, resolved per architecture family by ``loralab.methods``.
+TARGET_PRESETS = ("all-linear", "qv")
 
 DATA_DIR_ENV = "LORALAB_DATA_DIR"
 
@@ -97,12 +104,15 @@ class MethodConfig:
     """Which parameters train, and the LoRA settings."""
 
     method: str = _opt(f"fine-tuning method: {', '.join(METHODS)}", "lora", choices=METHODS)
-    rank: int = _opt("LoRA rank r", 8)
-    alpha: float = _opt("LoRA scaling alpha (update is scaled by alpha/r)", 16.0)
+    rank: int = _opt("LoRA rank r", 16)
+    alpha: float = _opt("LoRA scaling alpha (update is scaled by alpha/r)", 32.0)
     dropout: float = _opt("dropout on the LoRA input", 0.1)
     target_modules: list[str] | None = _opt(
-        "modules that get LoRA adapters; default per family: BERT/RoBERTa query,value; "
-        "DistilBERT q_lin,v_lin; GPT-2 c_attn"
+        "modules that get LoRA adapters: module names (e.g. query,value), or a preset named per "
+        "family: all-linear (every linear layer of the backbone: attention, feed-forward, BERT's "
+        "pooler) or qv (the query and value projections: BERT/RoBERTa query,value, DistilBERT "
+        "q_lin,v_lin, GPT-2 c_attn)",
+        [DEFAULT_TARGETS],
     )
     layers: str | None = _opt(
         "transformer layers to adapt: all (default), a range 0-5, a list 0,2,4, bottomN or topN"
@@ -120,8 +130,12 @@ class MethodConfig:
             raise ConfigError(f"--alpha must be positive, got {self.alpha}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.target_modules is not None and not self.target_modules:
-            raise ConfigError("--target-modules must name at least one module")
+        if self.target_modules is not None:
+            if not self.target_modules:
+                raise ConfigError("--target-modules must name at least one module")
+            presets = [t for t in self.target_modules if t in TARGET_PRESETS]
+            if presets and len(self.target_modules) > 1:
+                raise ConfigError(f"--target-modules: the preset {presets[0]} cannot be combined with other names")
 
 
 @dataclass

@@ -262,7 +262,7 @@ def _method_line(cfg) -> str:
     m = cfg.method
     if m.method != "lora":
         return m.method
-    targets = ",".join(m.target_modules) if m.target_modules else "family default"
+    targets = ",".join(m.target_modules) if m.target_modules else "qv"  # None: runs from before all-linear
     return (f"lora (r={m.rank}, alpha={m.alpha:g}, dropout={m.dropout:g}, target modules: {targets}, "
             f"layers: {m.layers or 'all'}, implementation: {m.impl})")
 

@@ -56,9 +56,19 @@ def embedding_modules(model: nn.Module, family: Family) -> list[nn.Module]:
 def lora_settings(model_config, cfg: MethodConfig) -> tuple[list[str], list[int] | None, Family]:
     """Target module names and layer indices for LoRA on this model (shared by both impls)."""
     family = family_of(model_config)
-    targets = list(cfg.target_modules) if cfg.target_modules else list(family.lora_targets)
-    layers = parse_layers(cfg.layers, num_layers(model_config))
-    return targets, layers, family
+    return resolve_targets(cfg.target_modules, family), parse_layers(cfg.layers, num_layers(model_config)), family
+
+
+def resolve_targets(names: list[str] | None, family: Family) -> list[str]:
+    """Module names for ``--target-modules``: the presets ``all-linear`` and ``qv`` become this
+    family's names; other names pass through. ``None`` is what runs written before ``all-linear``
+    became the default recorded for the family default of the time, ``qv``."""
+    names = list(names) if names else ["qv"]
+    if names == ["all-linear"]:
+        return list(family.linear_targets)
+    if names == ["qv"]:
+        return list(family.qv_targets)
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
