@@ -118,7 +118,7 @@ def test_frozen_parameters_do_not_move_after_a_step(tiny_models, family, method)
     _, model, tok = build(tiny_models, family, method=method)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    opt = make_optimizer(model, lr=1e-2, weight_decay=0.01)
+    opt = make_optimizer(model, lr=1e-2, weight_decay=0.01, fused=True)  # as the trainer on CPU and CUDA
     model.train()
     out = model(**batch(tok), labels=torch.tensor([1, 0]))
     out.loss.backward()
