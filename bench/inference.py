@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--single", type=int, default=200, help="single-sentence calls for the latency")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="add merged fp32 under torch.compile (dynamic shapes)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -71,7 +72,10 @@ def main() -> None:
     texts = data.validation.texts[: 64 if args.quick else None]
     cpu = torch.device("cpu")
     rows = {}
-    for merged, precision in ((False, "fp32"), (True, "fp32"), (True, "bf16")):
+    variants = [(False, "fp32", False), (True, "fp32", False), (True, "bf16", False)]
+    if args.compile:
+        variants.append((True, "fp32", True))
+    for merged, precision, compiled in variants:
         if args.run:
             predictor = Predictor.from_run(args.run, device="cpu", merge=merged, batch_size=args.batch_size,
                                            precision=precision)
@@ -82,6 +86,12 @@ def main() -> None:
             predictor = Predictor(model, tok, ["negative", "positive"], args.max_length, args.batch_size, cpu,
                                   precision)
         name = ("merged" if merged else "unmerged") + ("" if precision == "fp32" else f" {precision}")
+        if compiled:
+            name += " compiled"
+            predictor.model = torch.compile(predictor.model, dynamic=True)
+            t = time.perf_counter()
+            predictor.logits(texts)  # compiles for every batch shape once
+            print(f"torch.compile warm-up: {time.perf_counter() - t:.1f} s")
         rows[name] = measure(predictor, texts, args.single, args.repeats)
     diff = float(np.abs(rows["merged"]["logits"] - rows["unmerged"]["logits"]).max())
     agree = float((rows["merged bf16"]["logits"].argmax(1) == rows["merged"]["logits"].argmax(1)).mean())
@@ -94,6 +104,9 @@ def main() -> None:
         print(f"{name:14} {r['sent_s']:12.1f} {r['p50']:13.2f} {r['p95']:13.2f}")
     print(f"max |logit difference| merged vs unmerged: {diff:.2e}")
     print(f"bf16 predictions equal to fp32 predictions: {100 * agree:.2f}%")
+    if args.compile:
+        cdiff = float(np.abs(rows["merged compiled"]["logits"] - rows["merged"]["logits"]).max())
+        print(f"max |logit difference| compiled vs eager: {cdiff:.2e}")
 
 
 if __name__ == "__main__":
