@@ -37,6 +37,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) 
                                help=f"{help_} (default: {default})")
                 continue
             choices = f.metadata.get("choices")
+            if isinstance(default, list):  # as the flag takes it: comma-separated
+                default = ",".join(map(str, default))
             shown = "" if default is None else f" (default: {default})"
             g.add_argument(flag, default=argparse.SUPPRESS, choices=choices, metavar=f.name.upper(),
                            help=help_ + shown)
