@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .data import length_sorted_batches, pad_batch
+from .runtime import autocast
 
 
 @contextlib.contextmanager
@@ -46,7 +47,7 @@ def batched_logits(
     out: np.ndarray | None = None
     with eval_mode(model):
         for idx, ids, mask in padded_batches(input_ids, batch_size, pad_token_id, device):
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            with autocast(device, autocast_dtype):
                 logits = model(input_ids=ids, attention_mask=mask).logits
             logits = logits.float().cpu().numpy()
             if out is None:

@@ -40,6 +40,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``; ``None``: off (plain fp32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def configure_backend(device: torch.device) -> None:
     """Process-wide math settings for fast training: TF32 matmuls on CUDA (Ampere and newer)."""
     if device.type == "cuda":

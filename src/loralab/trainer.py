@@ -23,7 +23,7 @@ from .cpu_dropout import swap_cpu_dropout
 from .data import EncodedDataset, LengthGroupedBatchSampler, PadCollator
 from .inference import batched_logits, eval_mode
 from .metrics import classification_metrics
-from .runtime import configure_backend, resolve_precision
+from .runtime import autocast, configure_backend, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def fit(
             running, running_n, seen = 0.0, 0, 0
             bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
             for batch in loader:
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                with autocast(device, autocast_dtype):
                     loss = task.loss(forward, batch)
                 accelerator.backward(loss)
                 if tc.max_grad_norm > 0:
