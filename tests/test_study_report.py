@@ -171,3 +171,18 @@ def test_a_cell_that_predicts_one_label_is_called_out(tmp_path):
     findings = json.loads(build(root)["report.json"].read_text())["findings"]
     assert "head predicts 'pos' for 100.0% of the test examples (seeds pooled)" in " ".join(findings)
     assert not any(f.startswith("lora predicts") for f in findings)
+
+
+def test_a_study_whose_runs_mix_software_versions_says_so(rank_study):
+    study = load_study(rank_study)
+    assert collect(study).notes == []  # all runs alike (here: no versions recorded at all)
+    runs = [r for r in study.runs if r.run is not None]
+    for i, r in enumerate(runs):
+        path = r.run.run_dir / "config.json"
+        meta = json.loads(path.read_text())
+        meta["versions"] = {"loralab": "0.1.0" if i < 3 else "0.2.0", "torch": "2.13.0"}
+        path.write_text(json.dumps(meta))
+    notes = json.loads(build(rank_study)["report.json"].read_text())["notes"]
+    assert len(notes) == 1 and "loralab 0.1.0 (3 runs), 0.2.0 (5 runs)" in notes[0]
+    assert "torch" not in notes[0]  # the same torch everywhere
+    assert "Note: the runs were not all made with the same software" in (rank_study / "report.md").read_text()

@@ -196,6 +196,25 @@ def mean_curve(curves: dict[int, list[tuple[float, float]]]) -> list[tuple[float
     return [(e, float(np.mean([dict(pts)[e] for pts in curves.values()]))) for e in epochs]
 
 
+#: What a run's numbers depend on besides its options: a study resumed after an upgrade can mix them.
+VERSION_KEYS = ("loralab", "torch", "transformers", "peft", "device")
+
+
+def mixed_versions(study: StudyData) -> list[str]:
+    """One line per entry of :data:`VERSION_KEYS` whose value (from each finished run's
+    ``config.json``) differs between runs, e.g. ``loralab 0.1.0 (3 runs), 0.2.0 (6 runs)``."""
+    out = []
+    for key in VERSION_KEYS:
+        counts: dict[str, int] = {}
+        for r in study.runs:
+            if r.run is not None:
+                value = str((r.run.meta.get("versions") or {}).get(key, "unrecorded"))
+                counts[value] = counts.get(value, 0) + 1
+        if len(counts) > 1:
+            out.append(f"{key} " + ", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in sorted(counts.items())))
+    return out
+
+
 def varying_options(cells: list[CellData]) -> list[str]:
     """Options whose resolved value differs between cells, in option order."""
     keys: list[str] = []

@@ -44,6 +44,7 @@ from .aggregate import (
     epoch_curves,
     load_study,
     mean_curve,
+    mixed_versions,
     predictions,
     summarize,
     varying_options,
@@ -185,6 +186,10 @@ def collect(study: StudyData) -> ReportData:
         if preds[name].texts != reference.texts or preds[name].labels != reference.labels:
             notes.append(f"cell {name!r} was scored on other {split} examples than the others: not compared")
             del preds[name]
+    mixed = mixed_versions(study)
+    if mixed:
+        notes.append("the runs were not all made with the same software, so their differences may be partly "
+                     "numerical: " + "; ".join(mixed))
     base = study.baseline
     vs_baseline = []
     if base in preds:
