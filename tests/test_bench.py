@@ -42,3 +42,13 @@ def test_profile_step_reports_phases_and_operator_categories(tiny_models, tiny_d
     shares = [float(x.rstrip("%")) for x in out.split("operator self CPU time by category")[1]
               .split("top 15")[0].split() if x.endswith("%")]
     assert abs(sum(shares) - 100.0) < 1.0, out  # every operator lands in exactly one category
+
+
+def test_gpu_epoch_bench_runs_the_trainer_on_a_random_init_model(tiny_models, tiny_data):
+    model = str(tiny_models["bert"])
+    out = run("gpu_epoch.py", "--model", model, "--tokenizer", model, "--data-dir", str(tiny_data),
+              "--max-length", "48", "--device", "cpu")
+    for line in ("device: CPU", "LoRA r8 qv + head", "optimizer steps", "epoch s", "samples/s", "peak memory: cpu_peak_rss"):
+        assert line in out, out
+    steps = int(out.split("sentences, ")[1].split("optimizer steps")[0].split()[-1].replace(",", ""))
+    assert steps == 2  # the 64-sentence quick subset in batches of 32
