@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -35,3 +37,25 @@ def test_bf16_precision_scores_close_to_fp32(run_dir):
     assert bf16.shape == fp32.shape and np.abs(bf16 - fp32).max() < 0.1
     with pytest.raises(ConfigError, match="--precision"):
         Predictor.from_run(run_dir, device="cpu", precision="int8")
+
+
+
+def test_predict_compile_reproduces_the_run_predictions(run_dir, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from loralab.cli import main as cli_main
+
+    calls = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or real_compile(model, **kw))
+
+    rows = loralab.load_run(run_dir).predictions()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(r["text"] + "\n" for r in rows), encoding="utf-8")
+    capsys.readouterr()
+    assert cli_main(["-q", "predict", "--run", str(run_dir), "--file", str(texts), "--json", "--compile",
+                     "--device", "cpu"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert calls == [{"dynamic": True, "options": {"freezing": True}}]
+    assert [p["label"] for p in preds] == [r["prediction"] for r in rows]
+    assert max(abs(p["confidence"] - r["confidence"]) for p, r in zip(preds, rows, strict=True)) < 1e-4

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
     pr.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                     help="fp32 reproduces the run's prediction files exactly; bf16 autocast is faster")
+    pr.add_argument("--compile", action="store_true",
+                    help="torch.compile with frozen weights: faster for large --file inputs, after a warm-up of seconds")
     pr.set_defaults(func=cmd_predict)
 
     for module_name in FEATURE_COMMANDS:
@@ -136,7 +138,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor  # noqa: PLC0415
 
     preds = Predictor.from_run(run.run_dir, device=args.device, batch_size=args.batch_size,
-                               precision=args.precision).predict(texts)
+                               precision=args.precision, compile=args.compile).predict(texts)
     if args.json:
         keys = ("text", "label", "label_name", "confidence")
         print(json.dumps([{k: p[k] for k in keys} for p in preds], ensure_ascii=False, indent=1))
