@@ -399,6 +399,33 @@ def test_cli_serve_binds_loopback_by_default():
         "127.0.0.1", 8000, 64, 2000, 32, 5.0)
 
 
+def test_cli_serve_compile_and_precision_reach_the_served_model_and_warm_up_compiles_everything(
+        export_dir, monkeypatch, capsys):
+    import torch
+    import uvicorn
+    from torch._dynamo.utils import counters
+
+    import loralab.serve as serve_module
+
+    compiled, apps, runs = [], [], []
+    real_compile, real_create_app = torch.compile, serve_module.create_app
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(kw) or real_compile(model, **kw))
+    monkeypatch.setattr(serve_module, "create_app", lambda *a, **kw: apps.append(a) or real_create_app(*a, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: runs.append(sockets))
+    assert main(["-q", "serve", str(export_dir), "--port", "0", "--device", "cpu", "--compile",
+                 "--precision", "bf16"]) == 0
+    assert compiled == [{"dynamic": True, "options": {"freezing": True}}] and len(runs) == 1
+    runs[0][0].close()
+    predictor, _, info = apps[0]
+    assert (predictor.precision, predictor.compiled, info["precision"], info["compiled"]) == ("bf16", True, "bf16", True)
+    # the start-up warm-up compiled every graph that requests need: one text, many, long, short
+    graphs = counters["stats"]["unique_graphs"]
+    got = [predictor.predict(t) for t in (TEXTS[:1], TEXTS, [TEXTS[1] * 5] * 40, ["ok"])]
+    assert counters["stats"]["unique_graphs"] == graphs
+    eager = load_predictor(export_dir, device="cpu", precision="bf16")[0]
+    assert [p["label"] for p in got[1]] == [p["label"] for p in eager.predict(TEXTS)]
+
+
 def test_cli_serve_reports_bad_flags_and_paths_in_one_line(tmp_path, capsys):
     assert main(["-q", "serve", str(tmp_path), "--max-texts", "0"]) == 2
     assert main(["-q", "serve", str(tmp_path / "missing")]) == 2

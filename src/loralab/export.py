@@ -417,7 +417,7 @@ def is_model_folder(folder: Path) -> bool:
 
 
 def load_export_predictor(folder: str | Path, device: str = "auto", batch_size: int | None = None,
-                          max_length: int | None = None):
+                          max_length: int | None = None, precision: str = "fp32", compile: bool = False):
     """A :class:`~loralab.predict.Predictor` for a plain sequence-classification model folder (a
     merged export, or any transformers classifier folder). Weights only from safetensors, never
     remote code. ``max_length`` defaults to ``export.json``'s, else the tokenizer's (capped at the
@@ -457,7 +457,7 @@ def load_export_predictor(folder: str | Path, device: str = "auto", batch_size: 
     if max_length is None:
         max_length = (meta or {}).get("max_length") or int(tokenizer.model_max_length)
     max_length = min(int(max_length), max_positions(config))
-    return Predictor(model, tokenizer, names, max_length, batch_size or 32, pick_device(device))
+    return Predictor(model, tokenizer, names, max_length, batch_size or 32, pick_device(device), precision, compile)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,13 +27,15 @@ class Predictor:
         if compile:
             # Inductor with freezing: the weights become constants, folded and pre-packed for
             # oneDNN/MKL, and the small operators between the matmuls are fused. On the 2-core CPU
-            # this took merged MiniLM from 472 to 515 sentences/s in fp32 (bench/RESULTS.md), after
+            # this took merged MiniLM from 488 to 502 sentences/s in fp32 (bench/RESULTS.md), after
             # a warm-up of about 15 s; dynamic shapes, so new batch shapes rarely recompile. Only for
             # a model that no longer changes: a Predictor's.
             self.model = torch.compile(self.model, dynamic=True, options={"freezing": True})
         # fp32 (default) reproduces a run's prediction files exactly; bf16 autocast is ~2.5x faster
         # on CPUs with AVX-512 BF16/AMX and on GPUs, at the cost of rare flips on near-ties.
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.precision = precision
+        self.compiled = compile
         self.tokenizer = tokenizer
         self.label_names = list(label_names)
         self.max_length = max_length
@@ -55,6 +57,14 @@ class Predictor:
         ids = encode(self.tokenizer, texts, self.max_length) if len(texts) else []
         return batched_logits(self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device,
                               self.autocast_dtype)
+
+    def warm_up(self) -> None:
+        """Pay one-off costs before the first real caller does: the first forward pass and, when
+        compiled, the compilation. Dynamic-shape compilation still specialises a dimension of
+        size 1, so one batch of one text and one batch of two texts of different lengths are
+        scored: afterwards single texts and batches of any size and length run without compiling."""
+        self.logits(["warm-up"])
+        self.logits(["warm-up", "a second, somewhat longer warm-up text"])
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """One dict per text, in input order: text, label (id), label_name, confidence, probabilities."""
