@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=None, help="server --max-batch (server default if omitted)")
     p.add_argument("--max-wait-ms", type=float, default=None, help="server --max-wait-ms")
     p.add_argument("--threads", type=int, default=None, help="server --threads (torch CPU threads)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="server --precision")
+    p.add_argument("--compile", action="store_true", help="server --compile (compiles at start-up)")
     p.add_argument("--startup-timeout", type=float, default=300, help="seconds to wait for the server to start")
     p.add_argument("--request-timeout", type=float, default=60, help="seconds before one request counts as failed")
     p.add_argument("--quick", action="store_true", help="smoke mode: 4 clients, 100 requests, 20 sequential")
@@ -96,9 +98,11 @@ class Server:
 
     def __init__(self, target: str, args: argparse.Namespace) -> None:
         cmd = [sys.executable, "-m", "loralab", "-q", "serve", target, "--host", "127.0.0.1", "--port", "0"]
-        for flag in ("max_batch", "max_wait_ms", "threads"):
+        for flag in ("max_batch", "max_wait_ms", "threads", "precision"):
             if getattr(args, flag) is not None:
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        if args.compile:
+            cmd.append("--compile")
         self.stderr = tempfile.TemporaryFile()
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
@@ -273,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target:  {args.target or url} ({health.get('source', '?')}, {health.get('method') or '?'}, "
               f"labels {', '.join(health.get('label_names', []))})")
         print(f"server:  {url}{' (started by this benchmark)' if server else ''}; device {health.get('device')}, "
-              f"threads {health.get('threads')}, max-batch {lim.get('max_batch')}, "
+              f"threads {health.get('threads')}, {health.get('precision', 'fp32')}"
+              f"{', compiled' if health.get('compiled') else ''}, max-batch {lim.get('max_batch')}, "
               f"max-wait {lim.get('max_wait_ms')} ms")
         print(f"texts:   {source}; concurrent phase: {args.texts_per_request} per request\n")
         for i in range(args.warmup):
