@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.set_defaults(func=cmd_inspect)
 
+    from .predict import add_inference_flags  # noqa: PLC0415  (torch: only when the parser is built)
+
     pr = sub.add_parser("predict", help="predict labels with a trained run")
     pr.add_argument("--run", required=True, help="run directory")
     pr.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
@@ -74,10 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print a JSON list")
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     pr.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
-    pr.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                    help="fp32 reproduces the run's prediction files exactly; bf16 autocast is faster")
-    pr.add_argument("--compile", action="store_true",
-                    help="torch.compile with frozen weights: faster for large --file inputs, after a warm-up of seconds")
+    add_inference_flags(pr)
     pr.set_defaults(func=cmd_predict)
 
     for module_name in FEATURE_COMMANDS:

@@ -16,6 +16,17 @@ from .metrics import softmax
 from .runtime import pick_device
 
 
+def add_inference_flags(parser) -> None:
+    """``--precision`` and ``--compile``: the :class:`Predictor` options shared by ``loralab predict``
+    and ``loralab serve``."""
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="fp32 (default) reproduces the run's prediction files exactly; bf16 autocast is "
+                             "about 2x faster for batches on CPUs with AMX and on GPUs, and may flip near-ties")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile with frozen weights: a few %% to 30 %% more throughput on CPU "
+                             "after a warm-up of about 15 s")
+
+
 class Predictor:
     """Scores texts with a trained model: length-sorted batches under ``torch.inference_mode``."""
 

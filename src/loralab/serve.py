@@ -535,6 +535,8 @@ def is_loopback(host: str) -> bool:
 
 
 def add_parser(subparsers) -> None:
+    from .predict import add_inference_flags  # noqa: PLC0415
+
     d = ServeLimits()
     p = subparsers.add_parser(
         "serve", help="HTTP service + web page for a run or a merged export",
@@ -556,12 +558,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core; 1 is much faster on a "
                         "machine whose cores are busy with other work)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="fp32 (default) reproduces the run's predictions; bf16 autocast is ~2x faster on CPUs with "
-                        "AMX and on GPUs, and may flip near-ties")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile with frozen weights before serving: a few %% more throughput on CPU, "
-                        "after a warm-up of about 15 s at start-up")
+    add_inference_flags(p)  # compiled at start-up, before the first request
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
