@@ -9,7 +9,8 @@ optimizer factory and schedule, gradient clipping and ``zero_grad(set_to_none=Tr
 each phase with a clock over ``--steps`` steps; part 2 profiles a further ``--profile-steps`` steps
 and sums each operator's *self* CPU time into categories, so that "the model's own matmuls" can be
 told from everything else. Defaults are the trainer's CPU settings (fused AdamW, loralab's CPU
-dropout); ``--no-fused`` / ``--no-cpu-dropout`` give torch's stock ones, to compare.
+dropout, and with ``--bf16`` its lean autocast); ``--no-fused`` / ``--no-cpu-dropout`` /
+``--no-lean`` give torch's and peft's stock ones, to compare.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from loralab.config import DataConfig, MethodConfig
 from loralab.cpu_dropout import swap_cpu_dropout
 from loralab.data import LengthGroupedBatchSampler, PadCollator, encode, load_data
 from loralab.methods import apply_method
+from loralab.runtime import lean_autocast
 from loralab.trainer import linear_schedule, make_optimizer
 
 #: Operator name → category (first match wins; names are aten:: ops and autograd nodes).
@@ -75,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cpu-dropout", action=argparse.BooleanOptionalAction, default=True,
                     help="loralab's cheaper CPU dropout mask (--no-cpu-dropout: torch's own)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    ap.add_argument("--lean", action=argparse.BooleanOptionalAction, default=True,
+                    help="with --bf16: the trainer's runtime.lean_autocast (frozen weights held in bf16, no "
+                         "peft input casts); --no-lean gives plain autocast, to compare")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (as train --compile)")
     ap.add_argument("--top", type=int, default=15, help="operators listed")
     ap.add_argument("--quick", action="store_true", help="a few steps, to check the script runs")
@@ -104,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     stack = contextlib.ExitStack()  # holds the swap for the life of main()
     if args.cpu_dropout:
         stack.enter_context(swap_cpu_dropout(model))
+    if args.lean:
+        stack.enter_context(lean_autocast(model, torch.bfloat16 if args.bf16 else None))
     forward = torch.compile(model) if args.compile else model
 
     def batches():
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"model {args.model}  threads {torch.get_num_threads()}  LoRA r{args.rank} {args.targets}  batch {args.batch_size}  "
           f"AdamW {'fused' if args.fused else 'for-loop'}  dropout {'loralab CPU' if args.cpu_dropout else 'torch'}  "
-          f"{'bf16' if args.bf16 else 'fp32'}  "
+          f"{('bf16 lean' if args.lean else 'bf16 plain autocast') if args.bf16 else 'fp32'}  "
           f"{'compiled  ' if args.compile else ''}{args.steps} timed steps, {tokens / args.steps:.0f} padded tokens/step, "
           f"5 warm-up steps {warmup:.1f} s")
     print(f"\nphases ({wall / args.steps * 1e3:.1f} ms/step, {args.batch_size * args.steps / wall:.1f} samples/s)")

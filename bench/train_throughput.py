@@ -33,6 +33,7 @@ from loralab.cpu_dropout import swap_cpu_dropout
 from loralab.data import LengthGroupedBatchSampler, PadCollator, encode, load_data
 from loralab.inference import batched_logits
 from loralab.methods import apply_method
+from loralab.runtime import lean_autocast
 from loralab.trainer import linear_schedule, make_optimizer
 
 
@@ -66,12 +67,16 @@ def run_pipeline(name, args, tok, data, steps, reference: bool, bf16: bool, impl
         sampler = LengthGroupedBatchSampler([len(x) for x in ids], args.batch_size, args.seed, group_by_length=True)
     collate = PadCollator(tok.pad_token_id)
     real_len = [int(np.sum(np.asarray(x) != tok.pad_token_id)) if reference else len(x) for x in ids]
-    # loralab's trainer on CPU: fused AdamW and the cheaper dropout mask; the reference: stock torch
+    # loralab's trainer on CPU: fused AdamW, the cheaper dropout mask and (bf16) lean autocast; the
+    # reference: stock torch
     opt = make_optimizer(model, 2e-3, 0.01, fused=not reference)
     sched = linear_schedule(opt, int(0.06 * steps), steps)
     model.train()
-    swap = contextlib.nullcontext() if reference else swap_cpu_dropout(model)
-    with swap:
+    trainer_ctx = contextlib.ExitStack()
+    if not reference:
+        trainer_ctx.enter_context(swap_cpu_dropout(model))
+        trainer_ctx.enter_context(lean_autocast(model, torch.bfloat16 if bf16 else None))
+    with trainer_ctx:
         done, samples, real_tokens, padded_tokens, epoch = 0, 0, 0, 0, 0
         t = time.perf_counter()
         while done < steps:

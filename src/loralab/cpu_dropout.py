@@ -48,6 +48,9 @@ class CPUDropout(nn.Dropout):
         keep, p = keep_mask(x.shape, self.p)
         if p == 0.0:
             return x
+        # the scale is in x's dtype, as in torch's own CPU dropout: for bf16 input 1/(1-p) is rounded
+        # first (1/0.9 -> 1.1094). Scaling by a Python number and then masking would round once,
+        # but costs one more elementwise pass forward and backward (~1.5x per call, measured).
         scale = keep.to(x.dtype).mul_(1.0 / (1.0 - p))
         return x.mul_(scale) if self.inplace else x * scale
 

@@ -23,7 +23,7 @@ from .cpu_dropout import swap_cpu_dropout
 from .data import EncodedDataset, LengthGroupedBatchSampler, PadCollator
 from .inference import batched_logits, eval_mode
 from .metrics import classification_metrics
-from .runtime import autocast, configure_backend, resolve_precision
+from .runtime import autocast, configure_backend, lean_autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -178,34 +178,37 @@ def fit(
             t0 = time.perf_counter()
             running, running_n, seen = 0.0, 0, 0
             bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
-            for batch in loader:
-                with autocast(device, autocast_dtype):
-                    loss = task.loss(forward, batch)
-                accelerator.backward(loss)
-                if tc.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                result.steps += 1
-                n = batch["labels"].shape[0] * accelerator.num_processes
-                seen += n
-                running = running + loss.detach().float()  # no host sync per step (GPU)
-                running_n += 1
-                if bar is not None:
-                    if result.steps % 10 == 0:
-                        elapsed = time.perf_counter() - t0
-                        bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}",
-                                        refresh=False)
-                    bar.update(1)
-                if result.steps % tc.log_every == 0:
-                    result.history.append(
-                        _row(result.steps, epoch, "step", start, train_loss=float(running) / running_n,
-                             lr=scheduler.get_last_lr()[0])
-                    )
-                    running, running_n = 0.0, 0
-                    if main and on_log is not None:
-                        on_log(result)
+            # bf16/fp16: frozen weights held in low precision for the epoch's steps, fp32 again for
+            # validation (runtime.lean_autocast)
+            with lean_autocast(accelerator.unwrap_model(model), autocast_dtype):
+                for batch in loader:
+                    with autocast(device, autocast_dtype):
+                        loss = task.loss(forward, batch)
+                    accelerator.backward(loss)
+                    if tc.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    result.steps += 1
+                    n = batch["labels"].shape[0] * accelerator.num_processes
+                    seen += n
+                    running = running + loss.detach().float()  # no host sync per step (GPU)
+                    running_n += 1
+                    if bar is not None:
+                        if result.steps % 10 == 0:
+                            elapsed = time.perf_counter() - t0
+                            bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}",
+                                            refresh=False)
+                        bar.update(1)
+                    if result.steps % tc.log_every == 0:
+                        result.history.append(
+                            _row(result.steps, epoch, "step", start, train_loss=float(running) / running_n,
+                                 lr=scheduler.get_last_lr()[0])
+                        )
+                        running, running_n = 0.0, 0
+                        if main and on_log is not None:
+                            on_log(result)
             if bar is not None:
                 bar.close()
             epoch_time = time.perf_counter() - t0
