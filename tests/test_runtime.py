@@ -77,6 +77,19 @@ def test_frozen_linear_weights_are_low_precision_inside_and_the_same_fp32_tensor
     model(**batch)  # fp32 again: no dtype mismatch outside autocast
 
 
+def test_weights_tied_to_an_embedding_or_shared_are_handled():
+    emb = torch.nn.Embedding(10, 4)
+    tied, a, b = torch.nn.Linear(4, 10, bias=False), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    tied.weight = emb.weight
+    b.weight = a.weight  # shared by two linear layers
+    model = torch.nn.ModuleList([emb, tied, a, b]).requires_grad_(False)
+    original = a.weight.detach().clone()
+    with lean_autocast(model, torch.bfloat16) as n_cast:
+        assert n_cast == 3  # a.weight once, a.bias, b.bias
+        assert emb.weight.dtype == torch.float32 and a.weight.dtype == b.weight.dtype == torch.bfloat16
+    assert torch.equal(a.weight, original) and b.weight.dtype == torch.float32
+
+
 def test_fp32_training_is_left_alone(tiny_models):
     model, _ = lora_model(tiny_models["bert"], method="prelayer")
     with lean_autocast(model, None) as n_cast:

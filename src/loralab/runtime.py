@@ -75,11 +75,15 @@ def lean_autocast(model: torch.nn.Module, dtype: torch.dtype | None) -> Iterator
     from peft.helpers import disable_input_dtype_casting  # noqa: PLC0415
     from transformers.pytorch_utils import Conv1D  # noqa: PLC0415
 
+    # a weight tied to an embedding (a language-model head) is read outside autocast too: left alone
+    embedding = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     for module in model.modules():
         if isinstance(module, (torch.nn.Linear, Conv1D)):
             for p in (module.weight, module.bias):
-                if p is not None and not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+                # (a weight shared by two layers is cast once: the second time its dtype is dtype)
+                if (p is not None and not p.requires_grad and p.is_floating_point() and p.dtype != dtype
+                        and id(p) not in embedding):
                     saved.append((p, p.data))
                     p.data = p.data.to(dtype)
     try:
