@@ -11,7 +11,7 @@ from loralab.backbones import build_model, load_tokenizer
 from loralab.config import MethodConfig
 from loralab.cpu_dropout import swap_cpu_dropout
 from loralab.methods import apply_method
-from loralab.runtime import autocast, lean_autocast
+from loralab.runtime import autocast, lean_autocast, lean_autocast_dtype
 
 
 def lora_model(path, method="lora"):
@@ -111,3 +111,11 @@ def test_a_bf16_run_trains_validates_and_saves_fp32_weights(tiny_models, tiny_da
     rows = loralab.load_run(run.run_dir).predictions()
     again = Predictor.from_run(run.run_dir, device="cpu").predict([r["text"] for r in rows])
     assert [p["label"] for p in again] == [r["prediction"] for r in rows]
+
+
+def test_lean_autocast_only_where_parameters_are_plain_tensors():
+    assert lean_autocast_dtype(torch.bfloat16) is torch.bfloat16
+    assert lean_autocast_dtype(torch.bfloat16, "MULTI_GPU") is torch.bfloat16  # DDP
+    assert lean_autocast_dtype(torch.bfloat16, "FSDP") is None
+    assert lean_autocast_dtype(torch.bfloat16, "DEEPSPEED") is None
+    assert lean_autocast_dtype(None, "NO") is None

@@ -47,6 +47,13 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
+def lean_autocast_dtype(dtype: torch.dtype | None, distributed_type: str = "NO") -> torch.dtype | None:
+    """The dtype for :func:`lean_autocast` under accelerate's ``distributed_type``: it swaps frozen
+    parameters' storage, which is fine on one device and under DDP (frozen parameters are never
+    synchronised), not under engines that shard or own the parameters (None: plain autocast)."""
+    return None if distributed_type in ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA") else dtype
+
+
 @contextlib.contextmanager
 def lean_autocast(model: torch.nn.Module, dtype: torch.dtype | None) -> Iterator[int]:
     """Within the block, training under ``autocast(dtype)`` skips casts that change nothing.

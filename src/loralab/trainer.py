@@ -23,7 +23,7 @@ from .cpu_dropout import swap_cpu_dropout
 from .data import EncodedDataset, LengthGroupedBatchSampler, PadCollator
 from .inference import batched_logits, eval_mode
 from .metrics import classification_metrics
-from .runtime import autocast, configure_backend, lean_autocast, resolve_precision
+from .runtime import autocast, configure_backend, lean_autocast, lean_autocast_dtype, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ def fit(
     trainable = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = len(loader)
     forward = torch.compile(model) if tc.compile else model
+    lean_dtype = lean_autocast_dtype(autocast_dtype, accelerator.distributed_type.value)
 
     # On CPU, nn.Dropout modules use a cheaper mask while training (cpu_dropout.py: torch's mask is
     # 21-32 % of a LoRA step's operator time there); the original modules are back afterwards.
@@ -178,9 +179,9 @@ def fit(
             t0 = time.perf_counter()
             running, running_n, seen = 0.0, 0, 0
             bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
-            # bf16/fp16: frozen weights held in low precision for the epoch's steps, fp32 again for
+            # bf16: frozen weights held in low precision for the epoch's steps, fp32 again for
             # validation (runtime.lean_autocast)
-            with lean_autocast(accelerator.unwrap_model(model), autocast_dtype):
+            with lean_autocast(accelerator.unwrap_model(model), lean_dtype):
                 for batch in loader:
                     with autocast(device, autocast_dtype):
                         loss = task.loss(forward, batch)
