@@ -25,11 +25,9 @@ import torch
 
 from loralab.backbones import build_model, load_tokenizer
 from loralab.config import DataConfig, MethodConfig
-from loralab.cpu_dropout import swap_cpu_dropout
 from loralab.data import LengthGroupedBatchSampler, PadCollator, encode, load_data
 from loralab.methods import apply_method
-from loralab.runtime import lean_autocast
-from loralab.trainer import linear_schedule, make_optimizer
+from loralab.trainer import linear_schedule, make_optimizer, step_context
 
 #: Operator name → category (first match wins; names are aten:: ops and autograd nodes).
 CATEGORIES = (
@@ -78,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="loralab's cheaper CPU dropout mask (--no-cpu-dropout: torch's own)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast")
     ap.add_argument("--lean", action=argparse.BooleanOptionalAction, default=True,
-                    help="with --bf16: the trainer's runtime.lean_autocast (frozen weights held in bf16, no "
+                    help="with --bf16: the trainer's lean autocast (runtime.lean_autocast: frozen weights held in bf16, no "
                          "peft input casts); --no-lean gives plain autocast, to compare")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (as train --compile)")
     ap.add_argument("--top", type=int, default=15, help="operators listed")
@@ -106,11 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     sched = linear_schedule(opt, int(0.06 * total), total)
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
-    stack = contextlib.ExitStack()  # holds the swap for the life of main()
-    if args.cpu_dropout:
-        stack.enter_context(swap_cpu_dropout(model))
-    if args.lean:
-        stack.enter_context(lean_autocast(model, torch.bfloat16 if args.bf16 else None))
+    stack = contextlib.ExitStack()  # the trainer's step context, for the life of main()
+    stack.enter_context(step_context(model, torch.device("cpu"), torch.bfloat16 if args.bf16 else None,
+                                     cpu_dropout=args.cpu_dropout, lean=args.lean))
     forward = torch.compile(model) if args.compile else model
 
     def batches():

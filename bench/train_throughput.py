@@ -29,12 +29,10 @@ import torch
 
 from loralab.backbones import build_model, load_tokenizer
 from loralab.config import DataConfig, MethodConfig
-from loralab.cpu_dropout import swap_cpu_dropout
 from loralab.data import LengthGroupedBatchSampler, PadCollator, encode, load_data
 from loralab.inference import batched_logits
 from loralab.methods import apply_method
-from loralab.runtime import lean_autocast
-from loralab.trainer import linear_schedule, make_optimizer
+from loralab.trainer import linear_schedule, make_optimizer, step_context
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -72,11 +70,8 @@ def run_pipeline(name, args, tok, data, steps, reference: bool, bf16: bool, impl
     opt = make_optimizer(model, 2e-3, 0.01, fused=not reference)
     sched = linear_schedule(opt, int(0.06 * steps), steps)
     model.train()
-    trainer_ctx = contextlib.ExitStack()
-    if not reference:
-        trainer_ctx.enter_context(swap_cpu_dropout(model))
-        trainer_ctx.enter_context(lean_autocast(model, torch.bfloat16 if bf16 else None))
-    with trainer_ctx:
+    dtype = torch.bfloat16 if bf16 else None
+    with contextlib.nullcontext() if reference else step_context(model, torch.device("cpu"), dtype):
         done, samples, real_tokens, padded_tokens, epoch = 0, 0, 0, 0, 0
         t = time.perf_counter()
         while done < steps:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +58,25 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415
 
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, 1))
+
+
+@contextlib.contextmanager
+def step_context(model: nn.Module, device: torch.device, autocast_dtype: torch.dtype | None,
+                 cpu_dropout: bool = True, lean: bool = True) -> Iterator[None]:
+    """What the trainer wraps an epoch's optimizer steps in (the benchmarks too, to time the same
+    step; their flags turn each part off to compare):
+
+    - on CPU, ``nn.Dropout`` modules use a cheaper mask (cpu_dropout.py: torch's mask was 21-32 %
+      of a LoRA step's operator time there); the original modules are back afterwards;
+    - under autocast, :func:`~loralab.runtime.lean_autocast` (frozen weights held in low
+      precision, no peft input casts); fp32 again afterwards, for validation and saving.
+    """
+    with contextlib.ExitStack() as stack:
+        if cpu_dropout and device.type == "cpu":
+            stack.enter_context(swap_cpu_dropout(model))
+        if lean:
+            stack.enter_context(lean_autocast(model, autocast_dtype))
+        yield
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -166,68 +185,62 @@ def fit(
     forward = torch.compile(model) if tc.compile else model
     lean_dtype = lean_autocast_dtype(autocast_dtype, accelerator.distributed_type.value)
 
-    # On CPU, nn.Dropout modules use a cheaper mask while training (cpu_dropout.py: torch's mask is
-    # 21-32 % of a LoRA step's operator time there); the original modules are back afterwards.
-    swap = swap_cpu_dropout(accelerator.unwrap_model(model)) if device.type == "cpu" else contextlib.nullcontext()
-    with swap:
-        best_state: dict[str, torch.Tensor] | None = None
-        start = time.perf_counter()
-        for epoch in range(1, tc.epochs + 1):
-            sampler.set_epoch(epoch)
-            model.train()
-            set_frozen_modules_eval(accelerator.unwrap_model(model), cfg.method.method)
-            t0 = time.perf_counter()
-            running, running_n, seen = 0.0, 0, 0
-            bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
-            # bf16: frozen weights held in low precision for the epoch's steps, fp32 again for
-            # validation (runtime.lean_autocast)
-            with lean_autocast(accelerator.unwrap_model(model), lean_dtype):
-                for batch in loader:
-                    with autocast(device, autocast_dtype):
-                        loss = task.loss(forward, batch)
-                    accelerator.backward(loss)
-                    if tc.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    result.steps += 1
-                    n = batch["labels"].shape[0] * accelerator.num_processes
-                    seen += n
-                    running = running + loss.detach().float()  # no host sync per step (GPU)
-                    running_n += 1
-                    if bar is not None:
-                        if result.steps % 10 == 0:
-                            elapsed = time.perf_counter() - t0
-                            bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}",
-                                            refresh=False)
-                        bar.update(1)
-                    if result.steps % tc.log_every == 0:
-                        result.history.append(
-                            _row(result.steps, epoch, "step", start, train_loss=float(running) / running_n,
-                                 lr=scheduler.get_last_lr()[0])
-                        )
-                        running, running_n = 0.0, 0
-                        if main and on_log is not None:
-                            on_log(result)
-            if bar is not None:
-                bar.close()
-            epoch_time = time.perf_counter() - t0
-            result.epoch_seconds.append(epoch_time)
-            result.train_examples_seen += seen
-            vm = classification_metrics(val_labels, task.val_logits(accelerator.unwrap_model(model), device))
-            result.history.append(
-                _row(result.steps, epoch, "epoch", start, train_loss=(float(running) / running_n) if running_n else None,
-                     lr=scheduler.get_last_lr()[0], val_loss=vm["loss"], val_accuracy=vm["accuracy"],
-                     epoch_seconds=epoch_time)
-            )
-            if result.best_validation_accuracy is None or vm["accuracy"] > result.best_validation_accuracy:
-                result.best_epoch, result.best_validation_accuracy = epoch, vm["accuracy"]
-                best_state = trainable_state(accelerator.unwrap_model(model))
-            if main:
-                log.info("epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time)
-                if on_log is not None:
-                    on_log(result)
+    best_state: dict[str, torch.Tensor] | None = None
+    start = time.perf_counter()
+    for epoch in range(1, tc.epochs + 1):
+        sampler.set_epoch(epoch)
+        model.train()
+        set_frozen_modules_eval(accelerator.unwrap_model(model), cfg.method.method)
+        t0 = time.perf_counter()
+        running, running_n, seen = 0.0, 0, 0
+        bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
+        with step_context(accelerator.unwrap_model(model), device, lean_dtype):  # undone before validation
+            for batch in loader:
+                with autocast(device, autocast_dtype):
+                    loss = task.loss(forward, batch)
+                accelerator.backward(loss)
+                if tc.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.steps += 1
+                n = batch["labels"].shape[0] * accelerator.num_processes
+                seen += n
+                running = running + loss.detach().float()  # no host sync per step (GPU)
+                running_n += 1
+                if bar is not None:
+                    if result.steps % 10 == 0:
+                        elapsed = time.perf_counter() - t0
+                        bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}",
+                                        refresh=False)
+                    bar.update(1)
+                if result.steps % tc.log_every == 0:
+                    result.history.append(
+                        _row(result.steps, epoch, "step", start, train_loss=float(running) / running_n,
+                             lr=scheduler.get_last_lr()[0])
+                    )
+                    running, running_n = 0.0, 0
+                    if main and on_log is not None:
+                        on_log(result)
+        if bar is not None:
+            bar.close()
+        epoch_time = time.perf_counter() - t0
+        result.epoch_seconds.append(epoch_time)
+        result.train_examples_seen += seen
+        vm = classification_metrics(val_labels, task.val_logits(accelerator.unwrap_model(model), device))
+        result.history.append(
+            _row(result.steps, epoch, "epoch", start, train_loss=(float(running) / running_n) if running_n else None,
+                 lr=scheduler.get_last_lr()[0], val_loss=vm["loss"], val_accuracy=vm["accuracy"],
+                 epoch_seconds=epoch_time)
+        )
+        if result.best_validation_accuracy is None or vm["accuracy"] > result.best_validation_accuracy:
+            result.best_epoch, result.best_validation_accuracy = epoch, vm["accuracy"]
+            best_state = trainable_state(accelerator.unwrap_model(model))
+        if main:
+            log.info("epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time)
+            if on_log is not None:
+                on_log(result)
     result.train_seconds = result.feature_seconds + sum(result.epoch_seconds)
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
