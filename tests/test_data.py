@@ -9,7 +9,6 @@ import pytest
 from conftest import synthetic_rows, write_tsv
 from loralab.config import DataConfig
 from loralab.data import (
-    LengthGroupedBatchSampler,
     load_data,
     read_records,
     stratified_subsample,
@@ -147,23 +146,6 @@ def test_real_sst2_files_validate(tmp_path):
     bundle = load_data(DataConfig(data_dir=str(SST2_DIR), train_size=1000), seed=0)
     assert (len(bundle.train), len(bundle.validation), len(bundle.test)) == (1000, 872, 1821)
     assert bundle.files()["validation"]["sha256"] == "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0"
-
-
-@pytest.mark.parametrize("group", [True, False])
-def test_batches_cover_every_example_once_and_are_reproducible(group):
-    lengths = [(i * 7) % 23 + 1 for i in range(203)]
-    s = LengthGroupedBatchSampler(lengths, batch_size=8, seed=1, group_by_length=group, mega=4)
-    s.set_epoch(1)
-    first = list(s)
-    flat = sorted(i for b in first for i in b)
-    assert flat == list(range(203))
-    assert len(first) == len(s)
-    assert first == list(s)  # same epoch, same order
-    s.set_epoch(2)
-    assert list(s) != first
-    if group:  # grouping lowers padding: mean in-batch length spread is small
-        spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
-        assert spread < 8
 
 
 def test_token_cache_returns_the_same_ids_and_survives_corruption(tmp_path, tiny_models):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,14 +16,15 @@ import numpy as np
 
 from . import artifacts as A
 from .backbones import build_model, check_max_length, load_config, load_tokenizer
+from .checkpoint import Checkpoints, checkpoint_dir
 from .config import RunConfig
 from .data import encode_cached, load_data
 from .methods import ParamTable, apply_method, param_table
 from .metrics import classification_metrics, softmax
 from .plots import plot_confusion, plot_curves
 from .predict import Predictor
-from .runtime import PeakMemory, library_versions, pick_device, seed_everything
-from .trainer import fit
+from .runtime import PeakMemory, library_versions, pick_device, resolve_precision, seed_everything
+from .trainer import check_global_batch, fit
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +95,23 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
     data = load_data(config.data, tc.seed)
     out_dir = Path(tc.output_dir) if tc.output_dir else default_output_dir(config)
     if out_dir.exists() and not tc.overwrite:
-        raise A.RunDirError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+        hint = "it is complete" if tc.resume else "pass --overwrite to replace it"
+        raise A.RunDirError(f"{out_dir}: already exists ({hint})")
     device = pick_device(tc.device)
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    # loralab owns mixed precision (--precision, resolved in the trainer): the accelerator never adds its own
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+    check_global_batch(tc.batch_size, accelerator.num_processes, tc.grad_accum)
+    resolve_precision(tc.precision, accelerator.device)  # a conflicting launcher setting fails before any work
     memory = PeakMemory(accelerator.device)
     main = accelerator.is_main_process
+    checkpoints = None
+    if tc.checkpoint_every != "none":
+        checkpoints = Checkpoints(checkpoint_dir(out_dir), tc.checkpoint_steps(), True,
+                                  accelerator.process_index, accelerator.num_processes)
+        if not tc.resume and main:
+            checkpoints.remove()  # a fresh run never continues an older one's checkpoint
+    if tc.resume and main:
+        A.remove_staging(out_dir)  # left by the killed attempt
 
     check_max_length(load_config(config.model.model, data.label_names), config.data.max_length)
     seed_everything(tc.seed)
@@ -119,6 +133,7 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
         "labels": data.labels,
         "data_files": data.files(),
         "seed": tc.seed,
+        "distributed": distributed_facts(accelerator, tc),
         "versions": library_versions(),
         "command": command if command is not None else sys.argv,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -132,7 +147,7 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
             A.atomic_write_csv(staging / A.METRICS_FILE, A.METRICS_COLUMNS, res.history)
 
         fitted = fit(model, ids["train"], data.train.labels, ids["validation"], data.validation.labels,
-                     config, pad, accelerator=accelerator, on_log=on_log)
+                     config, pad, accelerator=accelerator, on_log=on_log, checkpoints=checkpoints)
         model = accelerator.unwrap_model(model)
         accelerator.wait_for_everyone()
         results = None
@@ -140,8 +155,21 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
             results = _finalise(staging, model, tokenizer, config, data, ids, fitted, table, meta, memory, t_start)
         accelerator.wait_for_everyone()
     if main:
+        if checkpoints is not None and tc.keep_checkpoints and (latest := checkpoints.latest()) is not None:
+            os.replace(latest, out_dir / "checkpoint")
+        if checkpoints is not None:
+            checkpoints.remove()
         log.info("run written to %s", out_dir)
     return RunResult(out_dir, results or {}, config, model, tokenizer)
+
+
+def distributed_facts(accelerator, tc) -> dict:
+    """How the global batch was computed: processes, per-process micro-batch, accumulation."""
+    world = accelerator.num_processes
+    return {"world_size": world, "global_batch_size": tc.batch_size, "grad_accum": tc.grad_accum,
+            "micro_batch_size": tc.batch_size // (world * tc.grad_accum),
+            "distributed_type": str(accelerator.distributed_type.value),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fitted, table: ParamTable,
@@ -193,6 +221,7 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
         "data": {"train_examples": len(data.train), "validation_examples": len(data.validation),
                  "test_examples": len(data.test) if data.test is not None else 0},
         "device": str(predictor.device),
+        "distributed": meta["distributed"],
     }
     title = f"{Path(config.model.model).name} · {config.method.method}"
     if fitted.history:

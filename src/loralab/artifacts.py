@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import os
@@ -104,6 +105,16 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_staging(path: str | Path) -> int:
+    """Remove the hidden staging folders that killed attempts to write ``path`` left behind (the
+    caller knows that no other process is writing it). Returns how many were removed."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*.partial")) if path.parent.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(stale)
 
 
 def _umask() -> int:

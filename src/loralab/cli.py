@@ -10,7 +10,9 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import MISSING, fields
 
@@ -154,14 +156,30 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)
     except LoralabError as e:
         print(f"loralab: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("loralab: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("loralab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what job schedulers send) unwinds like Ctrl-C: staging folders are removed and a
+    run's last checkpoint stays for ``--resume``."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
 
 if __name__ == "__main__":

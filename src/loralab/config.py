@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 METHODS = ("head", "lora", "full", "prelayer", "none")
 IMPLS = ("peft", "scratch")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 #: Default learning rate per method, used when ``lr`` is not given. Chosen on MiniLM-L6 / SST-2
 #: (see README "Default hyper-parameters"): frozen-backbone methods tolerate (and need) a large
@@ -143,7 +144,14 @@ class TrainConfig:
     """How to optimise, evaluate and where to write."""
 
     epochs: int = _opt("training epochs", 3)
-    batch_size: int = _opt("training batch size", 32)
+    batch_size: int = _opt(
+        "global training batch size: summed over all processes and accumulation steps, so the same value "
+        "means the same optimisation on 1 or N processes", 32,
+    )
+    grad_accum: int = _opt(
+        "gradient accumulation: each process builds its share of a batch from K micro-batches "
+        "(batch size must be divisible by processes x K)", 1,
+    )
     lr: float | None = _opt(
         "peak learning rate; default per method: "
         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items() if k != "none")
@@ -157,19 +165,27 @@ class TrainConfig:
     group_by_length: bool = _opt("batch examples of similar length together (seeded)", True)
     device: str = _opt("auto, cpu or cuda", "auto", choices=("auto", "cpu", "cuda"))
     precision: str = _opt(
-        "training matmul precision: auto (bf16 autocast on GPUs that support it, fp32 on CPU), fp32 or bf16",
-        "auto", choices=("auto", "fp32", "bf16"),
+        "training precision: auto (bf16 autocast on GPUs that support it, fp16 with loss scaling on other "
+        "GPUs, fp32 on CPU; or what `accelerate launch --mixed_precision` asked for), fp32, bf16 or fp16",
+        "auto", choices=PRECISIONS,
     )
     cache_features: bool = _opt(
         "head: run the frozen backbone once and train the head on cached features", True
     )
     compile: bool = _opt("torch.compile the model for training (GPU; first steps are slow)", False)
+    checkpoint_every: str = _opt(
+        "save a resumable checkpoint beside the run directory: epoch (after each epoch), N (every N optimizer "
+        "steps and after each epoch) or none", "epoch",
+    )
+    resume: bool = _opt("continue a killed run from its last checkpoint (needs --output-dir)", False)
+    keep_checkpoints: bool = _opt("keep the last checkpoint in the run directory (checkpoint/) when it completes",
+                                  False)
     output_dir: str | None = _opt("run directory; default runs/<model>-<method>-<time>")
     overwrite: bool = _opt("replace an existing run directory", False)
     progress: bool = _opt("show a progress bar", True)
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "log_every"):
             value = getattr(self, name)
             if value < 1 and not (name == "epochs" and value == 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -179,8 +195,22 @@ class TrainConfig:
             raise ConfigError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"--batch-size {self.batch_size} is not divisible by --grad-accum {self.grad_accum}")
+        self.checkpoint_steps()  # validates --checkpoint-every
+        if self.resume and not self.output_dir:
+            raise ConfigError("--resume needs --output-dir (the run directory to continue)")
+
+    def checkpoint_steps(self) -> int | None:
+        """Steps between checkpoints from ``--checkpoint-every`` (None: only at epoch ends, or none)."""
+        value = str(self.checkpoint_every).strip().lower()
+        if value in ("epoch", "none"):
+            return None
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"--checkpoint-every must be epoch, none or a number of steps >= 1, got {self.checkpoint_every!r}")
+        return int(value)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -465,47 +465,6 @@ class PadCollator:
         input_ids, attention = pad_batch([ids for ids, _ in batch], self.pad_token_id)
         labels = torch.tensor([lab for _, lab in batch], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Seeded batches of similar-length examples; every example exactly once per epoch.
-
-    Shuffle all indices, cut them into mega-batches of ``batch_size * mega`` examples, sort each
-    mega-batch by length, cut it into batches, then shuffle the batch order. Batches stay random
-    across the epoch while padding inside a batch stays small. ``group_by_length=False`` gives
-    plain shuffled batches. Call :meth:`set_epoch` so that each epoch has its own order.
-    """
-
-    def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = True, mega: int = 50
-    ) -> None:
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.group_by_length = group_by_length
-        self.mega = mega
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
-        if not self.group_by_length:
-            batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-            yield from batches
-            return
-        size = self.batch_size * self.mega
-        batches = []
-        for start in range(0, len(order), size):
-            chunk = sorted(order[start : start + size], key=lambda i: -self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        perm = torch.randperm(len(batches), generator=g).tolist()
-        yield from (batches[p] for p in perm)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

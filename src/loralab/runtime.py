@@ -1,4 +1,4 @@
-"""Process-level facts a run needs: device, rank, seeding, peak memory, library versions.
+"""Process-level facts a run needs: device, precision, seeding, peak memory, library versions.
 
 Nothing here keeps state between calls; a run asks for what it needs and passes it on.
 """
@@ -27,18 +27,39 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for training (None: plain fp32).
+#: The environment variable ``accelerate launch --mixed_precision X`` (or its config file) sets.
+ACCELERATE_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    ``auto`` is bf16 on a CUDA device that supports it and fp32 on CPU: bf16 autocast on CPU is
-    opt-in (``--precision bf16``) because its speed-up depends on the CPU (AVX-512 BF16/AMX).
+
+def resolve_precision(name: str, device: torch.device, launcher: str | None = None) -> torch.dtype | None:
+    """The autocast dtype for training (None: plain fp32). ``--precision`` is the one owner of
+    mixed precision; ``launcher`` is what ``accelerate launch`` asked for (default: read from
+    ``ACCELERATE_MIXED_PRECISION``): honoured under ``auto``, an error when it contradicts an
+    explicit ``--precision`` (never stacked: loralab builds its Accelerator with ``mixed_precision="no"``).
+
+    ``auto`` is bf16 on a CUDA device that supports it, fp16 (with loss scaling) on older GPUs such
+    as T4 and V100, and fp32 on CPU: bf16 autocast on CPU is opt-in (``--precision bf16``) because
+    its speed-up depends on the CPU (AVX-512 BF16/AMX).
     """
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
+    from .errors import ConfigError  # noqa: PLC0415
+
+    launcher = os.environ.get(ACCELERATE_PRECISION_ENV, "") if launcher is None else launcher
+    launcher = launcher.strip().lower()
+    if launcher in ("", "no"):
+        launcher = ""
+    elif launcher not in _DTYPES:
+        raise ConfigError(f"accelerate's mixed precision {launcher!r} is not supported by loralab; "
+                          "use --precision fp32, bf16 or fp16 and launch without --mixed_precision")
+    if name != "auto":
+        if launcher and launcher != name:
+            raise ConfigError(f"--precision {name} conflicts with `accelerate launch --mixed_precision {launcher}` "
+                              f"({ACCELERATE_PRECISION_ENV}); loralab owns precision: drop one of the two")
+        return _DTYPES[name]
+    if launcher:
+        return _DTYPES[launcher]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
 
 
@@ -101,26 +122,26 @@ def lean_autocast(model: torch.nn.Module, dtype: torch.dtype | None) -> Iterator
             p.data = data
 
 
-def configure_backend(device: torch.device) -> None:
-    """Process-wide math settings for fast training: TF32 matmuls on CUDA (Ampere and newer)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+@contextlib.contextmanager
+def fast_matmuls(device: torch.device) -> Iterator[None]:
+    """TF32 matmuls on CUDA (Ampere and newer) within the block only: training steps are faster,
+    while evaluation, prediction files, ``predict``, ``serve`` and export checks keep full fp32
+    and give the same labels on a GPU as on CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def rank() -> int:
-    """Global rank under torchrun / accelerate launch (0 when not distributed)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main_process() -> bool:
-    return rank() == 0
 
 
 class PeakMemory:

@@ -9,6 +9,7 @@ no global state: everything it needs comes in as arguments.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,12 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import Checkpoints, set_rng_state
 from .config import RunConfig
 from .cpu_dropout import swap_cpu_dropout
-from .data import EncodedDataset, LengthGroupedBatchSampler, PadCollator
+from .data import EncodedDataset, PadCollator
+from .errors import ConfigError
 from .inference import batched_logits, eval_mode
 from .metrics import classification_metrics
-from .runtime import autocast, configure_backend, lean_autocast, lean_autocast_dtype, resolve_precision
+from .runtime import autocast, fast_matmuls, lean_autocast, lean_autocast_dtype, resolve_precision
+from .sampler import LengthGroupedBatchSampler, RankMicroBatches
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +73,15 @@ def step_context(model: nn.Module, device: torch.device, autocast_dtype: torch.d
     - on CPU, ``nn.Dropout`` modules use a cheaper mask (cpu_dropout.py: torch's mask was 21-32 %
       of a LoRA step's operator time there); the original modules are back afterwards;
     - under autocast, :func:`~loralab.runtime.lean_autocast` (frozen weights held in low
-      precision, no peft input casts); fp32 again afterwards, for validation and saving.
+      precision, no peft input casts); fp32 again afterwards, for validation and saving;
+    - on CUDA, TF32 matmuls (:func:`~loralab.runtime.fast_matmuls`), off again for evaluation.
     """
     with contextlib.ExitStack() as stack:
         if cpu_dropout and device.type == "cpu":
             stack.enter_context(swap_cpu_dropout(model))
         if lean:
             stack.enter_context(lean_autocast(model, autocast_dtype))
+        stack.enter_context(fast_matmuls(device))
         yield
 
 
@@ -99,8 +105,8 @@ class TokenBatches:
         self.collate = PadCollator(pad_token_id)
         self.val_ids, self.pad, self.eval_batch_size = val_ids, pad_token_id, eval_batch_size
 
-    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        return model(**batch).loss
+    def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def val_logits(self, model: nn.Module, device: torch.device) -> np.ndarray:
         return batched_logits(model, self.val_ids, self.eval_batch_size, self.pad, device)
@@ -115,7 +121,6 @@ class CachedHeadBatches:
                  device: torch.device) -> None:
         from .headcache import extract_features  # noqa: PLC0415
 
-        self.lengths = [len(x) for x in train_ids]
         feats = extract_features(model, train_ids, eval_batch_size, pad_token_id, device)
         self.dataset = torch.utils.data.TensorDataset(feats, torch.as_tensor(list(train_labels)))
         self.val_features = extract_features(model, val_ids, eval_batch_size, pad_token_id, device)
@@ -125,10 +130,10 @@ class CachedHeadBatches:
         feats, labels = zip(*batch)
         return {"features": torch.stack(feats), "labels": torch.stack(labels)}
 
-    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+    def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
         from .headcache import head_logits  # noqa: PLC0415
 
-        return nn.functional.cross_entropy(head_logits(model, batch["features"]), batch["labels"])
+        return head_logits(model, batch["features"])
 
     @torch.inference_mode()
     def val_logits(self, model: nn.Module, device: torch.device) -> np.ndarray:
@@ -136,6 +141,25 @@ class CachedHeadBatches:
 
         with eval_mode(model):
             return head_logits(model, self.val_features.to(device)).float().cpu().numpy()
+
+
+def micro_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, global_count: int,
+               parts: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss to back-propagate for one micro-batch, and the (detached) summed loss of its real
+    examples for logging.
+
+    Scaled so that, once DDP has averaged the gradients over ``world_size`` ranks and the
+    accumulation steps have added up, the gradient is that of the mean loss over the global
+    batch's ``global_count`` real examples: the same optimisation on 1 or N processes, with or
+    without accumulation. Weight-0 fill rows contribute nothing. With one process and no
+    accumulation it is exactly the model's own mean cross-entropy (bit-identical to before).
+    """
+    if parts == 1:
+        loss = nn.functional.cross_entropy(logits, labels)
+        return loss, loss.detach().float() * labels.shape[0]
+    per_example = nn.functional.cross_entropy(logits, labels, reduction="none") * weights
+    summed = per_example.sum()
+    return summed * (world_size / global_count), summed.detach().float()
 
 
 def fit(
@@ -148,110 +172,214 @@ def fit(
     pad_token_id: int,
     accelerator=None,
     on_log: Callable[[FitResult], None] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> FitResult:
     """Train ``model`` in place for ``cfg.train.epochs`` and restore its best epoch (by validation
     accuracy). Returns the history; ``on_log`` is called on the main process whenever a row is
-    added to the history (e.g. to rewrite ``metrics.csv``)."""
+    added to the history (e.g. to rewrite ``metrics.csv``). With ``checkpoints``, a resumable
+    checkpoint is written as configured, and ``cfg.train.resume`` continues from the latest one.
+
+    Under ``torchrun`` / ``accelerate launch`` every rank runs this with the same arguments; each
+    trains on its share of every global batch (:mod:`loralab.sampler`), validation is scored on
+    every rank over the whole split and rank 0's figures are used by all, so that every rank
+    keeps the same best epoch."""
     from accelerate import Accelerator  # noqa: PLC0415
 
     tc = cfg.train
     result = FitResult()
     if tc.epochs == 0:
         return result
-    accelerator = accelerator or Accelerator(cpu=tc.device == "cpu")
+    accelerator = accelerator or Accelerator(cpu=tc.device == "cpu", mixed_precision="no")
     main = accelerator.is_main_process
     device = accelerator.device
-    configure_backend(device)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    check_global_batch(tc.batch_size, world, tc.grad_accum)
     autocast_dtype = resolve_precision(tc.precision, device)
     # Calling the head directly would bypass DDP's gradient sync: cache only on one process.
-    if cfg.method.method == "head" and tc.cache_features and accelerator.num_processes == 1:
+    if cfg.method.method == "head" and tc.cache_features and world == 1:
         model.to(device)
         t_feat = time.perf_counter()
         task = CachedHeadBatches(model, train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size, device)
         result.feature_seconds = time.perf_counter() - t_feat
     else:
         task = TokenBatches(train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size)
-    sampler = LengthGroupedBatchSampler([len(x) for x in train_ids], tc.batch_size, tc.seed, tc.group_by_length)
-    loader = torch.utils.data.DataLoader(
-        task.dataset, batch_sampler=sampler, collate_fn=task.collate, pin_memory=device.type == "cuda",
-    )
+    global_batches = LengthGroupedBatchSampler([len(x) for x in train_ids], tc.batch_size, tc.seed, tc.group_by_length)
+    micro = RankMicroBatches(global_batches, world, rank, tc.grad_accum)
+    parts = world * tc.grad_accum
     optimizer = make_optimizer(model, cfg.lr, tc.weight_decay, fused=device.type in ("cuda", "cpu"))
-    steps_per_epoch = len(sampler)
-    total = steps_per_epoch * tc.epochs
+    total = micro.steps_per_epoch * tc.epochs
+    # The scheduler is stepped once per optimizer step by every rank; it is not given to accelerate,
+    # whose wrapper would step it once per process (the loader is not sharded by accelerate either).
     scheduler = linear_schedule(optimizer, int(tc.warmup_ratio * total), total)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    steps_per_epoch = len(loader)
     forward = torch.compile(model) if tc.compile else model
     lean_dtype = lean_autocast_dtype(autocast_dtype, accelerator.distributed_type.value)
+    pin = device.type == "cuda"
 
+    pos = _Position()
     best_state: dict[str, torch.Tensor] | None = None
-    start = time.perf_counter()
-    for epoch in range(1, tc.epochs + 1):
-        sampler.set_epoch(epoch)
+    resumed = checkpoints.load(cfg.to_dict()) if (checkpoints is not None and tc.resume) else None
+    if resumed is not None:
+        unwrapped.load_state_dict(resumed["trainable"], strict=False)
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
+        best_state = resumed["best_state"]
+        pos = _Position(**resumed["position"])
+        for key, value in resumed["result"].items():
+            setattr(result, key, value)
+        if main:
+            log.info("resuming from step %d (epoch %d, %d of %d batches done)", result.steps, pos.epoch,
+                     pos.batches_done, micro.steps_per_epoch)
+        set_rng_state(resumed["rng"])
+
+    def save_checkpoint() -> None:
+        def state() -> dict:
+            return {"config": cfg.to_dict(), "trainable": trainable_state(unwrapped),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "best_state": best_state,
+                    "position": dataclasses.asdict(pos), "result": dataclasses.asdict(result)}
+
+        checkpoints.save(result.steps, state, accelerator.wait_for_everyone)
+
+    if world > 1 and resumed is None:
+        torch.manual_seed(tc.seed * 1_000_003 + rank)  # each rank its own dropout masks
+    every = tc.checkpoint_steps() if checkpoints is not None else None
+    start = time.perf_counter() - pos.elapsed
+    for epoch in range(pos.epoch, tc.epochs + 1):
+        if epoch != pos.epoch:
+            pos = _Position(epoch=epoch, elapsed=pos.elapsed)
+        # the sampler counts epochs from 0 (as accelerate's data loader did for it: same batches as before)
+        micro.set_epoch(epoch - 1, start=pos.batches_done)
         model.train()
-        set_frozen_modules_eval(accelerator.unwrap_model(model), cfg.method.method)
-        t0 = time.perf_counter()
-        running, running_n, seen = 0.0, 0, 0
-        bar = _progress(steps_per_epoch, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main)
-        with step_context(accelerator.unwrap_model(model), device, lean_dtype):  # undone before validation
-            for batch in loader:
-                with autocast(device, autocast_dtype):
-                    loss = task.loss(forward, batch)
-                accelerator.backward(loss)
+        set_frozen_modules_eval(unwrapped, cfg.method.method)
+        t0 = time.perf_counter() - pos.epoch_elapsed
+        bar = _progress(micro.steps_per_epoch, pos.batches_done, f"epoch {epoch}/{tc.epochs}",
+                        enabled=tc.progress and main)
+        # the logging window: summed loss of the real examples trained on, and their number
+        window = torch.tensor([pos.window_loss, pos.window_count], dtype=torch.float32, device=device)
+        with step_context(unwrapped, device, lean_dtype):  # undone before validation
+            if pos.batches_done == 0:
+                # the draw a torch DataLoader makes when an epoch's iteration starts: runs keep the
+                # dropout masks (hence the metrics) of runs made when batches came from a DataLoader
+                torch.empty((), dtype=torch.int64).random_()
+            for mb in micro:
+                items = [task.dataset[i] for i in mb.indices]
+                batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin)
+                         for k, v in task.collate(items).items()}
+                weights = torch.tensor(mb.weights, device=device)
+                sync = contextlib.nullcontext() if mb.last_of_step else accelerator.no_sync(model)
+                with sync:
+                    with autocast(device, autocast_dtype):
+                        loss, logged = micro_loss(task.logits(forward, batch), batch["labels"], weights,
+                                                  mb.global_count, parts, world)
+                    accelerator.backward(scaler.scale(loss) if scaler is not None else loss)
+                window[0] += logged  # stays on the device: no host sync per step
+                window[1] += sum(mb.weights)
+                if not mb.last_of_step:
+                    continue
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
                 if tc.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 result.steps += 1
-                n = batch["labels"].shape[0] * accelerator.num_processes
-                seen += n
-                running = running + loss.detach().float()  # no host sync per step (GPU)
-                running_n += 1
+                pos.batches_done += 1
+                pos.seen += mb.global_count
                 if bar is not None:
-                    if result.steps % 10 == 0:
-                        elapsed = time.perf_counter() - t0
-                        bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.0f}",
-                                        refresh=False)
                     bar.update(1)
                 if result.steps % tc.log_every == 0:
-                    result.history.append(
-                        _row(result.steps, epoch, "step", start, train_loss=float(running) / running_n,
-                             lr=scheduler.get_last_lr()[0])
-                    )
-                    running, running_n = 0.0, 0
+                    total_window = _sum_over_ranks(accelerator, window)
+                    result.history.append(_row(result.steps, epoch, "step", start,
+                                               train_loss=float(total_window[0] / max(total_window[1], 1)),
+                                               lr=scheduler.get_last_lr()[0]))
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{result.history[-1]['train_loss']:.4f}", refresh=False)
+                    window.zero_()
                     if main and on_log is not None:
                         on_log(result)
+                if every and result.steps % every == 0 and pos.batches_done < micro.steps_per_epoch:
+                    pos.window_loss, pos.window_count = float(window[0]), float(window[1])
+                    pos.epoch_elapsed = time.perf_counter() - t0
+                    pos.elapsed = time.perf_counter() - start
+                    save_checkpoint()
         if bar is not None:
             bar.close()
         epoch_time = time.perf_counter() - t0
         result.epoch_seconds.append(epoch_time)
-        result.train_examples_seen += seen
-        vm = classification_metrics(val_labels, task.val_logits(accelerator.unwrap_model(model), device))
+        result.train_examples_seen += pos.seen
+        total_window = _sum_over_ranks(accelerator, window)
+        vm = classification_metrics(val_labels, task.val_logits(unwrapped, device))
+        vm = _from_main(vm, world)
         result.history.append(
-            _row(result.steps, epoch, "epoch", start, train_loss=(float(running) / running_n) if running_n else None,
+            _row(result.steps, epoch, "epoch", start,
+                 train_loss=float(total_window[0] / total_window[1]) if total_window[1] else None,
                  lr=scheduler.get_last_lr()[0], val_loss=vm["loss"], val_accuracy=vm["accuracy"],
                  epoch_seconds=epoch_time)
         )
         if result.best_validation_accuracy is None or vm["accuracy"] > result.best_validation_accuracy:
             result.best_epoch, result.best_validation_accuracy = epoch, vm["accuracy"]
-            best_state = trainable_state(accelerator.unwrap_model(model))
+            best_state = trainable_state(unwrapped)
         if main:
             log.info("epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time)
             if on_log is not None:
                 on_log(result)
+        if checkpoints is not None and checkpoints.enabled and epoch < tc.epochs:
+            pos = _Position(epoch=epoch + 1, elapsed=time.perf_counter() - start)
+            save_checkpoint()
     result.train_seconds = result.feature_seconds + sum(result.epoch_seconds)
-    unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
         unwrapped.load_state_dict(best_state, strict=False)
     return result
 
 
-def evaluate(model: nn.Module, ids: Sequence[Sequence[int]], labels: Sequence[int], batch_size: int,
-             pad_token_id: int, device: torch.device) -> tuple[dict, np.ndarray]:
-    logits = batched_logits(model, ids, batch_size, pad_token_id, device)
-    return classification_metrics(labels, logits), logits
+@dataclass
+class _Position:
+    """Where training stands inside the run, as a checkpoint records it."""
+
+    epoch: int = 1
+    batches_done: int = 0  # global batches of this epoch already trained
+    seen: int = 0  # training examples of this epoch already trained
+    epoch_elapsed: float = 0.0
+    elapsed: float = 0.0
+    window_loss: float = 0.0  # the logging window's summed loss and example count
+    window_count: float = 0.0
+
+
+def check_global_batch(batch_size: int, world_size: int, grad_accum: int) -> None:
+    if batch_size % (world_size * grad_accum):
+        raise ConfigError(
+            f"--batch-size {batch_size} is the global batch: it must be divisible by {world_size} process(es) "
+            f"x --grad-accum {grad_accum} = {world_size * grad_accum}")
+
+
+def _sum_over_ranks(accelerator, window: torch.Tensor) -> list[float]:
+    """The logging window summed over every rank (the logged train loss is the mean over all ranks)."""
+    if accelerator.num_processes > 1:
+        window = accelerator.reduce(window.clone(), reduction="sum")
+    return window.tolist()
+
+
+def _from_main(values: dict, world_size: int) -> dict:
+    """Rank 0's validation figures on every rank (one best epoch for all, even if a GPU's
+    non-deterministic kernels made the ranks' scores differ in the last digit)."""
+    if world_size == 1:
+        return values
+    from accelerate.utils import broadcast_object_list  # noqa: PLC0415
+
+    box = [values]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 def _row(step: int, epoch: int, kind: str, start: float, **values) -> dict:
@@ -260,9 +388,9 @@ def _row(step: int, epoch: int, kind: str, start: float, **values) -> dict:
     return row
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, done: int, desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm  # noqa: PLC0415
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+    return tqdm(total=total, initial=done, desc=desc, unit="step", dynamic_ncols=True, leave=False)

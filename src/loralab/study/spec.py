@@ -42,9 +42,12 @@ MANAGED_OPTIONS = {
     "output_dir": "the study places every run under <study folder>/runs/<id>",
     "overwrite": "finished runs are skipped, never overwritten",
     "progress": "study runs write to a log file, without a progress bar",
+    "resume": "a study resumes its killed runs from their checkpoints by itself",
 }
 #: Options left out of the run id's hash: where and how a run is written, not what it computes.
-NOT_HASHED = ("output_dir", "overwrite", "progress")
+#: ``grad_accum`` says how each global batch is computed, not what: the same optimisation up to
+#: float summation order, like the number of processes.
+NOT_HASHED = ("output_dir", "overwrite", "progress", "resume", "checkpoint_every", "keep_checkpoints", "grad_accum")
 #: Options holding paths: made absolute when the plan is built, so runs do not depend on the cwd.
 PATH_OPTIONS = ("data_dir", "train_file", "validation_file", "test_file")
 DEFAULT_OUT_ROOT = "studies_out"

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             flags = [*flags, "--overwrite"]  # an incomplete folder not made by loralab: replace it
         from ..cli import main as cli_main  # noqa: PLC0415
 
+        flags = [*flags, "--resume"]  # continues from the run's checkpoint if a killed attempt left one
         sys.argv = ["loralab", "train", *flags]  # what `loralab train` records as the run's command
         return cli_main(["train", *flags])
 
