@@ -21,6 +21,15 @@ def add_parser(subparsers) -> None:
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     r.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: CPU cores // jobs, at least 1)")
+    r.add_argument("--gpus-per-run", type=int, default=None, metavar="G",
+                   help="GPUs given to each run through CUDA_VISIBLE_DEVICES (default: 1 where a GPU is visible, "
+                        "else 0); G > 1 trains each run data-parallel on its G GPUs")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: worker processes on this machine (default); ray: one Ray task per run on a Ray "
+                        "cluster (pip install 'loralab[ray]')")
+    r.add_argument("--address", metavar="ADDR", default=None,
+                   help="--executor ray: the cluster to join (e.g. 10.0.0.1:6379 or auto); default: a local Ray "
+                        "instance started for this study")
     r.add_argument("--dry-run", action="store_true",
                    help="list the cells, their trainable parameters and an estimated cost; run nothing")
     r.add_argument("--data-dir", metavar="DIR", help="data folder for every run (default: base.data_dir, "
@@ -53,7 +62,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(errors[0])
         return 0
     check_data(plan)
-    outcome = run_study(plan, jobs=args.jobs, threads=args.threads, echo=lambda s: print(s, flush=True))
+    echo = lambda s: print(s, flush=True)  # noqa: E731
+    if args.executor == "ray":
+        from .ray_executor import run_study_on_ray  # noqa: PLC0415
+
+        outcome = run_study_on_ray(plan, address=args.address, threads=args.threads, gpus_per_run=args.gpus_per_run,
+                                   echo=echo)
+    else:
+        if args.address:
+            raise ConfigError("--address is for --executor ray")
+        outcome = run_study(plan, jobs=args.jobs, threads=args.threads, echo=echo, gpus_per_run=args.gpus_per_run)
     total = len(plan.runs)
     print(f"study {plan.spec.name}: {total - len(outcome.failed)} of {total} runs complete "
           f"({len(outcome.trained)} trained now, {len(outcome.skipped)} already done, {len(outcome.failed)} failed) "

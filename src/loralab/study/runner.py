@@ -8,6 +8,12 @@
 * **Failures are recorded** in ``failures.json`` (exit code and the last line of the run's log)
   and the other runs go on; a later ``study run`` retries them.
 * **Threads**: each worker gets ``threads`` torch threads (default: cores // jobs, at least 1).
+* **GPUs**: with ``gpus_per_run`` G (default 1 where torch sees a GPU), each worker gets G devices
+  of its own through ``CUDA_VISIBLE_DEVICES``, taken from the visible ones and given back when it
+  ends; at most ``visible // G`` runs go at once. A run with G > 1 is launched data-parallel on
+  its G devices (``torchrun``, see :mod:`loralab.study.worker`).
+
+This is the local executor; :mod:`loralab.study.ray_executor` runs the same plan on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class _Running:
     log_file: object
     log_start: int
     started: float
+    devices: list[str] = field(default_factory=list)
 
 
 def cpu_count() -> int:
@@ -57,36 +64,65 @@ def default_threads(jobs: int) -> int:
     return max(1, cpu_count() // max(1, jobs))
 
 
+def visible_gpus() -> list[str]:
+    """The GPU ids runs may be given: ``CUDA_VISIBLE_DEVICES`` if set, else every device torch sees."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    import torch  # noqa: PLC0415
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def default_gpus_per_run() -> int:
+    import torch  # noqa: PLC0415
+
+    return 1 if torch.cuda.is_available() else 0
+
+
+def plan_gpus(jobs: int, gpus_per_run: int | None) -> tuple[int, list[str], int]:
+    """``(gpus per run, the device pool, jobs)``: jobs capped so that every run has its own devices."""
+    g = default_gpus_per_run() if gpus_per_run is None else gpus_per_run
+    if g < 0:
+        raise StudyError(f"--gpus-per-run must be >= 0, got {g}")
+    if g == 0:
+        return 0, [], jobs
+    pool = visible_gpus()
+    if len(pool) < g:
+        raise StudyError(f"--gpus-per-run {g}: only {len(pool)} GPU(s) visible (CUDA_VISIBLE_DEVICES or torch)")
+    return g, pool, min(jobs, len(pool) // g)
+
+
 def run_study(plan: StudyPlan, jobs: int = 1, threads: int | None = None,
-              echo: Callable[[str], None] = print) -> StudyOutcome:
+              echo: Callable[[str], None] = print, gpus_per_run: int | None = None) -> StudyOutcome:
     """Run every unfinished run of ``plan``; returns what was skipped, trained and failed."""
     if jobs < 1:
         raise StudyError(f"--jobs must be at least 1, got {jobs}")
+    gpus, pool, jobs = plan_gpus(jobs, gpus_per_run)
     threads = threads or default_threads(jobs)
     folder = StudyFolder(plan.root)
     folder.root.mkdir(parents=True, exist_ok=True)
     try:
         with file_lock(folder.root / STUDY_LOCK, blocking=False):
-            return _run_locked(plan, folder, jobs, threads, echo)
+            return _run_locked(plan, folder, jobs, threads, echo, gpus, pool)
     except BlockingIOError:
         raise StudyError(f"{folder.root}: another `loralab study run` is using this study folder") from None
 
 
-def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
-                echo: Callable[[str], None]) -> StudyOutcome:
-    t0 = time.perf_counter()
+def prepare(plan: StudyPlan, folder: StudyFolder, outcome: StudyOutcome, echo: Callable[[str], None],
+            how: str) -> tuple[list[PlannedRun], dict[str, dict]]:
+    """What every executor does first: write study.json, find the unfinished runs, sweep stale
+    staging, note foreign folders, drop stale failures. Returns (runs to do, failures so far)."""
     folder.write_study(plan.to_json())
     planned = {r.id for r in plan.runs}
-    outcome = StudyOutcome()
     todo: list[PlannedRun] = []
     for run in plan.runs:
         if folder.is_complete(run.id):
             outcome.skipped.append(run.id)
         else:
             todo.append(run)
-    total = len(plan.runs)
-    echo(f"study {plan.spec.name}: {len(plan.cells)} cells x {len(plan.spec.seeds)} seeds = {total} runs, "
-         f"{len(outcome.skipped)} already done; {jobs} job(s) x {threads} torch thread(s) -> {folder.root}")
+    echo(f"study {plan.spec.name}: {len(plan.cells)} cells x {len(plan.spec.seeds)} seeds = {len(plan.runs)} runs, "
+         f"{len(outcome.skipped)} already done; {how} -> {folder.root}")
     if removed := folder.sweep_stale_staging():
         echo(f"removed {removed} staging folder(s) left by killed runs")
     if folder.runs_dir.is_dir():
@@ -97,41 +133,67 @@ def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
     failures = {k: v for k, v in folder.read_failures().items() if k in planned and not folder.is_complete(k)}
     folder.write_failures(failures)
     folder.logs_dir.mkdir(parents=True, exist_ok=True)
-    running: list[_Running] = []
+    return todo, failures
 
-    def progress(event: str) -> None:
-        done = len(outcome.skipped) + len(outcome.trained)
-        echo(f"[{plan.spec.name} {clock(time.perf_counter() - t0)}] {event} | done {done}/{total}, "
-             f"running {len(running)}, failed {len(outcome.failed)}, left {len(todo)}")
+
+class Progress:
+    """The progress line every executor prints: ``[study m:ss] event | done d/t, running ...``."""
+
+    def __init__(self, plan: StudyPlan, outcome: StudyOutcome, echo: Callable[[str], None]) -> None:
+        self.plan, self.outcome, self.echo, self.t0 = plan, outcome, echo, time.perf_counter()
+
+    def __call__(self, event: str, running: int, left: int) -> None:
+        done = len(self.outcome.skipped) + len(self.outcome.trained)
+        self.echo(f"[{self.plan.spec.name} {clock(time.perf_counter() - self.t0)}] {event} | done {done}/"
+                  f"{len(self.plan.runs)}, running {running}, failed {len(self.outcome.failed)}, left {left}")
+
+
+def record_failure(failures: dict, outcome: StudyOutcome, folder: StudyFolder, run: PlannedRun, rc: int,
+                   error: str, secs: float) -> None:
+    failures[run.id] = {
+        "cell": run.cell, "seed": run.seed, "returncode": rc, "error": error,
+        "log": str(folder.log_path(run.id).relative_to(folder.root)), "seconds": round(secs, 1), "time": _now(),
+    }
+    outcome.failed[run.id] = failures[run.id]
+    folder.write_failures(failures)
+
+
+def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
+                echo: Callable[[str], None], gpus: int = 0, pool: list[str] | None = None) -> StudyOutcome:
+    t0 = time.perf_counter()
+    outcome = StudyOutcome()
+    how = f"{jobs} job(s) x {threads} torch thread(s)" + (f" x {gpus} GPU(s)" if gpus else "")
+    todo, failures = prepare(plan, folder, outcome, echo, how)
+    free = list(pool or [])
+    running: list[_Running] = []
+    progress = Progress(plan, outcome, echo)
 
     try:
         while todo or running:
-            while todo and len(running) < jobs:
+            while todo and len(running) < jobs and len(free) >= gpus:
                 run = todo.pop(0)
-                running.append(_start(run, folder, threads))
-                progress(f"start {run.id}")
+                devices, free = free[:gpus], free[gpus:]
+                running.append(_start(run, folder, threads, devices))
+                progress(f"start {run.id}" + (f" on GPU {','.join(devices)}" if devices else ""), len(running),
+                         len(todo))
             time.sleep(POLL_SECONDS)
             for item in list(running):
                 rc = item.proc.poll()
                 if rc is None:
                     continue
                 running.remove(item)
+                free += item.devices
                 item.log_file.close()
                 secs = time.perf_counter() - item.started
                 if rc == 0 and folder.is_complete(item.run.id):
                     outcome.trained.append(item.run.id)
                     failures.pop(item.run.id, None)
-                    progress(f"done  {item.run.id} in {clock(secs)}")
+                    folder.write_failures(failures)
+                    progress(f"done  {item.run.id} in {clock(secs)}", len(running), len(todo))
                 else:
                     error = _failure_line(folder, item, rc)
-                    failures[item.run.id] = {
-                        "cell": item.run.cell, "seed": item.run.seed, "returncode": rc, "error": error,
-                        "log": str(folder.log_path(item.run.id).relative_to(folder.root)),
-                        "seconds": round(secs, 1), "time": _now(),
-                    }
-                    outcome.failed[item.run.id] = failures[item.run.id]
-                    progress(f"FAIL  {item.run.id} in {clock(secs)}: {error}")
-                folder.write_failures(failures)
+                    record_failure(failures, outcome, folder, item.run, rc, error, secs)
+                    progress(f"FAIL  {item.run.id} in {clock(secs)}: {error}", len(running), len(todo))
     except BaseException:
         _stop(running)
         raise
@@ -139,23 +201,26 @@ def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
     return outcome
 
 
-def worker_command(run: PlannedRun, folder: StudyFolder, threads: int) -> list[str]:
+def worker_command(run: PlannedRun, folder: StudyFolder, threads: int, processes: int = 1) -> list[str]:
     return [sys.executable, "-m", "loralab.study.worker", "--study", str(folder.root), "--run-id", run.id,
-            "--parent-pid", str(os.getpid()), "--threads", str(threads), "--", *run.train_flags()]
+            "--parent-pid", str(os.getpid()), "--threads", str(threads), "--processes", str(processes),
+            "--", *run.train_flags()]
 
 
-def _start(run: PlannedRun, folder: StudyFolder, threads: int) -> _Running:
+def _start(run: PlannedRun, folder: StudyFolder, threads: int, devices: list[str] | None = None) -> _Running:
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                 "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     log_file = open(folder.log_path(run.id), "ab")  # closed when the run ends
     header = f"=== {_now()} attempt: {' '.join(run.command())}\n"
     log_start = log_file.tell()
     log_file.write(header.encode())
     log_file.flush()
-    proc = subprocess.Popen(worker_command(run, folder, threads), stdin=subprocess.DEVNULL, stdout=log_file,
-                            stderr=subprocess.STDOUT, env=env)
-    return _Running(run, proc, log_file, log_start, time.perf_counter())
+    proc = subprocess.Popen(worker_command(run, folder, threads, max(1, len(devices or []))),
+                            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    return _Running(run, proc, log_file, log_start, time.perf_counter(), list(devices or []))
 
 
 def _failure_line(folder: StudyFolder, item: _Running, rc: int) -> str:

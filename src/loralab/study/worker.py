@@ -8,7 +8,10 @@ study needs around it:
 2. it holds the run's lock while it trains, so two processes never write the same run;
 3. under the lock, a run that is already complete is not trained again, and stale staging
    folders of this run (from a killed attempt) are removed;
-4. it caps the torch threads (``--threads``), so that ``--jobs N`` processes share the cores.
+4. it caps the torch threads (``--threads``), so that ``--jobs N`` processes share the cores;
+5. with ``--processes P`` > 1 (a run given P GPUs), it launches the training data-parallel as
+   ``torchrun --standalone --nproc_per_node P -m loralab train FLAGS`` and waits for it, still
+   holding the lock (the training ranks die with this worker).
 
 The recorded command of the run (``config.json``) is the plain ``loralab train FLAGS`` line.
 """
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-id", required=True)
     p.add_argument("--parent-pid", type=int, required=True)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--processes", type=int, default=1, help="data-parallel processes (one per GPU given)")
     p.add_argument("train_flags", nargs=argparse.REMAINDER, help="-- then the `loralab train` flags")
     args = p.parse_args(argv)
     flags = args.train_flags[1:] if args.train_flags[:1] == ["--"] else args.train_flags
@@ -76,8 +80,31 @@ def main(argv: list[str] | None = None) -> int:
         from ..cli import main as cli_main  # noqa: PLC0415
 
         flags = [*flags, "--resume"]  # continues from the run's checkpoint if a killed attempt left one
+        if args.processes > 1:
+            return _torchrun(args.processes, flags)
         sys.argv = ["loralab", "train", *flags]  # what `loralab train` records as the run's command
         return cli_main(["train", *flags])
+
+
+def _torchrun(processes: int, flags: list[str]) -> int:
+    import subprocess  # noqa: PLC0415
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+           "-m", "loralab", "train", *flags]
+    print("launching: " + " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent_signal if sys.platform.startswith("linux") else None)
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+
+
+def _die_with_parent_signal() -> None:
+    import ctypes  # noqa: PLC0415
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 if __name__ == "__main__":
