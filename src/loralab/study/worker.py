@@ -77,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.run_id}: removed the staging folder of an earlier, killed attempt", flush=True)
         if folder.run_dir(args.run_id).exists():
             flags = [*flags, "--overwrite"]  # an incomplete folder not made by loralab: replace it
+        from ..checkpoint import checkpoint_dir  # noqa: PLC0415
         from ..cli import main as cli_main  # noqa: PLC0415
 
-        flags = [*flags, "--resume"]  # continues from the run's checkpoint if a killed attempt left one
+        if (checkpoint_dir(folder.run_dir(args.run_id)) / "latest.json").is_file():
+            print(f"{args.run_id}: resuming from the checkpoint of an earlier, killed attempt", flush=True)
+            flags = [*flags, "--resume"]
         if args.processes > 1:
             return _torchrun(args.processes, flags)
         sys.argv = ["loralab", "train", *flags]  # what `loralab train` records as the run's command
@@ -92,7 +95,8 @@ def _torchrun(processes: int, flags: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
            "-m", "loralab", "train", *flags]
     print("launching: " + " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent_signal if sys.platform.startswith("linux") else None)
+    # preexec_fn: the worker runs no other threads that could hold a lock at fork time but its watchdog
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent_signal if sys.platform.startswith("linux") else None)  # noqa: PLW1509
     try:
         return proc.wait()
     except BaseException:
