@@ -88,28 +88,35 @@ def assert_close_metrics(a: Path, b: Path, tol: float = 1e-4) -> None:
                 assert abs(float(x[key]) - float(y[key])) < tol * max(1.0, abs(float(x[key]))), (key, x, y)
 
 
-def test_two_processes_spawned_train_every_example_once_with_equal_steps(no_dropout_bert, odd_data, tmp_path):
-    trace = tmp_path / "trace"
-    run2 = tmp_path / "run2"
-    args = ["trace", str(trace), "--", *train_args(no_dropout_bert, odd_data, run2)]
-    env = child_env()
+def spawn_two(trace: Path, args: list[str]) -> None:
+    """Two ranks under torch's multiprocessing launcher, each running the real CLI (instrumented)."""
     old = dict(os.environ)
-    os.environ.update(env)
+    os.environ.update(child_env())
     try:
-        mp.spawn(_spawn_target, args=(2, free_port(), args), nprocs=2, join=True)
+        mp.spawn(_spawn_target, args=(2, free_port(), ["trace", str(trace), "--", *args]), nprocs=2, join=True)
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def check_trace(trace: Path, n: int, steps_per_epoch: int, epochs: int) -> None:
     ranks = [[json.loads(line) for line in (trace / f"trace-rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == 2 * 5  # ceil(70 / 16) = 5 steps per epoch, 2 epochs
-    for epoch in (0, 1):  # the sampler counts epochs from 0
+    assert len(ranks[0]) == len(ranks[1]) == epochs * steps_per_epoch
+    for epoch in range(epochs):  # the sampler counts epochs from 0
         real = sorted(i for r in ranks for mb in r if mb["epoch"] == epoch
                       for i, w in zip(mb["indices"], mb["weights"]) if w == 1.0)
-        assert real == list(range(70)), f"epoch {epoch}: every example exactly once across ranks"
+        assert real == list(range(n)), f"epoch {epoch}: every example exactly once across ranks"
     steps = {(trace / f"steps-rank{r}.txt").read_text() for r in (0, 1)}
-    assert steps == {"10"}
+    assert steps == {str(epochs * steps_per_epoch)}, "every rank took the same number of optimizer steps"
     weights = {(trace / f"weights-rank{r}.txt").read_text() for r in (0, 1)}
     assert len(weights) == 1, "both ranks end with identical weights"
+
+
+def test_two_processes_spawned_train_every_example_once_with_equal_steps(no_dropout_bert, odd_data, tmp_path):
+    trace = tmp_path / "trace"
+    run2 = tmp_path / "run2"
+    spawn_two(trace, train_args(no_dropout_bert, odd_data, run2))
+    check_trace(trace, 70, 5, 2)  # ceil(70 / 16) = 5 steps per epoch, 2 epochs
     results = json.loads((run2 / "results.json").read_text())
     assert results["distributed"] == {**results["distributed"], "world_size": 2, "micro_batch_size": 8,
                                       "grad_accum": 1, "global_batch_size": 16}
@@ -175,3 +182,16 @@ def test_an_error_on_rank_1_ends_the_launch_promptly(no_dropout_bert, odd_data, 
     assert "injected failure on rank 1" in done.stderr
     assert elapsed < 90, f"the launch took {elapsed:.0f} s to end (a hang until a collective timed out?)"
     assert not run.exists()
+
+
+@pytest.mark.parametrize(("family", "extra"), [
+    ("bert", ["--method", "head"]), ("distilbert", ["--method", "full"]), ("gpt2", ["--method", "prelayer"]),
+    ("roberta", ["--method", "lora", "--impl", "scratch"]), ("bert", ["--method", "lora", "--impl", "scratch"]),
+])
+def test_every_method_and_lora_implementation_trains_data_parallel(tiny_models, odd_data, tmp_path, family, extra):
+    trace = tmp_path / "trace"
+    run = tmp_path / "run"
+    spawn_two(trace, [*train_args(tiny_models[family], odd_data, run, "--epochs", "1"), *extra])
+    check_trace(trace, 70, 5, 1)
+    results = json.loads((run / "results.json").read_text())
+    assert results["method"] == extra[1] and results["distributed"]["world_size"] == 2

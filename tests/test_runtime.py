@@ -119,3 +119,67 @@ def test_lean_autocast_only_where_parameters_are_plain_tensors():
     assert lean_autocast_dtype(torch.bfloat16, "FSDP") is None
     assert lean_autocast_dtype(torch.bfloat16, "DEEPSPEED") is None
     assert lean_autocast_dtype(None, "NO") is None
+
+
+def test_precision_has_one_owner():
+    import pytest
+
+    from loralab.errors import ConfigError
+    from loralab.runtime import resolve_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu, launcher="") is None
+    assert resolve_precision("auto", cpu, launcher="no") is None
+    assert resolve_precision("auto", cpu, launcher="fp16") is torch.float16  # accelerate launch --mixed_precision fp16
+    assert resolve_precision("bf16", cpu, launcher="bf16") is torch.bfloat16  # the same choice twice: fine
+    assert resolve_precision("fp16", gpu, launcher="") is torch.float16
+    with pytest.raises(ConfigError, match=r"--precision bf16 conflicts with `accelerate launch --mixed_precision fp16`"):
+        resolve_precision("bf16", cpu, launcher="fp16")
+    with pytest.raises(ConfigError, match="fp8"):
+        resolve_precision("auto", cpu, launcher="fp8")
+
+
+def test_a_conflicting_accelerate_setting_is_one_line_before_any_work(tiny_models, tiny_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ACCELERATE_MIXED_PRECISION="fp16")
+    out = tmp_path / "r"
+    done = subprocess.run([sys.executable, "-m", "loralab", "-q", "train", "--model", str(tiny_models["bert"]),
+                           "--data-dir", str(tiny_data), "--output-dir", str(out), "--precision", "bf16",
+                           "--device", "cpu", "--max-length", "48"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "loralab: error: --precision bf16 conflicts with `accelerate launch --mixed_precision fp16` "
+        "(ACCELERATE_MIXED_PRECISION); loralab owns precision: drop one of the two"]
+    assert not out.exists()
+
+
+def test_fast_matmuls_are_scoped_to_the_block():
+    from loralab.runtime import fast_matmuls
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with fast_matmuls(torch.device("cuda")):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with fast_matmuls(torch.device("cpu")):
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_an_fp16_run_scales_the_loss_and_learns(tiny_models, tiny_data, tmp_path, monkeypatch):
+    scaled = []
+    original = torch.amp.GradScaler.scale
+
+    def spy(self, outputs):
+        scaled.append(float(self.get_scale()))
+        return original(self, outputs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", spy)
+    cfg = tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "fp16", precision="fp16", epochs=2, lr=5e-3)
+    result = loralab.train(cfg)
+    assert scaled and scaled[0] == 65536.0  # GradScaler's initial scale: the loss was scaled
+    lora_b = [p for n, p in result.model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b), "steps were taken (LoRA B starts at zero)"
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert result.results["validation"]["loss"] == result.results["validation"]["loss"]  # finite, not NaN
