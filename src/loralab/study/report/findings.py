@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from ..stats import Comparison
+from ..stats import POWER, Comparison
 from .document import _count, _mb, _mean_std, _p, _pct_ci
-from .numbers import ALPHA, NEAR_BEST_PT, ReportData, pareto_front
+from .numbers import ALPHA, CHOICE_SPLIT, NEAR_BEST_PT, ReportData, pareto_front
 
 
-def verdict(label_a: str, label_b: str, c: Comparison) -> str:
+def verdict(label_a: str, label_b: str, c: Comparison, family: int = 1) -> str:
+    """One comparison in words. The wording follows the Holm-adjusted p over the report's
+    ``family`` of tests (with the raw p beside it), and it states the minimum detectable effect,
+    so that "not significantly" reads as "no difference of that size was found"."""
     d = 100 * c.diff
     sig = c.significant(ALPHA)
     if sig is True:
@@ -19,15 +22,26 @@ def verdict(label_a: str, label_b: str, c: Comparison) -> str:
         verb = "is not significantly better than" if d >= 0 else "is not significantly worse than"
     else:
         verb = ("is borderline better than" if d >= 0 else "is borderline worse than")
-    p = _p(c.p)
     text = (f"{label_a} {verb} {label_b}: {d:+.1f} pt, 95% CI [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}], "
-            f"p {p if p.startswith('<') else '= ' + p}")
+            f"p {_eq(c.p)}, Holm-adjusted p {_eq(c.p_holm)}")
     if sig is None:
         text += " (the interval and the test disagree)"
+    elif sig is False and c.p < ALPHA:
+        text += f" (p < {ALPHA:g} before the Holm adjustment for the report's {family} tests)"
+    if not math.isnan(c.mde):
+        text += (f"; with {c.paired} seed pair{'s' if c.paired > 1 else ''} and {c.n_examples} examples it had "
+                 f"{100 * POWER:.0f}% power to detect a difference of ±{100 * c.mde:.1f} pt")
+    if c.paired < max(c.seeds_a, c.seeds_b):
+        text += f" (compared on the {c.paired} paired seed{'s' if c.paired > 1 else ''} only)"
     if len(c.per_seed) > 1:
         k = sum(s.p < ALPHA for s in c.per_seed)
         text += f"; McNemar p < {ALPHA:g} in {k} of {len(c.per_seed)} seeds"
     return text
+
+
+def _eq(p: float) -> str:
+    text = _p(p)
+    return text if text.startswith("<") else "= " + text
 
 
 def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
@@ -42,32 +56,43 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
             text += f" ({len(failed)} failed, e.g. {failed[0].id}: {failed[0].error})"
         out.append(text + "; the numbers below cover finished runs only.")
     scored = [s for s in r.summaries.values() if s.n and not math.isnan(s.metrics[(split, "accuracy")].mean)]
-    if not scored:
+    if not scored or r.best is None:
         return out + ["No finished run yet."]
     out += constant_predictors(r)
     acc = {s.name: s.metrics[(split, "accuracy")] for s in scored}
+    val = {s.name: s.metrics[(CHOICE_SPLIT, "accuracy")] for s in scored}
     best = r.summaries[r.best]
-    out.append(f"Best {split} accuracy: **{best.name}**, {_mean_std(acc[best.name])}"
-               + (f" (95% CI over seeds {_pct_ci(acc[best.name])})" if best.n > 1 else "") + ".")
+    text = f"Best cell (chosen on {CHOICE_SPLIT} accuracy): **{best.name}**, {_mean_std(val[best.name])}"
+    if split != CHOICE_SPLIT and best.name in acc:
+        text += f"; its {split} accuracy: {_mean_std(acc[best.name])}"
+    if best.n > 1 and best.name in acc:
+        text += f" (95% CI over seeds {_pct_ci(acc[best.name])})"
+    out.append(text + ".")
     if len(scored) > 1:
+        top = max(scored, key=lambda s: acc[s.name].mean)
         worst = min(scored, key=lambda s: acc[s.name].mean)
         out.append(f"Lowest {split} accuracy: {worst.name}, {_mean_std(acc[worst.name])}; "
-                   f"spread between cells {100 * (acc[best.name].mean - acc[worst.name].mean):.1f} pt.")
+                   f"spread between cells {100 * (acc[top.name].mean - acc[worst.name].mean):.1f} pt.")
+    family = r.family
+    if len(family) > 1:
+        out.append(f"The report makes {len(family)} comparisons (each cell against the baseline and each pair of "
+                   f"cells that differ in one option). They are one family: each p-value is shown raw and "
+                   f"Holm-adjusted, and the wording follows the adjusted one (family-wise {ALPHA:g}).")
     for pr in r.vs_baseline:
-        out.append(verdict(pr.a, f"the baseline {pr.b}", pr.comparison) + ".")
+        out.append(verdict(pr.a, f"the baseline {pr.b}", pr.comparison, len(family)) + ".")
     for pr in r.pairs:
-        out.append(verdict(pr.label_a, pr.label_b, pr.comparison) + f" (cells {pr.a} vs {pr.b}).")
-    front = pareto_front(scored, split)
-    with_params = [s for s in scored if s.trainable is not None]
+        out.append(verdict(pr.label_a, pr.label_b, pr.comparison, len(family)) + f" (cells {pr.a} vs {pr.b}).")
+    front = pareto_front(scored, CHOICE_SPLIT)
+    with_params = [s for s in scored if s.trainable is not None and not math.isnan(val[s.name].mean)]
     if len(with_params) > 1:
-        out.append("Pareto front (accuracy vs trainable parameters): "
+        out.append(f"Pareto front ({CHOICE_SPLIT} accuracy vs trainable parameters): "
                    + ", ".join(f"{s.name} ({_count(s.trainable)})" for s in front) + ".")
-        near = [s for s in with_params if 100 * (acc[best.name].mean - acc[s.name].mean) <= NEAR_BEST_PT]
+        near = [s for s in with_params if 100 * (val[best.name].mean - val[s.name].mean) <= NEAR_BEST_PT]
         cheapest = min(near, key=lambda s: s.trainable)
         if cheapest.name != best.name and best.trainable and cheapest.trainable < best.trainable:
             ratio = best.trainable / max(cheapest.trainable, 1)
-            out.append(f"{cheapest.name} comes within {NEAR_BEST_PT:g} pt of the best "
-                       f"({100 * (acc[cheapest.name].mean - acc[best.name].mean):+.1f} pt) with "
+            out.append(f"{cheapest.name} comes within {NEAR_BEST_PT:g} pt of the best on {CHOICE_SPLIT} "
+                       f"({100 * (val[cheapest.name].mean - val[best.name].mean):+.1f} pt) with "
                        f"{ratio:,.0f}x fewer trainable parameters ({_count(cheapest.trainable)} vs "
                        f"{_count(best.trainable)}).")
     timed = [s for s in scored if not math.isnan(s.seconds_per_epoch.mean)]

@@ -10,16 +10,19 @@ from typing import Any
 
 from ..aggregate import CellData, CellSummary, Predictions, StudyData, mixed_versions, predictions, summarize
 from ..folder import StudyError
-from ..stats import Comparison, compare
+from ..stats import ALPHA, Comparison, compare, holm
 from .document import _value
 
-ALPHA = 0.05
+#: Every choice (best cell, representative run, Pareto front, cheapest near the best) is made on
+#: this split; the comparison split (test when every run has it) is only reported.
+CHOICE_SPLIT = "validation"
 #: A cell "matches the best" for the cost finding if it is within this many points.
 NEAR_BEST_PT = 1.0
 MAX_PAIRS = 40
 NUMERIC_OPTIONS = ("rank", "alpha", "dropout", "train_size", "epochs", "batch_size", "lr", "max_length",
                    "weight_decay", "warmup_ratio")
-
+__all__ = ["ALPHA", "CHOICE_SPLIT", "NEAR_BEST_PT", "PairResult", "ReportData", "best_cell", "collect",
+           "one_option_pairs", "pareto_front", "representative_run"]
 
 
 @dataclass
@@ -40,8 +43,13 @@ class ReportData:
     preds: dict[str, Predictions]
     vs_baseline: list[PairResult]
     pairs: list[PairResult]
-    best: str | None
+    best: str | None  # chosen on CHOICE_SPLIT
     notes: list[str]
+
+    @property
+    def family(self) -> list[PairResult]:
+        """Every hypothesis test of the report: one family for the Holm adjustment."""
+        return self.vs_baseline + self.pairs
 
 
 def collect(study: StudyData) -> ReportData:
@@ -82,9 +90,17 @@ def collect(study: StudyData) -> ReportData:
         va, vb = a.config.get(option), b.config.get(option)
         pairs.append(PairResult(a.name, b.name, f"{option} {_value(va)}", f"{option} {_value(vb)}", option,
                                 compare(preds[a.name].correct, preds[b.name].correct)))
-    scored = [s for s in summaries.values() if not math.isnan(s.metrics[(split, "accuracy")].mean)]
-    best = max(scored, key=lambda s: s.metrics[(split, "accuracy")].mean).name if scored else None
-    return ReportData(study, split, summaries, preds, vs_baseline, pairs, best, notes)
+    family = vs_baseline + pairs
+    for pr, adjusted in zip(family, holm([pr.comparison.p for pr in family]), strict=True):
+        pr.comparison.p_holm = adjusted
+    return ReportData(study, split, summaries, preds, vs_baseline, pairs, best_cell(summaries), notes)
+
+
+def best_cell(summaries: dict[str, CellSummary]) -> str | None:
+    """The cell with the highest mean accuracy on :data:`CHOICE_SPLIT` (ties: the first); never
+    chosen on the split it is then reported on."""
+    scored = [s for s in summaries.values() if s.n and not math.isnan(s.metrics[(CHOICE_SPLIT, "accuracy")].mean)]
+    return max(scored, key=lambda s: s.metrics[(CHOICE_SPLIT, "accuracy")].mean).name if scored else None
 
 
 def one_option_pairs(cells: list[CellData]) -> list[tuple[CellData, CellData, str]]:
@@ -114,11 +130,9 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-
-
-def pareto_front(summaries: list[CellSummary], split: str) -> list[CellSummary]:
-    """Cells no other cell beats on both counts (more accurate with at most as many trainable
-    parameters), sorted by parameters."""
+def pareto_front(summaries: list[CellSummary], split: str = CHOICE_SPLIT) -> list[CellSummary]:
+    """Cells no other cell beats on both counts (more accurate on ``split`` with at most as many
+    trainable parameters), sorted by parameters."""
     pts = [s for s in summaries if s.trainable is not None and not math.isnan(s.metrics[(split, "accuracy")].mean)]
     pts.sort(key=lambda s: (s.trainable, -s.metrics[(split, "accuracy")].mean))
     front, best = [], -math.inf
@@ -130,10 +144,10 @@ def pareto_front(summaries: list[CellSummary], split: str) -> list[CellSummary]:
     return front
 
 
-
 def representative_run(r: ReportData, cell: str):
-    """The finished run of ``cell`` whose accuracy is closest to the cell's mean (ties: lower seed)."""
-    mean = r.summaries[cell].metrics[(r.split, "accuracy")].mean
-    runs = [x for x in r.study.cell(cell).done if x.run.results.get(r.split)]
-    return min(runs, key=lambda x: (abs(x.run.results[r.split]["accuracy"] - mean), x.seed)) if runs else None
+    """The finished run of ``cell`` (with results on the report's split) whose
+    :data:`CHOICE_SPLIT` accuracy is closest to the cell's mean there (ties: lower seed)."""
+    mean = r.summaries[cell].metrics[(CHOICE_SPLIT, "accuracy")].mean
+    runs = [x for x in r.study.cell(cell).done if x.run.results.get(r.split) and x.run.results.get(CHOICE_SPLIT)]
+    return min(runs, key=lambda x: (abs(x.run.results[CHOICE_SPLIT]["accuracy"] - mean), x.seed)) if runs else None
 

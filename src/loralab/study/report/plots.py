@@ -10,7 +10,7 @@ import numpy as np
 
 from ..aggregate import CellData, epoch_curves, mean_curve, varying_options
 from .document import _value
-from .numbers import ReportData, pareto_front
+from .numbers import CHOICE_SPLIT, ReportData, pareto_front
 
 
 def _plt():
@@ -57,9 +57,9 @@ def plot_params(r: ReportData) -> bytes | None:
         label = s.name + (" (0 trainable)" if s.trainable == 0 else "")
         ax.annotate(label, (x, 100 * s.metrics[(r.split, "accuracy")].mean), textcoords="offset points",
                     xytext=(6, 4), fontsize=8)
-    front = pareto_front(cells, r.split)
+    front = pareto_front(cells, CHOICE_SPLIT)  # chosen on validation, drawn at its r.split values
     ax.step([max(s.trainable, 1) for s in front], [100 * s.metrics[(r.split, "accuracy")].mean for s in front],
-            where="post", color="C3", lw=1.5, alpha=0.8, label="Pareto front")
+            where="post", color="C3", lw=1.5, alpha=0.8, label=f"Pareto front (on {CHOICE_SPLIT})")
     ax.scatter([max(s.trainable, 1) for s in front], [100 * s.metrics[(r.split, "accuracy")].mean for s in front],
                s=120, facecolors="none", edgecolors="C3", zorder=3)
     ax.set_xscale("log")

@@ -13,10 +13,10 @@ from typing import Any
 from ... import analysis
 from ...artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..aggregate import CellSummary, load_study
-from ..stats import BOOTSTRAP_B, BOOTSTRAP_SEED
+from ..stats import ALPHA, BOOTSTRAP_B, BOOTSTRAP_SEED, POWER
 from .document import Doc, _count, _csv, _fmt_iv, _fmt_num, _mb, _p, _pct1, _value
 from .findings import findings
-from .numbers import PairResult, ReportData, collect, representative_run
+from .numbers import CHOICE_SPLIT, PairResult, ReportData, collect, representative_run
 from .plots import plot_against, plot_confusions, plot_curves, plot_params
 
 
@@ -75,11 +75,14 @@ def build(root: str | Path) -> dict[str, Path]:
     doc.table(["cell", "options"], opts)
 
     doc.h(2, f"Against the baseline ({study.baseline})")
-    doc.p(f"Accuracy difference on {split} (cell − baseline, seed-averaged per example); 95% CI: paired "
-          f"bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed {BOOTSTRAP_SEED}); p: exact paired "
-          "sign-flip test over examples (the exact McNemar test when each cell has one seed); b / c: "
-          "discordant pairs summed over the seeds both cells have (b: cell right, baseline wrong); "
-          "per-seed exact McNemar p, min–max.")
+    doc.p(f"Accuracy difference on {split} (cell − baseline, seed-averaged per example, on the seeds both cells "
+          f"have); 95% CI: paired bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed "
+          f"{BOOTSTRAP_SEED}); MDE: the smallest difference the comparison detects with {100 * POWER:.0f}% power "
+          f"at two-sided {ALPHA:g}; p: exact paired sign-flip test over examples (the exact McNemar test when "
+          f"each cell has one seed); Holm p: p adjusted by Holm's method over all {len(r.family)} comparisons "
+          "of this report (this table and the next), which the findings follow; seeds: runs paired (a cell's "
+          "seeds the other lacks are left out); b / c: discordant pairs summed over the paired seeds "
+          "(b: cell right, baseline wrong); per-seed exact McNemar p, min–max.")
     doc.table(*_comparison_table(r.vs_baseline, first="cell"))
     if r.pairs:
         doc.h(2, "Cells that differ in one option")
@@ -89,7 +92,8 @@ def build(root: str | Path) -> dict[str, Path]:
     doc.h(2, "Plots")
     plots = [
         ("accuracy_vs_params.png", plot_params(r),
-         f"{split} accuracy vs trainable parameters (log scale), mean and 95% CI over seeds; circled: Pareto front."),
+          f"{split} accuracy vs trainable parameters (log scale), mean and 95% CI over seeds; circled: the Pareto "
+         f"front on {CHOICE_SPLIT} accuracy."),
         ("accuracy_vs_rank.png",
          plot_against(r, "rank", "LoRA rank", lambda c: c.config.get("rank"), only_method="lora"),
          f"{split} accuracy vs LoRA rank (LoRA cells), one line per combination of the other varying options."),
@@ -106,7 +110,8 @@ def build(root: str | Path) -> dict[str, Path]:
     if analysis_result is not None:
         doc.h(2, f"Error analysis of the best cell: {r.best}")
         cmp_text = f", compared with the baseline run {base_run.id}" if base_run is not None else ""
-        doc.p(f"Run `{best_run.id}` (seed {best_run.seed}, the seed closest to the cell's mean) on {split}{cmp_text}. "
+        doc.p(f"The best cell on {CHOICE_SPLIT} accuracy. Run `{best_run.id}` (seed {best_run.seed}, the seed closest "
+              f"to the cell's {CHOICE_SPLIT} mean) on {split}{cmp_text}. "
               "Buckets as in `loralab analyze` (docs/studies.md).")
         labels = best_run.run.label_names
         for title, headers, rows in analysis.tables(analysis_result, labels, r.best, study.baseline, k=5):
@@ -130,6 +135,7 @@ def build(root: str | Path) -> dict[str, Path]:
     write_summary_csv(root / "summary.csv", r)
     atomic_write_json(root / "report.json", {
         "study": study.name, "split": split, "baseline": study.baseline, "best": r.best,
+        "best_chosen_on": CHOICE_SPLIT, "family": {"tests": len(r.family), "adjustment": "holm", "alpha": ALPHA},
         "findings": found, "notes": r.notes,
         "cells": {name: _summary_json(s) for name, s in r.summaries.items()},
         "against_baseline": {pr.a: pr.comparison.to_dict() for pr in r.vs_baseline},
@@ -141,16 +147,18 @@ def build(root: str | Path) -> dict[str, Path]:
 
 def _comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list[list[str]]]:
     a, b = ("cell", "baseline") if first == "cell" else ("first", "second")
-    headers = [first, f"accuracy ({a})", f"accuracy ({b})", f"Δ {a} − {b} (pt)", "95% CI (pt)", "p", "b / c",
-               "McNemar p per seed"]
+    headers = [first, f"accuracy ({a})", f"accuracy ({b})", f"Δ {a} − {b} (pt)", "95% CI (pt)",
+               f"MDE (pt, {100 * POWER:.0f}% power)", "p", "Holm p", "seeds", "b / c", "McNemar p per seed"]
     rows = []
     for pr in prs:
         c = pr.comparison
         name = pr.a if pr.option is None else f"{pr.label_a} vs {pr.label_b} ({pr.a} vs {pr.b})"
         seeds = "–" if not c.per_seed else (_p(c.p_seed_min) if len(c.per_seed) == 1
                                             else f"{_p(c.p_seed_min)} – {_p(c.p_seed_max)}")
+        paired = f"{c.paired}" + (f" of {c.seeds_a}/{c.seeds_b}" if c.paired < max(c.seeds_a, c.seeds_b) else "")
         rows.append([name, _pct1(c.accuracy_a), _pct1(c.accuracy_b), f"{100 * c.diff:+.2f}",
-                     f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]", _p(c.p), f"{c.b} / {c.c}", seeds])
+                     f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]", _fmt_num(100 * c.mde, "±{:.2f}"),
+                     _p(c.p), _p(c.p_holm), paired, f"{c.b} / {c.c}", seeds])
     return headers, rows
 
 
@@ -163,7 +171,8 @@ def write_summary_csv(path: Path, r: ReportData) -> None:
     columns += ["trainable_params", "total_params", "trainable_percent", "seconds_per_epoch", "train_seconds",
                 "peak_memory_mb",
                 "train_examples", f"delta_vs_baseline_{r.split}_pt", "delta_ci_low_pt", "delta_ci_high_pt",
-                "p_sign_flip", "discordant_b", "discordant_c", "p_mcnemar_min", "p_mcnemar_max", "options"]
+                "p_sign_flip", "discordant_b", "discordant_c", "p_mcnemar_min", "p_mcnemar_max", "p_holm", "mde_pt",
+                "options"]
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
@@ -178,7 +187,7 @@ def write_summary_csv(path: Path, r: ReportData) -> None:
         row += [_csv(s.trainable), _csv(s.total), _csv(s.trainable_percent), _csv(s.seconds_per_epoch.mean),
                 _csv(s.train_seconds.mean), _csv(s.peak_memory_mb.mean), _csv(s.train_examples)]
         row += ([_csv(100 * c.diff), _csv(100 * c.ci_low), _csv(100 * c.ci_high), _csv(c.p), c.b, c.c,
-                 _csv(c.p_seed_min), _csv(c.p_seed_max)] if c else [""] * 8)
+                 _csv(c.p_seed_min), _csv(c.p_seed_max), _csv(c.p_holm), _csv(100 * c.mde)] if c else [""] * 10)
         row.append(json.dumps(cells[name].options, sort_keys=True))
         w.writerow(row)
     atomic_write_text(path, buf.getvalue())
