@@ -59,6 +59,24 @@ def test_label_outside_set_in_validation_is_reported(tmp_path):
         load_data(DataConfig(data_dir=str(d)), seed=0)
 
 
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+@pytest.mark.parametrize("word", ["positive", "1.0", "2", "-1"])
+def test_glue_files_accept_only_0_and_1_whatever_the_odd_label_looks_like(tmp_path, split, word):
+    """sentence/label files without --labels are SST-2: a word (or any other value) among the
+    numeric labels, in any split, is a FILE:LINE error and never a new class."""
+    good = "sentence\tlabel\ngood \t1\nbad \t0\nfine \t1\n"
+    bad = f"sentence\tlabel\ngood \t1\nbad \t0\nodd \t{word}\nfine \t1\n"
+    d = make_dir(tmp_path, bad if split == "train" else good, bad if split == "validation" else good)
+    (d / "test.tsv").write_text(bad if split == "test" else good, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_data(DataConfig(data_dir=str(d)), seed=0)
+    assert str(err.value).startswith(f"{d / (split + '.tsv')}:4: label {word!r} is not one of ['0', '1'] (SST-2)")
+    assert "--labels" in str(err.value) and "\n" not in str(err.value)
+    # naming the label set makes the same files load, with the word as a class of its own
+    bundle = load_data(DataConfig(data_dir=str(d), labels=["0", "1", word]), seed=0)
+    assert bundle.labels == ["0", "1", word]
+
+
 def test_missing_files_are_reported(tmp_path):
     with pytest.raises(DataError, match="data directory not found"):
         load_data(DataConfig(data_dir=str(tmp_path / "nope")), seed=0)

@@ -32,32 +32,41 @@ def correctness(n_right: int, offset: int = 0) -> np.ndarray:
     return c
 
 
-def write_run(run_dir: Path, config, correct: np.ndarray, trainable: int, seconds: float, epochs_acc: list[float]):
-    run_dir.mkdir(parents=True)
+def _split_files(correct: np.ndarray) -> tuple[list[dict], dict]:
     preds = [y if ok else 1 - y for y, ok in zip(LABELS, correct, strict=True)]
     rows = [{"text": t, "label": y, "prediction": p, "confidence": "0.900000" if ok else "0.700000"}
             for t, y, p, ok in zip(TEXTS, LABELS, preds, correct, strict=True)]
     cm = [[sum(1 for y, p in zip(LABELS, preds, strict=True) if y == i and p == j) for j in (0, 1)] for i in (0, 1)]
     acc = float(correct.mean())
-    split_metrics = {"accuracy": acc, "f1": acc, "loss": 1 - acc, "confusion_matrix": cm, "examples": N}
+    return rows, {"accuracy": acc, "f1": acc, "loss": 1 - acc, "confusion_matrix": cm, "examples": N}
+
+
+def write_run(run_dir: Path, config, correct: np.ndarray, trainable: int, seconds: float, epochs_acc: list[float],
+              val_correct: np.ndarray | None = None):
+    """A finished run, right on ``correct`` on test and on ``val_correct`` (default: the same) on validation."""
+    run_dir.mkdir(parents=True)
+    rows, split_metrics = _split_files(correct)
+    val_rows, val_metrics = _split_files(correct if val_correct is None else val_correct)
     results = {
-        "validation": split_metrics, "test": split_metrics,
+        "validation": val_metrics, "test": split_metrics,
         "params": {"trainable": trainable, "total": 1_000_000, "trainable_percent": trainable / 1e4},
         "timing": {"seconds_per_epoch": seconds}, "memory": {"peak_bytes": 512 * 2**20},
         "data": {"train_examples": config.data.train_size or 1000},
     }
     (run_dir / "config.json").write_text(json.dumps({"config": config.to_dict(), "label_names": ["neg", "pos"]}))
     atomic_write_csv(run_dir / "predictions_test.csv", PREDICTION_COLUMNS, rows)
-    atomic_write_csv(run_dir / "predictions_validation.csv", PREDICTION_COLUMNS, rows)
+    atomic_write_csv(run_dir / "predictions_validation.csv", PREDICTION_COLUMNS, val_rows)
     atomic_write_csv(run_dir / "metrics.csv", METRICS_COLUMNS,
                      [{"step": e, "epoch": e, "kind": "epoch", "val_accuracy": a} for e, a in enumerate(epochs_acc, 1)])
     (run_dir / "results.json").write_text(json.dumps(results))
 
 
 def fake_study(root: Path, spec: StudySpec, right: dict[tuple[str, int], tuple[int, int] | np.ndarray],
-               trainable: dict[str, int], missing: tuple = ()) -> Path:
+               trainable: dict[str, int], missing: tuple = (),
+               val_right: dict[tuple[str, int], tuple[int, int]] | None = None) -> Path:
     """Write study.json for ``spec`` and a run per (cell, seed): ``right[(cell, seed)]`` is
-    ``(n, offset)`` (see :func:`correctness`) or the correctness array itself."""
+    ``(n, offset)`` (see :func:`correctness`) or the correctness array itself; ``val_right``
+    gives validation its own correctness (default: the same as test)."""
     plan = make_plan(spec, root)
     StudyFolder(plan.root).write_study(plan.to_json())
     for run in plan.runs:
@@ -65,8 +74,9 @@ def fake_study(root: Path, spec: StudySpec, right: dict[tuple[str, int], tuple[i
             continue
         given = right[(run.cell, run.seed)]
         correct = given if isinstance(given, np.ndarray) else correctness(*given)
+        val = correctness(*val_right[(run.cell, run.seed)]) if val_right else None
         write_run(Path(run.config.train.output_dir), run.config, correct, trainable[run.cell],
-                  1.0 + trainable[run.cell] / 1000, [0.5, float(correct.mean())])
+                  1.0 + trainable[run.cell] / 1000, [0.5, float(correct.mean())], val)
     return plan.root
 
 
@@ -124,7 +134,8 @@ def test_one_seed_comparison_is_exact_mcnemar_and_reaches_the_findings(one_seed_
     line = next(f for f in findings if f.startswith("better"))
     assert line.startswith("better is better than the baseline base: +20.0 pt, 95% CI [+")
     assert "p = 0.039" in line
-    assert any("Best test accuracy: **better**, 70.0% (1 seed)" in f for f in findings)
+    assert any("Best cell (chosen on validation accuracy): **better**, 70.0% (1 seed); its test accuracy: "
+               "70.0% (1 seed)" in f for f in findings)
     assert any("One seed per cell" in f for f in findings)
 
 
@@ -186,3 +197,68 @@ def test_a_study_whose_runs_mix_software_versions_says_so(rank_study):
     assert len(notes) == 1 and "loralab 0.1.0 (3 runs), 0.2.0 (5 runs)" in notes[0]
     assert "torch" not in notes[0]  # the same torch everywhere
     assert "Note: the runs were not all made with the same software" in (rank_study / "report.md").read_text()
+
+
+def test_the_best_cell_is_chosen_on_validation_not_on_test(tmp_path):
+    """`a` is best on validation (30 vs 24 right), `b` on test (32 vs 26): the report names `a`
+    as best, analyses `a`'s run, and reports its test accuracy without choosing on it."""
+    spec = StudySpec(name="choice", cells=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"},
+                                           {"name": "base", "method": "head"}],
+                     seeds=[1], baseline="base", base={"model": "fake-model"})
+    root = fake_study(tmp_path / "choice", spec, {("a", 1): (26, 0), ("b", 1): (32, 0), ("base", 1): (20, 0)},
+                      {"a": 100, "b": 100_000, "base": 10},
+                      val_right={("a", 1): (30, 0), ("b", 1): (24, 0), ("base", 1): (20, 0)})
+    r = collect(load_study(root))
+    assert r.split == "test" and r.best == "a"
+    report = json.loads(build(root)["report.json"].read_text())
+    assert (report["best"], report["best_chosen_on"]) == ("a", "validation")
+    assert report["error_analysis"]["run"].startswith("a-seed1-")
+    best_line = next(f for f in report["findings"] if f.startswith("Best cell"))
+    assert best_line == ("Best cell (chosen on validation accuracy): **a**, 75.0% (1 seed); "
+                         "its test accuracy: 65.0% (1 seed).")
+    # the Pareto front and the "cheapest near the best" choice are made on validation too
+    assert "Pareto front (validation accuracy vs trainable parameters): base (10), a (100)." in report["findings"]
+
+
+def test_findings_follow_the_holm_adjusted_p_and_say_so(tmp_path):
+    """Two cells each beat the baseline with b = 10, c = 2 (exact McNemar p = 158/4096 = 0.0386):
+    significant alone, not after Holm over the family of 2 (adjusted p = 2 · 0.0386 = 0.0771)."""
+    spec = StudySpec(name="holm", cells=[{"name": "base", "method": "head"}, {"name": "x", "method": "lora"},
+                                         {"name": "y", "method": "full"}],
+                     seeds=[1], baseline="base", base={"model": "fake-model"})
+    root = fake_study(tmp_path / "holm", spec, {("base", 1): (20, 0), ("x", 1): (28, 2), ("y", 1): (28, 2)},
+                      {"base": 10, "x": 100, "y": 1000})
+    report = json.loads(build(root)["report.json"].read_text())
+    p = 158 / 4096
+    for cell in ("x", "y"):
+        c = report["against_baseline"][cell]
+        assert (c["p"], c["p_holm"]) == (pytest.approx(p), pytest.approx(2 * p))
+    assert report["family"] == {"tests": 2, "adjustment": "holm", "alpha": 0.05}
+    line = next(f for f in report["findings"] if f.startswith("x "))
+    assert line.startswith("x is not significantly better than the baseline base: +20.0 pt")
+    assert "p = 0.039, Holm-adjusted p = 0.077 (p < 0.05 before the Holm adjustment for the report's 2 tests)" in line
+    assert any("Holm-adjusted, and the wording follows the adjusted one" in f for f in report["findings"])
+    with open(root / "summary.csv", newline="") as f:
+        rows = {r["cell"]: r for r in csv.DictReader(f)}
+    assert float(rows["x"]["p_holm"]) == pytest.approx(2 * p, abs=1e-6)
+    assert "| x | 70.0% | 50.0% | +20.00 |" in (root / "report.md").read_text()
+
+
+def test_each_comparison_states_its_minimum_detectable_effect(one_seed_study):
+    # differences: 10 at +1, 2 at -1, 28 at 0 (n = 40): sd = sqrt((12 - 40 * 0.2**2) / 39);
+    # MDE = (z(0.975) + z(0.8)) * sd / sqrt(40) = 2.801585 * 0.516398 / 6.324555 = 0.228748
+    report = json.loads(build(one_seed_study)["report.json"].read_text())
+    mde = (1.959963984540054 + 0.8416212335729143) * ((12 - 40 * 0.04) / 39) ** 0.5 / 40**0.5
+    assert report["against_baseline"]["better"]["mde"] == pytest.approx(mde)
+    assert mde == pytest.approx(0.228748, abs=1e-6)
+    line = next(f for f in report["findings"] if f.startswith("better"))
+    assert "with 1 seed pair and 40 examples it had 80% power to detect a difference of ±22.9 pt" in line
+    assert "| ±22.87 |" in (one_seed_study / "report.md").read_text()
+
+
+def test_a_cell_with_fewer_seeds_is_compared_on_the_paired_seeds(rank_study):
+    report = json.loads(build(rank_study)["report.json"].read_text())
+    c = report["against_baseline"]["rank=16"]  # rank=16 finished seeds 1, 2; the baseline 1, 2, 3
+    assert c["paired_runs"] == ["1", "2"] and (c["seeds_a"], c["seeds_b"]) == (2, 3)
+    assert c["accuracy_b"] == pytest.approx((20 + 22) / 80)  # the baseline's seeds 1 and 2 only
+    assert "(compared on the 2 paired seeds only)" in next(f for f in report["findings"] if f.startswith("rank=16"))

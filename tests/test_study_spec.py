@@ -116,6 +116,35 @@ def test_run_id_hashes_the_learning_rate_in_force(tmp_path, monkeypatch):
         spec(base=base, cells=[{"name": "a"}, {"name": "b", "lr": DEFAULT_LR["lora"]}])
 
 
+def test_run_id_hashes_the_target_modules_training_resolves(tmp_path, monkeypatch):
+    """LoRA's target modules enter the id as training resolves them: `null` is the `qv` preset
+    (same id, and two such cells are duplicates), and when a family's preset changes, the runs
+    that used it get new ids: for a local model (MiniLM, a BERT) and for a hub id alike."""
+    import dataclasses  # noqa: PLC0415
+
+    from loralab import backbones  # noqa: PLC0415
+
+    base = {"data_dir": str(tmp_path)}
+
+    def first_id(**options):
+        return make_plan(spec(base={**base, **options}), tmp_path / "out").runs[0].id
+
+    for model in ("minilm-l6", "some-org/hub-model"):
+        assert first_id(model=model, target_modules=None) == first_id(model=model, target_modules="qv")
+        assert first_id(model=model, target_modules="qv") != first_id(model=model, target_modules="all-linear")
+    with pytest.raises(ConfigError, match="same configuration"):
+        spec(base=base, cells=[{"name": "a", "target_modules": None}, {"name": "b", "target_modules": "qv"}])
+    before = {m: first_id(model=m) for m in ("minilm-l6", "some-org/hub-model")}
+    head_before = first_id(method="head")
+    explicit = first_id(target_modules="query,value")
+    bert = backbones.FAMILIES["bert"]
+    monkeypatch.setitem(backbones.FAMILIES, "bert", dataclasses.replace(bert, linear_targets=("query", "value")))
+    after = {m: first_id(model=m) for m in ("minilm-l6", "some-org/hub-model")}
+    assert all(after[m] != before[m] for m in before)  # the default all-linear now means other modules
+    assert first_id(method="head") == head_before  # a run without LoRA does not depend on presets
+    assert first_id(target_modules="query,value") == explicit  # nor does one that names its modules
+
+
 def test_plan_takes_the_data_dir_from_the_environment_and_cli_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("LORALAB_DATA_DIR", str(tmp_path))
     s = spec(cells=[{"name": "a", "rank": 4}])

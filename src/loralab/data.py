@@ -267,12 +267,13 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
         }
         labels, names = _label_set(cfg, records["train"], paths)
         index = {lab: i for i, lab in enumerate(labels)}
+        hint = " (SST-2); pass --labels for other label sets" if _is_sst2(cfg) else ""
         splits: dict[str, Split] = {}
         for s, rows in records.items():
             ids = []
             for line, _, lab in rows:
                 if lab not in index:
-                    raise DataError(paths[s], line, f"label {lab!r} is not one of {labels}")
+                    raise DataError(paths[s], line, f"label {lab!r} is not one of {labels}{hint}")
                 ids.append(index[lab])
             splits[s] = Split(
                 s, [t for _, t, _ in rows], ids, str(paths[s]), sha256_file(paths[s]), [ln for ln, _, _ in rows]
@@ -292,16 +293,11 @@ def _label_set(
 ) -> tuple[list[str], list[str]]:
     if cfg.labels is not None:
         return list(cfg.labels), list(cfg.labels)
-    seen = sorted({lab for _, _, lab in train_rows})
-    if _is_sst2(cfg) and set(seen) <= set(SST2_LABELS):
-        # GLUE-style sentence/label files: SST-2 with its fixed label set and names.
+    if _is_sst2(cfg):
+        # GLUE-style sentence/label files: SST-2's fixed {0, 1} in every split. Any other value,
+        # numeric or not, is an error at its line (load_data), never a new class.
         return list(SST2_LABELS), list(SST2_LABEL_NAMES)
-    if _is_sst2(cfg) and seen != SST2_LABELS and all(lab.lstrip("-").isdigit() for lab in seen):
-        bad = next((ln, lab) for ln, _, lab in train_rows if lab not in SST2_LABELS)
-        raise DataError(
-            paths["train"], bad[0],
-            f"label {bad[1]!r} is not one of {SST2_LABELS} (SST-2); pass --labels for other label sets",
-        )
+    seen = sorted({lab for _, _, lab in train_rows})
     if len(seen) < 2:
         raise DataError(paths["train"], None, f"only one label ({seen}) in the training file")
     if all(lab.lstrip("-").isdigit() for lab in seen):

@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import shlex
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 from . import artifacts as A
 from .backbones import max_positions
 from .errors import LoralabError
+from .study.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ EXPORT_SCHEMA_VERSION = 1
 VERIFY_EXAMPLES = 64
 #: Largest allowed |confidence difference| between the export and the run's saved predictions.
 VERIFY_ATOL = 1e-3
-Z_95 = 1.959963984540054
 
 
 class ExportError(LoralabError):
@@ -64,22 +63,6 @@ class ExportResult:
 # ---------------------------------------------------------------------------------------------
 # Statistics for the card
 # ---------------------------------------------------------------------------------------------
-
-
-def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``correct / n`` (95% for the default z).
-
-    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0% and 100%.
-    """
-    if n <= 0:
-        raise ValueError("n must be positive")
-    if not 0 <= correct <= n:
-        raise ValueError(f"correct must be in [0, {n}], got {correct}")
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def accuracy_from_predictions(path: Path) -> tuple[int, int] | None:

@@ -7,9 +7,9 @@
 | ``runner``     | runs every (cell, seed) in a fresh subprocess, skips finished runs, ``--jobs`` |
 | ``worker``     | the subprocess entry point: ``python -m loralab.study.worker ... -- FLAGS``   |
 | ``cost``       | the ``--dry-run`` cost estimate                                              |
-| ``stats``      | t-intervals over seeds, paired bootstrap, exact McNemar, exact sign-flip test |
+| ``stats``      | t/Wilson intervals, bootstrap, exact McNemar/sign-flip, Holm, MDE             |
 | ``aggregate``  | reads the finished runs back and summarises them per cell                    |
-| ``report``     | plots, findings, ``report.md`` / ``report.html`` / ``summary.csv``            |
+| ``report``     | package: numbers, findings, plots, ``report.md`` / ``.html`` / ``summary.csv`` |
 | ``cli``        | ``loralab study run`` and ``loralab study report``                            |
 
 The report reads only run directories and ``study.json``; nothing here reaches into training.

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DATA_DIR_ENV, DEFAULT_LR, RunConfig
+from ..config import DATA_DIR_ENV, DEFAULT_LR, TARGET_PRESETS, RunConfig
 from ..errors import ConfigError
 
 #: The keys a study file may have at the top level.
@@ -126,7 +126,7 @@ class StudySpec:
             raise self._err(f"baseline {self.baseline!r} is not a cell (cells: {', '.join(c.name for c in cells)})")
         seen_configs: dict[str, str] = {}
         for cell in cells:
-            key = json.dumps(_identity(self.cell_config(cell).to_flat()), sort_keys=True, default=str)
+            key = json.dumps(resolved_identity(self.cell_config(cell).to_flat()), sort_keys=True, default=str)
             if key in seen_configs:
                 raise self._err(f"cells {seen_configs[key]!r} and {cell.name!r} are the same configuration")
             seen_configs[key] = cell.name
@@ -309,13 +309,15 @@ def make_plan(spec: StudySpec, root: str | Path | None = None, overrides: dict[s
 
 
 def run_id(cell_name: str, seed: int, flat: dict[str, Any]) -> str:
-    """``<slug of the cell name>-seed<seed>-<8 hex of sha256(resolved flat config)>``.
+    """``<slug of the cell name>-seed<seed>-<8 hex of sha256(resolved_identity(flat))>``.
 
-    The hash covers every option except :data:`NOT_HASHED`, so the same configuration always
-    gets the same id (and a finished run is found again), and any change gives a new one.
+    The hash covers every option except :data:`NOT_HASHED`, with the defaults a run fills in at
+    train time written out (:func:`resolved_identity`), so the same configuration always gets the
+    same id (and a finished run is found again), and any change, also of such a default, gives a
+    new one: a resumed study never mixes runs made under two defaults.
     """
     slug = re.sub(r"[^a-z0-9.]+", "-", cell_name.lower()).strip("-.")[:48].strip("-.") or "cell"
-    digest = hashlib.sha256(json.dumps(_identity(flat), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(json.dumps(resolved_identity(flat), sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{slug}-seed{seed}-{digest}"
 
 
@@ -346,6 +348,42 @@ def _identity(flat: dict[str, Any]) -> dict[str, Any]:
     if out.get("lr") is None and out.get("method") in DEFAULT_LR:
         out["lr"] = DEFAULT_LR[out["method"]]
     return out
+
+
+def resolved_identity(flat: dict[str, Any]) -> dict[str, Any]:
+    """The fully resolved run configuration a run id hashes: :func:`_identity` (the learning rate
+    in force) and, for LoRA, the target modules as training resolves them: ``null`` is ``qv``,
+    and a preset becomes the family's module names when the model's ``config.json`` is on disk
+    (else the preset's names for every family, so a change of any family's preset still counts)."""
+    out = _identity(flat)
+    if out.get("method") == "lora":
+        out["target_modules"] = _resolved_targets(out.get("model"), out.get("target_modules"))
+    return out
+
+
+def _resolved_targets(model: Any, names: list[str] | None) -> Any:
+    from ..backbones import FAMILIES  # noqa: PLC0415 - imports torch: only when a plan is made
+    from ..methods import resolve_targets  # noqa: PLC0415
+
+    names = list(names) if names else None
+    family = _local_model_type(model)
+    if family in FAMILIES:
+        return resolve_targets(names, FAMILIES[family])
+    if not names or set(names) & set(TARGET_PRESETS):
+        return {name: resolve_targets(names, fam) for name, fam in sorted(FAMILIES.items())}
+    return names
+
+
+def _local_model_type(model: Any) -> str | None:
+    """``model_type`` from the model's ``config.json`` if it is a local folder (or the offline
+    default alias); None for a hub id or an unreadable folder."""
+    from ..backbones import resolve_model  # noqa: PLC0415
+
+    try:
+        path = Path(resolve_model(str(model))) / "config.json"
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type") if path.is_file() else None
+    except (ConfigError, OSError, ValueError, AttributeError):
+        return None
 
 
 def _norm(key: Any) -> str:

@@ -1,6 +1,7 @@
 """Statistics for comparing cells of a study: pure functions of numbers and 0/1 arrays.
 
 * :func:`t_interval` — mean, sample std and the 95 % t-interval of a metric over seeds.
+* :func:`wilson_interval` — the Wilson score interval of one accuracy (``correct / n``).
 * :func:`mcnemar_exact` — exact two-sided McNemar test of one pair of runs scored on the same
   examples: a binomial test of ``b`` (A right, B wrong) among the ``b + c`` discordant pairs.
 * :func:`sign_flip_test` — the exact paired randomisation test over examples: under H0 the two
@@ -11,7 +12,12 @@
   independent and must not simply be added up).
 * :func:`paired_bootstrap_ci` — percentile interval of the mean per-example difference,
   resampling examples with replacement (``B = 10 000``, seed 0 by default).
-* :func:`compare` — all of the above for two cells, from their per-seed correctness arrays.
+* :func:`min_detectable_effect` — the smallest difference a paired comparison of ``n`` examples
+  detects with 80 % power at two-sided 5 %.
+* :func:`holm` — Holm's step-down adjustment of a family of p-values.
+* :func:`compare` — all of the above for two cells, from their per-seed correctness arrays,
+  restricted to runs that pair up (the seeds both cells have), so the sign-flip test stays exact
+  when the cells finished different numbers of seeds.
 """
 
 from __future__ import annotations
@@ -60,6 +66,22 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     std = float(x.std(ddof=1))
     half = float(t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
     return Interval(n, mean, std, mean - half, mean + half)
+
+
+def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``correct / n`` (``scipy.stats.binomtest``).
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0% and 100%.
+    Raises ``ValueError`` for ``n < 1`` or ``correct`` outside ``[0, n]``.
+    """
+    from scipy.stats import binomtest  # noqa: PLC0415
+
+    if n <= 0:
+        raise ValueError("n must be positive")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must be in [0, {n}], got {correct}")
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -116,30 +138,87 @@ def paired_bootstrap_ci(diffs: Sequence[float], n_boot: int = BOOTSTRAP_B, seed:
     return float(low), float(high)
 
 
+#: Significance level and power of the minimum detectable effect.
+ALPHA = 0.05
+POWER = 0.80
+
+
+def min_detectable_effect(diffs: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest true mean difference a two-sided paired test at ``alpha`` detects with ``power``.
+
+    The normal approximation for paired differences: ``(z(1 - alpha/2) + z(power)) · s_d / √n``,
+    with ``s_d`` the sample standard deviation (ddof 1) of the ``n`` per-example differences. It
+    shrinks with more examples (``n``) and with more seeds (averaging lowers ``s_d``). NaN when
+    the differences have no spread (the cells agree on every example, or ``n < 2``).
+    """
+    from scipy.stats import norm  # noqa: PLC0415
+
+    x = np.asarray(diffs, dtype=np.float64)
+    if len(x) < 2:
+        return math.nan
+    sd = float(x.std(ddof=1))
+    if sd == 0.0:
+        return math.nan
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / math.sqrt(len(x)))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (NaNs stay NaN and are not counted).
+
+    Sorted ascending, ``p_(i)`` becomes ``max_{j <= i} min(1, (m - j + 1) · p_(j))``. Written out
+    because scipy has no Holm adjustment and statsmodels is too heavy a dependency for 6 lines.
+    """
+    p = [float(v) for v in pvalues]
+    valid = sorted((v, i) for i, v in enumerate(p) if not math.isnan(v))
+    m = len(valid)
+    out = [math.nan] * len(p)
+    running = 0.0
+    for rank, (v, i) in enumerate(valid):
+        running = max(running, min(1.0, (m - rank) * v))
+        out[i] = running
+    return out
+
+
 @dataclass
 class SeedTest:
-    seed: int
+    seed: int  # A's seed (B's seed is the same unless the cells share no seed)
     b: int  # A right, B wrong
     c: int  # A wrong, B right
     p: float
+    seed_b: int | None = None  # B's seed, when it differs from A's
+
+    @property
+    def label(self) -> str:
+        return str(self.seed) if self.seed_b in (None, self.seed) else f"{self.seed}/{self.seed_b}"
 
 
 @dataclass
 class Comparison:
-    """Cell A against cell B on the same examples (differences are A − B, as fractions)."""
+    """Cell A against cell B on the same examples (differences are A − B, as fractions), on the
+    runs that pair up (see :func:`paired_seeds`)."""
 
     n_examples: int
-    seeds_a: int
-    seeds_b: int
-    accuracy_a: float
+    seeds_a: int  # finished runs of A
+    seeds_b: int  # finished runs of B
+    accuracy_a: float  # on the paired runs
     accuracy_b: float
     diff: float
     ci_low: float
     ci_high: float
     p: float  # exact sign-flip test over examples (= exact McNemar with one seed per cell)
-    per_seed: list[SeedTest] = field(default_factory=list)  # exact McNemar on seeds both have
+    per_seed: list[SeedTest] = field(default_factory=list)  # exact McNemar per pair of runs
     n_boot: int = BOOTSTRAP_B
     boot_seed: int = BOOTSTRAP_SEED
+    mde: float = math.nan  # minimum detectable |difference| at 80 % power, two-sided 5 %
+    p_holm: float = math.nan  # p adjusted over the report's family of tests (set by the report)
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.p_holm):
+            self.p_holm = self.p  # a family of one
+
+    @property
+    def paired(self) -> int:
+        return len(self.per_seed)
 
     @property
     def b(self) -> int:
@@ -157,49 +236,67 @@ class Comparison:
     def p_seed_max(self) -> float:
         return max((s.p for s in self.per_seed), default=math.nan)
 
-    def significant(self, alpha: float = 0.05) -> bool | None:
-        """True if the test and the interval agree that there is a difference, False if they
-        agree there is no evidence of one, None if they disagree (borderline)."""
-        by_p = self.p < alpha
+    def significant(self, alpha: float = ALPHA) -> bool | None:
+        """True if the Holm-adjusted test and the interval agree that there is a difference; False
+        if there is no evidence of one (the raw test and the interval agree on that, or only the
+        adjustment for the family removes it); None if the raw test and the interval disagree."""
         by_ci = self.ci_low > 0 or self.ci_high < 0
-        return by_p if by_p == by_ci else None
+        if self.p_holm < alpha and by_ci:
+            return True
+        if (self.p < alpha) == by_ci:
+            return False
+        return None
 
     def to_dict(self) -> dict:
         return {
             "n_examples": self.n_examples, "seeds_a": self.seeds_a, "seeds_b": self.seeds_b,
+            "paired_runs": [s.label for s in self.per_seed],
             "accuracy_a": self.accuracy_a, "accuracy_b": self.accuracy_b, "diff": self.diff,
-            "ci_low": self.ci_low, "ci_high": self.ci_high, "p": self.p,
+            "ci_low": self.ci_low, "ci_high": self.ci_high, "p": self.p, "p_holm": self.p_holm,
+            "mde": self.mde, "power": POWER, "alpha": ALPHA,
             "discordant_b": self.b, "discordant_c": self.c,
-            "p_mcnemar_per_seed": {s.seed: s.p for s in self.per_seed},
+            "p_mcnemar_per_seed": {s.label: s.p for s in self.per_seed},
             "bootstrap": {"resamples": self.n_boot, "seed": self.boot_seed},
         }
+
+
+def paired_seeds(seeds_a: Sequence[int], seeds_b: Sequence[int]) -> list[tuple[int, int]]:
+    """Which run of A is paired with which run of B: the seeds both cells have; if they share
+    none, the runs in seed order, as many as the smaller cell has. Runs left unpaired are not
+    used, so both sides of every comparison have the same number of runs and flipping the sign
+    of a per-example difference is exactly swapping the cells (the sign-flip test stays exact)."""
+    common = sorted(set(seeds_a) & set(seeds_b))
+    if common:
+        return [(s, s) for s in common]
+    return list(zip(sorted(seeds_a), sorted(seeds_b), strict=False))
 
 
 def compare(correct_a: dict[int, np.ndarray], correct_b: dict[int, np.ndarray],
             n_boot: int = BOOTSTRAP_B, seed: int = BOOTSTRAP_SEED) -> Comparison:
     """Compare two cells from ``{seed: bool array over the same examples}`` each.
 
-    Per example, each cell's correctness is averaged over its seeds; the difference ``A − B``
-    per example is what the bootstrap resamples and what the sign-flip test flips (scaled by
-    ``S_a · S_b`` to integers). Seeds present in both cells also get an exact McNemar test.
+    Only paired runs are used (:func:`paired_seeds`). Per example, each cell's correctness is
+    averaged over its paired runs; the difference ``A − B`` per example is what the bootstrap
+    resamples, what the sign-flip test flips (scaled by the number of pairs to integers) and what
+    the minimum detectable effect is computed from. Each pair also gets an exact McNemar test.
     """
     if not correct_a or not correct_b:
         raise ValueError("compare: each cell needs at least one run")
-    a = np.stack([np.asarray(v, dtype=bool) for _, v in sorted(correct_a.items())])
-    b = np.stack([np.asarray(v, dtype=bool) for _, v in sorted(correct_b.items())])
+    pairs = paired_seeds(list(correct_a), list(correct_b))
+    a = np.stack([np.asarray(correct_a[sa], dtype=bool) for sa, _ in pairs])
+    b = np.stack([np.asarray(correct_b[sb], dtype=bool) for _, sb in pairs])
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"compare: {a.shape[1]} vs {b.shape[1]} examples")
-    sa, sb = len(a), len(b)
-    counts = a.sum(axis=0).astype(np.int64) * sb - b.sum(axis=0).astype(np.int64) * sa  # = S_a·S_b·diff
-    diffs = counts / (sa * sb)
+    counts = a.sum(axis=0).astype(np.int64) - b.sum(axis=0).astype(np.int64)  # = pairs · diff
+    diffs = counts / len(pairs)
     low, high = paired_bootstrap_ci(diffs, n_boot, seed)
     per_seed = []
-    for s in sorted(set(correct_a) & set(correct_b)):
-        ra, rb = np.asarray(correct_a[s], dtype=bool), np.asarray(correct_b[s], dtype=bool)
+    for (sa, sb), ra, rb in zip(pairs, a, b, strict=True):
         nb, nc = int((ra & ~rb).sum()), int((~ra & rb).sum())
-        per_seed.append(SeedTest(s, nb, nc, mcnemar_exact(nb, nc)))
+        per_seed.append(SeedTest(sa, nb, nc, mcnemar_exact(nb, nc), None if sa == sb else sb))
     return Comparison(
-        n_examples=a.shape[1], seeds_a=sa, seeds_b=sb, accuracy_a=float(a.mean()), accuracy_b=float(b.mean()),
+        n_examples=a.shape[1], seeds_a=len(correct_a), seeds_b=len(correct_b),
+        accuracy_a=float(a.mean()), accuracy_b=float(b.mean()),
         diff=float(diffs.mean()), ci_low=low, ci_high=high, p=sign_flip_test(counts),
-        per_seed=per_seed, n_boot=n_boot, boot_seed=seed,
+        per_seed=per_seed, n_boot=n_boot, boot_seed=seed, mde=min_detectable_effect(diffs),
     )

@@ -1,0 +1,153 @@
+"""The numbers of a study report: which cells are compared, the comparisons with their
+Holm-adjusted p-values, and the choices (best cell, representative run, Pareto front) — every
+choice made on the validation split, the comparison split only reported."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..aggregate import CellData, CellSummary, Predictions, StudyData, mixed_versions, predictions, summarize
+from ..folder import StudyError
+from ..stats import ALPHA, Comparison, compare, holm
+from .document import _value
+
+#: Every choice (best cell, representative run, Pareto front, cheapest near the best) is made on
+#: this split; the comparison split (test when every run has it) is only reported.
+CHOICE_SPLIT = "validation"
+#: A cell "matches the best" for the cost finding if it is within this many points.
+NEAR_BEST_PT = 1.0
+MAX_PAIRS = 40
+NUMERIC_OPTIONS = ("rank", "alpha", "dropout", "train_size", "epochs", "batch_size", "lr", "max_length",
+                   "weight_decay", "warmup_ratio")
+__all__ = ["ALPHA", "CHOICE_SPLIT", "NEAR_BEST_PT", "PairResult", "ReportData", "best_cell", "collect",
+           "one_option_pairs", "pareto_front", "representative_run"]
+
+
+@dataclass
+class PairResult:
+    a: str
+    b: str
+    label_a: str
+    label_b: str
+    option: str | None  # the option the two cells differ in (None for baseline comparisons)
+    comparison: Comparison
+
+
+@dataclass
+class ReportData:
+    study: StudyData
+    split: str
+    summaries: dict[str, CellSummary]
+    preds: dict[str, Predictions]
+    vs_baseline: list[PairResult]
+    pairs: list[PairResult]
+    best: str | None  # chosen on CHOICE_SPLIT
+    notes: list[str]
+
+    @property
+    def family(self) -> list[PairResult]:
+        """Every hypothesis test of the report: one family for the Holm adjustment."""
+        return self.vs_baseline + self.pairs
+
+
+def collect(study: StudyData) -> ReportData:
+    split = study.split
+    summaries = {c.name: summarize(c) for c in study.cells}
+    preds: dict[str, Predictions] = {}
+    notes: list[str] = []
+    for c in study.cells:
+        try:
+            p = predictions(c, split)
+        except StudyError as e:
+            notes.append(str(e))
+            continue
+        if p is not None:
+            preds[c.name] = p
+    reference = next(iter(preds.values()), None)
+    for name in list(preds):
+        if preds[name].texts != reference.texts or preds[name].labels != reference.labels:
+            notes.append(f"cell {name!r} was scored on other {split} examples than the others: not compared")
+            del preds[name]
+    mixed = mixed_versions(study)
+    if mixed:
+        notes.append("the runs were not all made with the same software, so their differences may be partly "
+                     "numerical: " + "; ".join(mixed))
+    base = study.baseline
+    vs_baseline = []
+    if base in preds:
+        for c in study.cells:
+            if c.name != base and c.name in preds:
+                vs_baseline.append(PairResult(c.name, base, c.name, base, None,
+                                              compare(preds[c.name].correct, preds[base].correct)))
+    elif study.cells:
+        notes.append(f"the baseline {base!r} has no finished run: no comparisons against it")
+    pairs = []
+    for a, b, option in one_option_pairs([c for c in study.cells if c.name in preds]):
+        if base in (a.name, b.name) or len(pairs) >= MAX_PAIRS:
+            continue
+        va, vb = a.config.get(option), b.config.get(option)
+        pairs.append(PairResult(a.name, b.name, f"{option} {_value(va)}", f"{option} {_value(vb)}", option,
+                                compare(preds[a.name].correct, preds[b.name].correct)))
+    family = vs_baseline + pairs
+    for pr, adjusted in zip(family, holm([pr.comparison.p for pr in family]), strict=True):
+        pr.comparison.p_holm = adjusted
+    return ReportData(study, split, summaries, preds, vs_baseline, pairs, best_cell(summaries), notes)
+
+
+def best_cell(summaries: dict[str, CellSummary]) -> str | None:
+    """The cell with the highest mean accuracy on :data:`CHOICE_SPLIT` (ties: the first); never
+    chosen on the split it is then reported on."""
+    scored = [s for s in summaries.values() if s.n and not math.isnan(s.metrics[(CHOICE_SPLIT, "accuracy")].mean)]
+    return max(scored, key=lambda s: s.metrics[(CHOICE_SPLIT, "accuracy")].mean).name if scored else None
+
+
+def one_option_pairs(cells: list[CellData]) -> list[tuple[CellData, CellData, str]]:
+    """Pairs of cells whose resolved options differ in exactly one option. For a numeric option
+    only neighbours (adjacent values among cells that agree on everything else) are paired, the
+    larger value first; for other options every pair, in cell order."""
+    out = []
+    for i, a in enumerate(cells):
+        for b in cells[i + 1:]:
+            diff = [k for k in set(a.config) | set(b.config) if a.config.get(k) != b.config.get(k)]
+            if len(diff) != 1:
+                continue
+            option = diff[0]
+            va, vb = a.config.get(option), b.config.get(option)
+            if option in NUMERIC_OPTIONS and _is_number(va) and _is_number(vb):
+                lo, hi = sorted((va, vb))
+                others = [c for c in cells if all(c.config.get(k) == a.config.get(k) for k in a.config if k != option)]
+                if any(_is_number(c.config.get(option)) and lo < c.config[option] < hi for c in others):
+                    continue  # not neighbours
+                out.append((a, b, option) if va > vb else (b, a, option))
+            else:
+                out.append((a, b, option))
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def pareto_front(summaries: list[CellSummary], split: str = CHOICE_SPLIT) -> list[CellSummary]:
+    """Cells no other cell beats on both counts (more accurate on ``split`` with at most as many
+    trainable parameters), sorted by parameters."""
+    pts = [s for s in summaries if s.trainable is not None and not math.isnan(s.metrics[(split, "accuracy")].mean)]
+    pts.sort(key=lambda s: (s.trainable, -s.metrics[(split, "accuracy")].mean))
+    front, best = [], -math.inf
+    for s in pts:
+        a = s.metrics[(split, "accuracy")].mean
+        if a > best:
+            front.append(s)
+            best = a
+    return front
+
+
+def representative_run(r: ReportData, cell: str):
+    """The finished run of ``cell`` (with results on the report's split) whose
+    :data:`CHOICE_SPLIT` accuracy is closest to the cell's mean there (ties: lower seed)."""
+    mean = r.summaries[cell].metrics[(CHOICE_SPLIT, "accuracy")].mean
+    runs = [x for x in r.study.cell(cell).done if x.run.results.get(r.split) and x.run.results.get(CHOICE_SPLIT)]
+    return min(runs, key=lambda x: (abs(x.run.results[CHOICE_SPLIT]["accuracy"] - mean), x.seed)) if runs else None
+

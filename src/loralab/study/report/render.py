@@ -1,0 +1,206 @@
+"""Assembling the report: ``report.md``, ``report.html``, ``summary.csv`` and ``report.json``
+written into the study folder from the numbers, findings and plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ... import analysis
+from ...artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..aggregate import CellSummary, load_study
+from ..stats import ALPHA, BOOTSTRAP_B, BOOTSTRAP_SEED, POWER
+from .document import Doc, _count, _csv, _fmt_iv, _fmt_num, _mb, _p, _pct1, _value
+from .findings import findings
+from .numbers import CHOICE_SPLIT, PairResult, ReportData, collect, representative_run
+from .plots import plot_against, plot_confusions, plot_curves, plot_params
+
+
+def build(root: str | Path) -> dict[str, Path]:
+    """Write the report files into the study folder; returns their paths."""
+    study = load_study(root)
+    r = collect(study)
+    doc = Doc()
+    split = r.split
+    n_done = sum(1 for x in study.runs if x.run is not None)
+    n_examples = len(next(iter(r.preds.values())).labels) if r.preds else 0
+
+    analysis_result, best_run, base_run = None, None, None
+    if r.best is not None and r.best in r.preds:
+        best_run = representative_run(r, r.best)
+        rows = r.preds[r.best].rows[best_run.seed]
+        if r.best != study.baseline and study.baseline in r.preds:
+            base_rows = r.preds[study.baseline].rows
+            base_seed = best_run.seed if best_run.seed in base_rows else sorted(base_rows)[0]
+            base_run = next(x for x in study.cell(study.baseline).done if x.seed == base_seed)
+            analysis_result = analysis.analyze(rows, analysis.TOP_K, base_rows[base_seed])
+        else:
+            analysis_result = analysis.analyze(rows, analysis.TOP_K)
+
+    doc.h(1, f"Study `{study.name}`")
+    if study.description:
+        doc.p(study.description)
+    doc.p(f"Folder `{study.root}` · {n_done} of {len(study.runs)} runs finished · "
+          f"{len(study.cells)} cells · baseline **{study.baseline}** · comparisons on the **{split}** split "
+          f"({n_examples} examples) · generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    for note in r.notes:
+        doc.p(f"Note: {note}")
+
+    doc.h(2, "Findings")
+    found = findings(r, analysis_result)
+    doc.ul(found)
+
+    doc.h(2, "Cells")
+    doc.p("Mean ± standard deviation over seeds, with the 95% t-interval over seeds in brackets.")
+    doc.table(["cell", "seeds", "validation accuracy", "test accuracy", "validation F1", "test F1"],
+              [[s.name, f"{s.n}/{s.n_planned}",
+                *(_fmt_iv(s.metrics[(sp, m)], pct=True) for m in ("accuracy", "f1") for sp in ("validation", "test"))]
+               for s in r.summaries.values()])
+    doc.table(["cell", "validation loss", "test loss", "trainable params", "trainable %", "s / epoch",
+               "training s", "peak memory"],
+              [[s.name, _fmt_iv(s.metrics[("validation", "loss")]), _fmt_iv(s.metrics[("test", "loss")]),
+                _count(s.trainable), "–" if s.trainable_percent is None else f"{s.trainable_percent:.4f}",
+                _fmt_num(s.seconds_per_epoch.mean, "{:.1f}"), _fmt_num(s.train_seconds.mean, "{:.1f}"),
+                _mb(s.peak_memory_mb.mean)]
+               for s in r.summaries.values()])
+    doc.p("Seconds per epoch, training seconds (all epochs, with the head's one-off feature pass) and peak "
+          "memory (GPU: max allocated; CPU: the process's peak RSS) are means over seeds, as recorded by each "
+          "run. Runs started with `--jobs` above 1 shared the CPU, so compare their timings with care.")
+    opts = [[c.name, ", ".join(f"{k}={_value(v)}" for k, v in c.options.items()) or "(base)"] for c in study.cells]
+    doc.p("Options of each cell on top of the study's `base` (resolved options in `study.json`):")
+    doc.table(["cell", "options"], opts)
+
+    doc.h(2, f"Against the baseline ({study.baseline})")
+    doc.p(f"Accuracy difference on {split} (cell − baseline, seed-averaged per example, on the seeds both cells "
+          f"have); 95% CI: paired bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed "
+          f"{BOOTSTRAP_SEED}); MDE: the smallest difference the comparison detects with {100 * POWER:.0f}% power "
+          f"at two-sided {ALPHA:g}; p: exact paired sign-flip test over examples (the exact McNemar test when "
+          f"each cell has one seed); Holm p: p adjusted by Holm's method over all {len(r.family)} comparisons "
+          "of this report (this table and the next), which the findings follow; seeds: runs paired (a cell's "
+          "seeds the other lacks are left out); b / c: discordant pairs summed over the paired seeds "
+          "(b: cell right, baseline wrong); per-seed exact McNemar p, min–max.")
+    doc.table(*_comparison_table(r.vs_baseline, first="cell"))
+    if r.pairs:
+        doc.h(2, "Cells that differ in one option")
+        doc.p("Same statistics; for numeric options only neighbouring values are compared, the larger first.")
+        doc.table(*_comparison_table(r.pairs, first="comparison"))
+
+    doc.h(2, "Plots")
+    plots = [
+        ("accuracy_vs_params.png", plot_params(r),
+          f"{split} accuracy vs trainable parameters (log scale), mean and 95% CI over seeds; circled: the Pareto "
+         f"front on {CHOICE_SPLIT} accuracy."),
+        ("accuracy_vs_rank.png",
+         plot_against(r, "rank", "LoRA rank", lambda c: c.config.get("rank"), only_method="lora"),
+         f"{split} accuracy vs LoRA rank (LoRA cells), one line per combination of the other varying options."),
+        ("learning_curve.png",
+         plot_against(r, "train_size", "training examples", lambda c: r.summaries[c.name].train_examples),
+         f"{split} accuracy vs number of training examples (learning curve)."),
+        ("training_curves.png", plot_curves(r), "Validation accuracy after each epoch, every cell (from metrics.csv)."),
+        ("confusion_matrices.png", plot_confusions(r), f"Confusion matrices on {split}, summed over seeds."),
+    ]
+    for name, png, caption in plots:
+        if png is not None:
+            doc.img(name, png, caption)
+
+    if analysis_result is not None:
+        doc.h(2, f"Error analysis of the best cell: {r.best}")
+        cmp_text = f", compared with the baseline run {base_run.id}" if base_run is not None else ""
+        doc.p(f"The best cell on {CHOICE_SPLIT} accuracy. Run `{best_run.id}` (seed {best_run.seed}, the seed closest "
+              f"to the cell's {CHOICE_SPLIT} mean) on {split}{cmp_text}. "
+              "Buckets as in `loralab analyze` (docs/studies.md).")
+        labels = best_run.run.label_names
+        for title, headers, rows in analysis.tables(analysis_result, labels, r.best, study.baseline, k=5):
+            doc.h(3, title)
+            doc.table(headers, rows)
+            if title.startswith("Calibration"):
+                doc.img("reliability_best.png", analysis.reliability_png(analysis_result, f"{r.best} · {split}"),
+                        f"Reliability diagram of {best_run.id} on {split}.")
+
+    doc.h(2, "Runs")
+    doc.table(["run", "cell", "seed", "status", "validation accuracy", "test accuracy", "error"],
+              [[x.id, x.cell, str(x.seed), x.status,
+                *(_pct1(x.run.results[sp]["accuracy"]) if x.run is not None and x.run.results.get(sp) else "–"
+                  for sp in ("validation", "test")), x.error or ""] for x in study.runs])
+
+    root = study.root
+    for name, png in doc.images.items():
+        atomic_write_bytes(root / "plots" / name, png)
+    atomic_write_text(root / "report.md", doc.markdown())
+    atomic_write_text(root / "report.html", doc.html(f"Study {study.name}"))
+    write_summary_csv(root / "summary.csv", r)
+    atomic_write_json(root / "report.json", {
+        "study": study.name, "split": split, "baseline": study.baseline, "best": r.best,
+        "best_chosen_on": CHOICE_SPLIT, "family": {"tests": len(r.family), "adjustment": "holm", "alpha": ALPHA},
+        "findings": found, "notes": r.notes,
+        "cells": {name: _summary_json(s) for name, s in r.summaries.items()},
+        "against_baseline": {pr.a: pr.comparison.to_dict() for pr in r.vs_baseline},
+        "pairs": [{"a": pr.a, "b": pr.b, "option": pr.option, **pr.comparison.to_dict()} for pr in r.pairs],
+        "error_analysis": analysis_result and {"run": best_run.id, **analysis_result},
+    })
+    return {k: root / k for k in ("report.md", "report.html", "summary.csv", "report.json")}
+
+
+def _comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list[list[str]]]:
+    a, b = ("cell", "baseline") if first == "cell" else ("first", "second")
+    headers = [first, f"accuracy ({a})", f"accuracy ({b})", f"Δ {a} − {b} (pt)", "95% CI (pt)",
+               f"MDE (pt, {100 * POWER:.0f}% power)", "p", "Holm p", "seeds", "b / c", "McNemar p per seed"]
+    rows = []
+    for pr in prs:
+        c = pr.comparison
+        name = pr.a if pr.option is None else f"{pr.label_a} vs {pr.label_b} ({pr.a} vs {pr.b})"
+        seeds = "–" if not c.per_seed else (_p(c.p_seed_min) if len(c.per_seed) == 1
+                                            else f"{_p(c.p_seed_min)} – {_p(c.p_seed_max)}")
+        paired = f"{c.paired}" + (f" of {c.seeds_a}/{c.seeds_b}" if c.paired < max(c.seeds_a, c.seeds_b) else "")
+        rows.append([name, _pct1(c.accuracy_a), _pct1(c.accuracy_b), f"{100 * c.diff:+.2f}",
+                     f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]", _fmt_num(100 * c.mde, "±{:.2f}"),
+                     _p(c.p), _p(c.p_holm), paired, f"{c.b} / {c.c}", seeds])
+    return headers, rows
+
+
+def write_summary_csv(path: Path, r: ReportData) -> None:
+    vs = {pr.a: pr.comparison for pr in r.vs_baseline}
+    columns = ["cell", "method", "seeds_done", "seeds_planned"]
+    for split in ("validation", "test"):
+        for metric in ("accuracy", "f1", "loss"):
+            columns += [f"{split}_{metric}_{x}" for x in ("mean", "std", "ci_low", "ci_high")]
+    columns += ["trainable_params", "total_params", "trainable_percent", "seconds_per_epoch", "train_seconds",
+                "peak_memory_mb",
+                "train_examples", f"delta_vs_baseline_{r.split}_pt", "delta_ci_low_pt", "delta_ci_high_pt",
+                "p_sign_flip", "discordant_b", "discordant_c", "p_mcnemar_min", "p_mcnemar_max", "p_holm", "mde_pt",
+                "options"]
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    cells = {c.name: c for c in r.study.cells}
+    for name, s in r.summaries.items():
+        row: list[Any] = [name, s.method, s.n, s.n_planned]
+        for split in ("validation", "test"):
+            for metric in ("accuracy", "f1", "loss"):
+                iv = s.metrics[(split, metric)]
+                row += [_csv(iv.mean), _csv(iv.std), _csv(iv.low), _csv(iv.high)]
+        c = vs.get(name)
+        row += [_csv(s.trainable), _csv(s.total), _csv(s.trainable_percent), _csv(s.seconds_per_epoch.mean),
+                _csv(s.train_seconds.mean), _csv(s.peak_memory_mb.mean), _csv(s.train_examples)]
+        row += ([_csv(100 * c.diff), _csv(100 * c.ci_low), _csv(100 * c.ci_high), _csv(c.p), c.b, c.c,
+                 _csv(c.p_seed_min), _csv(c.p_seed_max), _csv(c.p_holm), _csv(100 * c.mde)] if c else [""] * 10)
+        row.append(json.dumps(cells[name].options, sort_keys=True))
+        w.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _summary_json(s: CellSummary) -> dict:
+    return {
+        "seeds": s.seeds, "n_planned": s.n_planned, "method": s.method,
+        "metrics": {f"{sp}_{m}": vars(iv) for (sp, m), iv in s.metrics.items()},
+        "trainable": s.trainable, "total": s.total, "trainable_percent": s.trainable_percent,
+        "seconds_per_epoch": s.seconds_per_epoch.mean, "train_seconds": s.train_seconds.mean,
+        "peak_memory_mb": s.peak_memory_mb.mean,
+        "train_examples": s.train_examples,
+    }
+
+
