@@ -48,7 +48,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
     owner = {f.name for cls in GROUPS.values() for f in fields(cls)}
-    return RunConfig().override({k: v for k, v in vars(args).items() if k in owner})
+    base = RunConfig()
+    if getattr(args, "config", None):
+        from .config import read_config_file  # noqa: PLC0415
+
+        base = base.override(read_config_file(args.config))
+    return base.override({k: v for k, v in vars(args).items() if k in owner})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train and evaluate one run; writes a run directory",
                        description="Train and evaluate one run and write its run directory.")
+    t.add_argument("--config", metavar="FILE", default=None,
+                   help="run options from a YAML file (the keys of a study's base) or a run's config.json "
+                        "(replays that run); flags given here override the file")
     _add_config_flags(t, tuple(GROUPS))
     t.set_defaults(func=cmd_train)
 

@@ -156,6 +156,9 @@ class TrainConfig:
         "peak learning rate; default per method: "
         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items() if k != "none")
     )
+    patience: int | None = _opt(
+        "early stopping: stop after N epochs without a better validation accuracy (the best epoch is restored)"
+    )
     weight_decay: float = _opt("AdamW weight decay (not applied to biases and LayerNorm)", 0.01)
     warmup_ratio: float = _opt("fraction of steps with linear warm-up", 0.06)
     max_grad_norm: float = _opt("clip the gradient norm to this value (0: no clipping)", 1.0)
@@ -180,6 +183,9 @@ class TrainConfig:
     resume: bool = _opt("continue a killed run from its last checkpoint (needs --output-dir)", False)
     keep_checkpoints: bool = _opt("keep the last checkpoint in the run directory (checkpoint/) when it completes",
                                   False)
+    report_to: list[str] | None = _opt(
+        "experiment trackers: tensorboard, mlflow or both (tensorboard,mlflow); pip install 'loralab[track]'"
+    )
     output_dir: str | None = _opt("run directory; default runs/<model>-<method>-<time>")
     overwrite: bool = _opt("replace an existing run directory", False)
     progress: bool = _opt("show a progress bar", True)
@@ -189,6 +195,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value < 1 and not (name == "epochs" and value == 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"--patience must be at least 1, got {self.patience}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -238,6 +246,9 @@ class RunConfig:
     def validate(self) -> None:
         for group in GROUPS:
             getattr(self, group).validate()
+        if self.method.method != "none" and self.train.epochs == 0:
+            raise ConfigError(f"--epochs 0 trains nothing with --method {self.method.method}; "
+                              "to evaluate the untrained model use --method none")
         if self.method.method == "none" and self.train.epochs:
             # "none" evaluates the untrained model: no epochs are run whatever --epochs says.
             self.train.epochs = 0
@@ -282,6 +293,53 @@ class RunConfig:
                 raise ConfigError(f"unknown option {key!r}")
             groups[owner[norm]][norm] = coerce(GROUPS[owner[norm]], norm, value)
         return RunConfig(**{g: GROUPS[g](**groups[g]) for g in GROUPS})
+
+
+#: Options a replayed ``config.json`` does not carry over: where the original run was written.
+NOT_REPLAYED = ("output_dir", "overwrite", "resume")
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Flat run options from ``--config FILE``: a YAML file with the keys of a study's ``base``
+    (flat, or grouped as ``data:``/``model:``/``method:``/``train:``), or a run's ``config.json``,
+    which replays that run (everything but where it was written). Errors name the file and key."""
+    import json  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    try:
+        text = open(path, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from None
+    try:
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"--config {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} "
+                          f"({str(e).splitlines()[0]})") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of run options, got {type(values).__name__}")
+    replay = isinstance(values.get("config"), dict) and "schema_version" in values
+    if replay:  # a run directory's config.json
+        values = {k: v for k, v in values["config"].items()}
+    flat: dict[str, Any] = {}
+    owner = field_owner()
+    for key, value in values.items():
+        if key in GROUPS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    for key in flat:
+        if key.replace("-", "_") not in owner:
+            raise ConfigError(f"--config {path}: unknown option {key!r}")
+    if replay:
+        flat = {k: v for k, v in flat.items() if k not in NOT_REPLAYED}
+    try:
+        RunConfig().override(flat)
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
+    return flat
 
 
 def field_owner() -> dict[str, str]:

@@ -42,6 +42,7 @@ class FitResult:
     train_examples_seen: int = 0
     steps: int = 0
     feature_seconds: float = 0.0  # head: one-off backbone pass over train + validation
+    stopped: dict | None = None  # {"epoch", "reason"} when training ended before its last epoch
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
@@ -334,6 +335,12 @@ def fit(
             log.info("epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time)
             if on_log is not None:
                 on_log(result)
+        if tc.patience and epoch < tc.epochs and epoch - result.best_epoch >= tc.patience:
+            result.stopped = {"epoch": epoch, "reason": f"early stopping: no better validation accuracy for "
+                                                          f"{tc.patience} epoch(s) (--patience {tc.patience})"}
+            if main:
+                log.info("%s; epoch %d restored", result.stopped["reason"], result.best_epoch)
+            break
         if checkpoints is not None and checkpoints.enabled and epoch < tc.epochs:
             pos = _Position(epoch=epoch + 1, elapsed=time.perf_counter() - start)
             save_checkpoint()

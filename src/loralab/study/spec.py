@@ -47,7 +47,8 @@ MANAGED_OPTIONS = {
 #: Options left out of the run id's hash: where and how a run is written, not what it computes.
 #: ``grad_accum`` says how each global batch is computed, not what: the same optimisation up to
 #: float summation order, like the number of processes.
-NOT_HASHED = ("output_dir", "overwrite", "progress", "resume", "checkpoint_every", "keep_checkpoints", "grad_accum")
+NOT_HASHED = ("output_dir", "overwrite", "progress", "resume", "checkpoint_every", "keep_checkpoints", "grad_accum",
+              "report_to")
 #: Options holding paths: made absolute when the plan is built, so runs do not depend on the cwd.
 PATH_OPTIONS = ("data_dir", "train_file", "validation_file", "test_file")
 DEFAULT_OUT_ROOT = "studies_out"
@@ -344,7 +345,8 @@ def _identity(flat: dict[str, Any]) -> dict[str, Any]:
     """What a run computes: the flat options minus :data:`NOT_HASHED`, with the learning rate
     resolved (``lr: null`` means the method's default, so a changed default gives a new id and a
     cell that spells the default out is the same configuration as one that leaves it unset)."""
-    out = {k: v for k, v in flat.items() if k not in NOT_HASHED}
+    # an option that is not set (None) adds nothing: a new option with a None default keeps every id
+    out = {k: v for k, v in flat.items() if k not in NOT_HASHED and (v is not None or k == "lr")}
     if out.get("lr") is None and out.get("method") in DEFAULT_LR:
         out["lr"] = DEFAULT_LR[out["method"]]
     return out
