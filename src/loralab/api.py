@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,11 @@ from .runtime import PeakMemory, library_versions, pick_device, seed_everything
 from .trainer import fit
 
 log = logging.getLogger(__name__)
+
+
+class StopRun(Exception):
+    """Raised by an ``on_epoch`` callback of :func:`train` to end training after that epoch; the
+    run is still written, with ``results.json["stopped"] = {"epoch", "reason"}`` (``str(err)``)."""
 
 
 @dataclass
@@ -83,14 +89,22 @@ def default_output_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{short}-{tag}-{stamp}"
 
 
-def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
+def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callable[[dict], None] | None = None,
+          test_split: bool = True) -> RunResult:
     """Train and evaluate one run and write its directory. Raises :class:`LoralabError` subclasses
-    for bad input before any model is built or any file is written."""
+    for bad input before any model is built or any file is written.
+
+    ``on_epoch(row)`` is called (one process only) with each epoch's ``metrics.csv`` row
+    (``val_accuracy``, ``val_loss``); raising :class:`StopRun` there ends training early, e.g. to
+    prune a search trial. ``test_split=False`` leaves the test split out (not encoded, scored or
+    written): a search's trials must never see test data."""
     from accelerate import Accelerator  # noqa: PLC0415
 
     t_start = time.perf_counter()
     tc = config.train
     data = load_data(config.data, tc.seed)
+    if not test_split:
+        data.test = None
     out_dir = Path(tc.output_dir) if tc.output_dir else default_output_dir(config)
     if out_dir.exists() and not tc.overwrite:
         raise A.RunDirError(f"{out_dir}: already exists (pass --overwrite to replace it)")
@@ -128,16 +142,30 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
         if main:
             A.atomic_write_json(staging / A.CONFIG_FILE, meta)
 
+        progress: dict = {"fit": None, "epochs": 0}
+
         def on_log(res) -> None:
             A.atomic_write_csv(staging / A.METRICS_FILE, A.METRICS_COLUMNS, res.history)
+            progress["fit"] = res
+            epochs = [r for r in res.history if r["kind"] == "epoch"]
+            if on_epoch is not None and len(epochs) > progress["epochs"]:
+                progress["epochs"] = len(epochs)
+                on_epoch(dict(epochs[-1]))
 
-        fitted = fit(model, ids["train"], data.train.labels, ids["validation"], data.validation.labels,
-                     config, pad, accelerator=accelerator, on_log=on_log)
+        stopped = None
+        try:
+            fitted = fit(model, ids["train"], data.train.labels, ids["validation"], data.validation.labels,
+                         config, pad, accelerator=accelerator, on_log=on_log)
+        except StopRun as stop:  # training ends at this epoch; the run is written as it stands
+            fitted = progress["fit"]
+            fitted.train_seconds = fitted.feature_seconds + sum(fitted.epoch_seconds)
+            stopped = {"epoch": progress["epochs"], "reason": str(stop)}
         model = accelerator.unwrap_model(model)
         accelerator.wait_for_everyone()
         results = None
         if main:
-            results = _finalise(staging, model, tokenizer, config, data, ids, fitted, table, meta, memory, t_start)
+            results = _finalise(staging, model, tokenizer, config, data, ids, fitted, table, meta, memory, t_start,
+                                stopped)
         accelerator.wait_for_everyone()
     if main:
         log.info("run written to %s", out_dir)
@@ -145,7 +173,7 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
 
 
 def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fitted, table: ParamTable,
-              meta: dict, memory: PeakMemory, t_start: float) -> dict:
+              meta: dict, memory: PeakMemory, t_start: float, stopped: dict | None = None) -> dict:
     """Save weights, score validation/test with the model *reloaded from disk* (so that the
     prediction files are exactly what ``loralab predict`` gives), write results and plots."""
     A.save_weights(model, config.method.method, staging, tokenizer)
@@ -194,6 +222,8 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
                  "test_examples": len(data.test) if data.test is not None else 0},
         "device": str(predictor.device),
     }
+    if stopped is not None:  # ended early by an on_epoch callback; weights: the last epoch run
+        results["stopped"] = stopped
     title = f"{Path(config.model.model).name} · {config.method.method}"
     if fitted.history:
         plot_curves(fitted.history, staging, title)
