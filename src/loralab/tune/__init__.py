@@ -3,6 +3,8 @@ shared storage for many workers, and a report. Needs the ``tune`` extra: ``pip i
 
 from __future__ import annotations
 
+import warnings
+
 from ..errors import LoralabError
 
 EXTRA_HINT = "hyper-parameter search needs Optuna: pip install 'loralab[tune]'"
@@ -15,6 +17,10 @@ def require_optuna():
     except ImportError:
         raise LoralabError(EXTRA_HINT) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # loralab drives trials with ask/tell and its own heartbeat thread (see runner.py): Optuna's
+    # notes about experimental arguments and heartbeats outside `optimize` say nothing to the user
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
     return optuna
 
 

@@ -48,7 +48,7 @@ def run_trial(spec: TuneSpec, trial, out_dir: Path) -> TrialOutcome:
         if column is None or pruner_name == "none" or row.get(column) is None:
             return
         trial.report(float(row[column]), step=int(row["epoch"]))
-        if trial.should_prune():
+        if int(row["epoch"]) < config.train.epochs and trial.should_prune():  # the last epoch: nothing to save
             raise StopRun(f"pruned by the {pruner_name} pruner after epoch {row['epoch']} "
                           f"({column} {float(row[column]):.4f}, trial {trial.number})")
 

@@ -109,8 +109,8 @@ def run_final(spec: TuneSpec, params: dict[str, Any], out_dir: Path, seeds: int,
 
     plan = final_plan(spec, params, out_dir / FINAL_DIR, seeds)
     outcome = run_study(plan, jobs=1, threads=threads, echo=echo)
-    results = [read_json(r.config.train.output_dir + "/results.json") for r in plan.runs
-               if Path(r.config.train.output_dir, "results.json").is_file()]
+    files = [Path(r.config.train.output_dir, "results.json") for r in plan.runs]
+    results = [read_json(f) for f in files if f.is_file()]
     out = {"runs": len(results), "failed": len(outcome.failed), "folder": str(plan.root),
            "command": plan.runs[0].command()}
     for split in ("validation", "test"):

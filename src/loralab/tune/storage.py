@@ -46,6 +46,7 @@ def open_storage(url: str, heartbeat: int | None = HEARTBEAT_SECONDS, grace: int
     optuna = require_optuna()
     if "://" not in url:
         raise ConfigError(f"--storage: {url!r} is not a database URL (e.g. sqlite:///tune.db, postgresql://...)")
+    url = driver_url(url)
     kwargs: dict = {}
     if url.startswith("sqlite"):
         # several local workers share one file: wait for the lock instead of failing at once
@@ -61,6 +62,18 @@ def open_storage(url: str, heartbeat: int | None = HEARTBEAT_SECONDS, grace: int
     except Exception as e:  # sqlalchemy's errors: unreachable server, bad credentials, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TuneError(f"--storage {redact(url)}: cannot open ({first})") from None
+
+
+def driver_url(url: str) -> str:
+    """SQLAlchemy 2.1 reads ``postgresql://`` as psycopg 3; with only psycopg2 installed (the
+    ``tune`` extra's driver), name psycopg2 explicitly so that the plain URL works."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util  # noqa: PLC0415
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def open_study(spec, storage, create: bool = True):
