@@ -52,7 +52,7 @@ def trial_rows(spec: TuneSpec, study, out_dir: Path) -> tuple[list[str], list[li
     return headers, rows
 
 
-def plots(study) -> dict[str, tuple[bytes, str]]:
+def plots(study, pruned: bool) -> dict[str, tuple[bytes, str]]:
     """Optuna's matplotlib views of the search; a view that needs more trials is left out."""
     import matplotlib  # noqa: PLC0415
 
@@ -65,8 +65,9 @@ def plots(study) -> dict[str, tuple[bytes, str]]:
         "history.png": (vis.plot_optimization_history, "optimisation history (best value so far)"),
         "importances.png": (vis.plot_param_importances, "parameter importances (PED-ANOVA)"),
         "slice.png": (vis.plot_slice, "validation metric against each parameter"),
-        "intermediate.png": (vis.plot_intermediate_values, "validation metric after each epoch (pruning)"),
     }
+    if pruned:
+        views["intermediate.png"] = (vis.plot_intermediate_values, "validation metric after each epoch (pruning)")
     out = {}
     for name, (fn, caption) in views.items():
         with warnings.catch_warnings():
@@ -77,11 +78,12 @@ def plots(study) -> dict[str, tuple[bytes, str]]:
                 continue
         ax = axes.flat[0] if hasattr(axes, "flat") else axes
         fig = ax.figure
-        if name == "slice.png":
-            fig.set_size_inches(max(4.0, 3.2 * len(getattr(axes, "flat", [axes]))), 3.6)
-        fig.tight_layout()
+        if name == "slice.png":  # one panel per parameter, then Optuna's colour bar: leave it room
+            fig.set_size_inches(3.6 * len(getattr(axes, "flat", [axes])) + 1.5, 3.8)
+        else:
+            fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         out[name] = (buf.getvalue(), caption)
     return out
@@ -152,8 +154,9 @@ def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0,
     if complete:
         best = study.best_trial
         doc.h(2, "Best trial")
-        doc.p(f"Trial {best.number}: validation {spec.metric} **{best.value:.4f}**, run "
-              f"`{best.user_attrs.get(ATTR_RUN_DIR, '')}`.")
+        run_dir = Path(best.user_attrs.get(ATTR_RUN_DIR, ""))
+        shown = run_dir.relative_to(out_dir) if run_dir.is_relative_to(out_dir) else run_dir
+        doc.p(f"Trial {best.number}: validation {spec.metric} **{best.value:.4f}**, run `{shown}`.")
         doc.table(["option", "value"], [[f"`{k}`", _fmt(v)] for k, v in best.params.items()])
         from ..study.spec import train_flags  # noqa: PLC0415
 
@@ -173,7 +176,7 @@ def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0,
                    for split in ("validation", "test") if (iv := final[split]) is not None])
     doc.h(2, "All trials")
     doc.table(*trial_rows(spec, study, out_dir))
-    images = plots(study) if complete else {}
+    images = plots(study, pruned=pruner != "none") if complete else {}
     if images:
         doc.h(2, "Plots")
         for name, (png, caption) in images.items():
