@@ -42,7 +42,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be at least 1, got {value}")
     if args.final_seeds < 0:
-        raise ConfigError(f"--final-seeds must be at least 1, got {args.final_seeds}")
+        raise ConfigError(f"--final-seeds must not be negative, got {args.final_seeds}")
     if args.target == "report":
         if not args.dir:
             raise ConfigError("tune report: give the search folder (loralab tune report DIR)")
