@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +25,15 @@ from .metrics import classification_metrics, softmax
 from .plots import plot_confusion, plot_curves
 from .predict import Predictor
 from .runtime import PeakMemory, library_versions, pick_device, resolve_precision, seed_everything
+from .tracking import Trackers, check_report_to
 from .trainer import check_global_batch, fit
 
 log = logging.getLogger(__name__)
+
+
+class StopRun(Exception):
+    """Raised by an ``on_epoch`` callback of :func:`train` to end training after that epoch; the
+    run is still written, with ``results.json["stopped"] = {"epoch", "reason"}`` (``str(err)``)."""
 
 
 @dataclass
@@ -85,14 +92,22 @@ def default_output_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{short}-{tag}-{stamp}"
 
 
-def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
+def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callable[[dict], None] | None = None,
+          test_split: bool = True) -> RunResult:
     """Train and evaluate one run and write its directory. Raises :class:`LoralabError` subclasses
-    for bad input before any model is built or any file is written."""
+    for bad input before any model is built or any file is written.
+
+    ``on_epoch(row)`` is called (one process only) with each epoch's ``metrics.csv`` row
+    (``val_accuracy``, ``val_loss``); raising :class:`StopRun` there ends training early, e.g. to
+    prune a search trial. ``test_split=False`` leaves the test split out (not encoded, scored or
+    written): a search's trials must never see test data."""
     from accelerate import Accelerator  # noqa: PLC0415
 
     t_start = time.perf_counter()
     tc = config.train
     data = load_data(config.data, tc.seed)
+    if not test_split:
+        data.test = None
     out_dir = Path(tc.output_dir) if tc.output_dir else default_output_dir(config)
     if out_dir.exists() and not tc.overwrite:
         hint = "it is complete" if tc.resume else "pass --overwrite to replace it"
@@ -104,6 +119,7 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
     resolve_precision(tc.precision, accelerator.device)  # a conflicting launcher setting fails before any work
     memory = PeakMemory(accelerator.device)
     main = accelerator.is_main_process
+    report_to = check_report_to(tc.report_to)  # a missing tracker library fails before any work
     checkpoints = None
     if tc.checkpoint_every != "none":
         checkpoints = Checkpoints(checkpoint_dir(out_dir), tc.checkpoint_steps(), True,
@@ -140,21 +156,53 @@ def train(config: RunConfig, command: list[str] | None = None) -> RunResult:
     }
     stage = A.atomic_dir(out_dir, overwrite=tc.overwrite) if main else contextlib.nullcontext(None)
     with stage as staging:
+        trackers = None
         if main:
             A.atomic_write_json(staging / A.CONFIG_FILE, meta)
+            if report_to:
+                trackers = Trackers(report_to, out_dir.name, staging, {**config.to_flat(), "lr": config.lr})
+
+        progress: dict = {"fit": None, "epochs": 0}
 
         def on_log(res) -> None:
             A.atomic_write_csv(staging / A.METRICS_FILE, A.METRICS_COLUMNS, res.history)
+            if trackers is not None:
+                trackers.log_history(res.history)
+            progress["fit"] = res
+            epochs = [r for r in res.history if r["kind"] == "epoch"]
+            if on_epoch is not None and len(epochs) > progress["epochs"]:
+                progress["epochs"] = len(epochs)
+                on_epoch(dict(epochs[-1]))
 
-        fitted = fit(model, ids["train"], data.train.labels, ids["validation"], data.validation.labels,
-                     config, pad, accelerator=accelerator, on_log=on_log, checkpoints=checkpoints)
+        stopped = None
+        try:
+            fitted = fit(model, ids["train"], data.train.labels, ids["validation"], data.validation.labels,
+                         config, pad, accelerator=accelerator, on_log=on_log, checkpoints=checkpoints)
+        except BaseException as e:
+            if not isinstance(e, StopRun):
+                if trackers is not None:
+                    trackers.abort()
+                raise
+            stop = e  # training ends at this epoch; the run is written as it stands
+            fitted = progress["fit"]
+            fitted.train_seconds = fitted.feature_seconds + sum(fitted.epoch_seconds)
+            stopped = {"epoch": progress["epochs"], "reason": str(stop)}
+        stopped = stopped or fitted.stopped
         model = accelerator.unwrap_model(model)
         accelerator.wait_for_everyone()
         results = None
         if main:
-            results = _finalise(staging, model, tokenizer, config, data, ids, fitted, table, meta, memory, t_start)
+            try:
+                results = _finalise(staging, model, tokenizer, config, data, ids, fitted, table, meta, memory,
+                                    t_start, stopped)
+            except BaseException:
+                if trackers is not None:
+                    trackers.abort()
+                raise
         accelerator.wait_for_everyone()
     if main:
+        if trackers is not None:
+            trackers.finish(results, out_dir)
         if checkpoints is not None and tc.keep_checkpoints and (latest := checkpoints.latest()) is not None:
             os.replace(latest, out_dir / "checkpoint")
         if checkpoints is not None:
@@ -173,7 +221,7 @@ def distributed_facts(accelerator, tc) -> dict:
 
 
 def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fitted, table: ParamTable,
-              meta: dict, memory: PeakMemory, t_start: float) -> dict:
+              meta: dict, memory: PeakMemory, t_start: float, stopped: dict | None = None) -> dict:
     """Save weights, score validation/test with the model *reloaded from disk* (so that the
     prediction files are exactly what ``loralab predict`` gives), write results and plots."""
     A.save_weights(model, config.method.method, staging, tokenizer)
@@ -185,6 +233,7 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
     for split in (data.validation, data.test):
         if split is None:
             continue
+        log.info("scoring %s (%s texts) with the saved weights", split.name, f"{len(split):,}")
         logits = predictor.logits(split.texts)
         split_results[split.name] = classification_metrics(split.labels, logits)
         probs = softmax(logits.astype(np.float64))
@@ -223,7 +272,10 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
         "device": str(predictor.device),
         "distributed": meta["distributed"],
     }
+    if stopped is not None:  # ended early by an on_epoch callback; weights: the last epoch run
+        results["stopped"] = stopped
     title = f"{Path(config.model.model).name} · {config.method.method}"
+    log.info("writing plots")
     if fitted.history:
         plot_curves(fitted.history, staging, title)
     plot_confusion(results["validation"]["confusion_matrix"], meta["label_names"],

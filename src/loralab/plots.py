@@ -1,15 +1,16 @@
-"""Figures of one run: training curves and the confusion matrix (matplotlib, no display)."""
+"""Figures of one run: training curves and the confusion matrix (matplotlib, no display).
+
+Figures are made with ``matplotlib.figure.Figure`` directly, never through pyplot, so drawing
+them neither needs a display nor changes the backend of the process (a notebook's stays as it is).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .artifacts import atomic_write_bytes  # noqa: E402
+from .artifacts import atomic_write_bytes
 
 
 def _save(fig, path: Path, fmt: str) -> None:
@@ -24,15 +25,18 @@ def plot_curves(history: list[dict], out_dir: Path, title: str) -> None:
     """Loss (training steps and validation per epoch) and validation accuracy per epoch."""
     steps = [r for r in history if r["kind"] == "step" and r.get("train_loss") is not None]
     epochs = [r for r in history if r["kind"] == "epoch"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    if steps:
-        ax1.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], label="train loss", alpha=0.7)
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    if steps:  # markers when there are few points, so that a short run's curve is visible
+        ax1.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], "o-" if len(steps) < 30 else "-",
+                 label="train loss", alpha=0.7, markersize=3)
     if epochs:
         ax1.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "o-", label="validation loss")
         ax2.plot([r["epoch"] for r in epochs], [r["val_accuracy"] for r in epochs], "o-", color="C2")
     ax1.set_xlabel("optimizer step")
     ax1.set_ylabel("cross-entropy")
-    ax1.legend()
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend()
     ax1.set_title("loss")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation accuracy")
@@ -40,11 +44,11 @@ def plot_curves(history: list[dict], out_dir: Path, title: str) -> None:
     fig.suptitle(title)
     for fmt in ("png", "pdf"):
         _save(fig, out_dir / f"curves.{fmt}", fmt)
-    plt.close(fig)
 
 
 def plot_confusion(matrix: list[list[int]], label_names: list[str], out_path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     n = len(label_names)
     ax.set_xticks(range(n), label_names)
@@ -58,4 +62,3 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], out_path: Pa
                     color="white" if matrix[i][j] > peak / 2 else "black")
     ax.set_title(title)
     _save(fig, out_path, "png")
-    plt.close(fig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -199,6 +200,9 @@ def fit(
     # Calling the head directly would bypass DDP's gradient sync: cache only on one process.
     if cfg.method.method == "head" and tc.cache_features and world == 1:
         model.to(device)
+        if main:
+            log.info("head: running the frozen backbone once over %s training and %s validation texts",
+                     f"{len(train_ids):,}", f"{len(val_ids):,}")
         t_feat = time.perf_counter()
         task = CachedHeadBatches(model, train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size, device)
         result.feature_seconds = time.perf_counter() - t_feat
@@ -250,6 +254,8 @@ def fit(
     if world > 1 and resumed is None:
         torch.manual_seed(tc.seed * 1_000_003 + rank)  # each rank its own dropout masks
     every = tc.checkpoint_steps() if checkpoints is not None else None
+    # at least 4 logged points per epoch, so that the curves of short runs show a curve
+    log_every = min(tc.log_every, max(1, micro.steps_per_epoch // 4))
     start = time.perf_counter() - pos.elapsed
     for epoch in range(pos.epoch, tc.epochs + 1):
         if epoch != pos.epoch:
@@ -299,7 +305,7 @@ def fit(
                 pos.seen += mb.global_count
                 if bar is not None:
                     bar.update(1)
-                if result.steps % tc.log_every == 0:
+                if result.steps % log_every == 0:
                     total_window = _sum_over_ranks(accelerator, window)
                     result.history.append(_row(result.steps, epoch, "step", start,
                                                train_loss=float(total_window[0] / max(total_window[1], 1)),
@@ -396,8 +402,42 @@ def _row(step: int, epoch: int, kind: str, start: float, **values) -> dict:
 
 
 def _progress(total: int, done: int, desc: str, enabled: bool):
+    """A tqdm bar on a terminal; elsewhere (a log file, a job scheduler) plain log lines."""
     if not enabled:
         return None
+    if not sys.stderr.isatty():
+        return LineProgress(total, done, desc)
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     return tqdm(total=total, initial=done, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+
+
+class LineProgress:
+    """Progress as one log line every ``every`` seconds (and at the end), for output that is not a
+    terminal: no carriage returns in log files. The same calls as the tqdm bar it replaces."""
+
+    def __init__(self, total: int, done: int, desc: str, every: float = 30.0) -> None:
+        self.total, self.n, self.desc, self.every = total, done, desc, every
+        self.start_n, self.t0 = done, time.perf_counter()
+        self.last, self.postfix = self.t0, ""
+
+    def set_postfix(self, refresh: bool = False, **values) -> None:
+        self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
+        left = (self.total - self.n) / rate if rate > 0 else 0.0
+        log.info("%s: step %d/%d (%d%%)%s, %.1f steps/s, %d:%02d left", self.desc, self.n, self.total,
+                 100 * self.n // max(self.total, 1), f", {self.postfix}" if self.postfix else "", rate,
+                 int(left) // 60, int(left) % 60)
+
+    def close(self) -> None:
+        if self.n > self.start_n:  # one closing line per epoch
+            self._line(time.perf_counter())

@@ -54,7 +54,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-    plan = make_plan(load_spec(args.spec), args.out, {"model": args.model, "data_dir": args.data_dir})
+    spec = load_spec(args.spec)
+    overrides = {"model": args.model, "data_dir": args.data_dir}
+    if spec.tune is not None:  # a tuned study: search each cell's setting first (loralab.tune.study)
+        from ..tune.study import tune_first  # noqa: PLC0415
+
+        spec = tune_first(spec, args, overrides)
+    plan = make_plan(spec, args.out, overrides)
     if args.dry_run:
         lines, errors = dry_run_lines(plan, args.jobs)
         print("\n".join(lines))

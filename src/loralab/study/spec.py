@@ -35,7 +35,7 @@ from ..config import DATA_DIR_ENV, DEFAULT_LR, TARGET_PRESETS, RunConfig
 from ..errors import ConfigError
 
 #: The keys a study file may have at the top level.
-TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "cells", "seeds", "baseline")
+TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "cells", "seeds", "baseline", "tune")
 #: Run options the study sets itself; a study file that sets them is an error (with the reason).
 MANAGED_OPTIONS = {
     "seed": "list the seeds in the top-level `seeds` key",
@@ -74,6 +74,7 @@ class StudySpec:
     seeds: list[int] = field(default_factory=lambda: [42])
     baseline: str | None = None
     description: str = ""
+    tune: dict[str, Any] | None = None  #: search each cell's setting first (loralab.tune.study)
     source: str = "study"  #: where the spec came from (a path), used in error messages
 
     def __post_init__(self) -> None:
@@ -131,6 +132,10 @@ class StudySpec:
             if key in seen_configs:
                 raise self._err(f"cells {seen_configs[key]!r} and {cell.name!r} are the same configuration")
             seen_configs[key] = cell.name
+        if self.tune is not None:
+            from ..tune.study import cell_searches  # noqa: PLC0415
+
+            cell_searches(self)
 
     def _check_options(self, options: dict[str, Any], where: str) -> None:
         for key in options:
@@ -179,7 +184,8 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "base": self.base, "grid": self.grid,
-                "cells": self.cells, "seeds": self.seeds, "baseline": self.baseline}
+                "cells": self.cells, "seeds": self.seeds, "baseline": self.baseline,
+                **({"tune": self.tune} if self.tune is not None else {})}
 
     @classmethod
     def from_dict(cls, values: Any, source: str = "study") -> StudySpec:

@@ -1,0 +1,90 @@
+"""``loralab tune SEARCH.yaml`` and ``loralab tune report DIR`` (thin: parse, call, print)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+RUN_ONLY = ("trials", "jobs")
+REPORT_ONLY = ("final_seeds",)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune", help="hyper-parameter search with Optuna (pip install 'loralab[tune]')",
+        usage="loralab tune SEARCH.yaml [--trials N] [--storage URL] [--out DIR] [--jobs N] [--threads T]\n"
+              "       loralab tune report DIR [--storage URL] [--final-seeds K] [--threads T]",
+        description="Search run options with Optuna (TPE, random or grid; median or hyperband pruning) on "
+                    "validation accuracy; every trial is a run directory. Many workers, on one machine "
+                    "(--jobs) or many (--storage postgresql://...), share one search; a killed worker re-run "
+                    "continues it. `tune report DIR` writes report.md/report.html (docs/tuning.md).")
+    p.add_argument("target", metavar="SEARCH.yaml | report", help="a search file, or `report` then the folder")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="(report) the search folder")
+    p.add_argument("--out", metavar="DIR", help="the search folder (default: tunes_out/<name>)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage URL shared by the workers, e.g. postgresql://user:pw@host/db "
+                        "(default: $LORALAB_TUNE_STORAGE, else sqlite:///<out>/tune.db)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="finished trials to reach over all workers (default: the file's `trials`)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker / final run")
+    p.add_argument("--final-seeds", type=int, default=0, metavar="K",
+                   help="(report) retrain the best setting with K seeds using the file's `final` options "
+                        "(default: full training data) and report validation and test with 95%% CIs")
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError  # noqa: PLC0415
+
+    for name in ("jobs", "threads", "trials"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {value}")
+    if args.final_seeds < 0:
+        raise ConfigError(f"--final-seeds must not be negative, got {args.final_seeds}")
+    if args.target == "report":
+        if not args.dir:
+            raise ConfigError("tune report: give the search folder (loralab tune report DIR)")
+        for name in RUN_ONLY:
+            if getattr(args, name) not in (None, 1):
+                raise ConfigError(f"tune report: --{name} belongs to `loralab tune SEARCH.yaml`")
+        return cmd_report(args)
+    if args.dir:
+        raise ConfigError(f"tune: unexpected argument {args.dir!r} (a search takes one file)")
+    if args.final_seeds:
+        raise ConfigError("tune: --final-seeds belongs to `loralab tune report DIR`")
+    return cmd_search(args)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from . import require_optuna  # noqa: PLC0415
+    from .runner import resolve_storage, run_jobs, run_worker  # noqa: PLC0415
+    from .spec import DEFAULT_OUT_ROOT, load_spec  # noqa: PLC0415
+    from .storage import open_storage, open_study  # noqa: PLC0415
+
+    require_optuna()
+    spec = load_spec(args.target)
+    out = Path(args.out or Path(DEFAULT_OUT_ROOT) / spec.name).resolve()
+    if args.jobs > 1:
+        out.mkdir(parents=True, exist_ok=True)
+        url = resolve_storage(out, args.storage)
+        open_study(spec, open_storage(url))  # create it once, and check it, before the workers start
+        rc = run_jobs(str(args.target), out, url, args.jobs, args.trials, args.threads,
+                      echo=lambda s: print(s, flush=True))
+    else:
+        outcome = run_worker(spec, out, args.storage, args.trials, args.threads, echo=lambda s: print(s, flush=True))
+        print(f"this worker: {len(outcome.finished)} trial(s) finished ({len(outcome.pruned)} pruned), "
+              f"{len(outcome.failed)} failed, in {outcome.seconds:.0f}s")
+        rc = 0
+    print(f"report: loralab tune report {out}" + (" --storage URL" if args.storage else ""))
+    return rc
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build  # noqa: PLC0415
+
+    paths = build(args.dir, storage=args.storage, final_seeds=args.final_seeds, threads=args.threads,
+                  echo=lambda s: print(s, flush=True))
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0

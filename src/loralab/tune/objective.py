@@ -1,0 +1,60 @@
+"""One trial of a search: sample the space, train an ordinary run directory with
+:func:`loralab.api.train`, report each epoch's validation metric to the pruner, and return the
+validation metric. The test split is left out of every trial (``test_split=False``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .spec import EPOCH_METRICS, TuneSpec
+
+TRIALS_DIR = "trials"
+
+
+def trial_dir(out_dir: Path, number: int) -> Path:
+    return Path(out_dir) / TRIALS_DIR / f"trial-{number:04d}"
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial gave: its value (validation metric), whether it was pruned, its run."""
+
+    value: float
+    pruned: bool
+    run_dir: Path
+    epochs: int
+    seconds: float
+
+
+def sample(spec: TuneSpec, trial) -> dict[str, Any]:
+    """The trial's values for every parameter of the space (recorded in the storage by Optuna)."""
+    return {p.name: p.suggest(trial) for p in spec.params}
+
+
+def run_trial(spec: TuneSpec, trial, out_dir: Path) -> TrialOutcome:
+    """Train the trial's run directory; prune after an epoch when the pruner says so."""
+    from ..api import StopRun, train  # noqa: PLC0415
+    from ..study.spec import train_flags  # noqa: PLC0415
+
+    params = sample(spec, trial)
+    run_dir = trial_dir(out_dir, trial.number)
+    config = spec.trial_config(params).override({"output_dir": str(run_dir), "progress": False})
+    column = EPOCH_METRICS.get(spec.metric)
+    pruner_name, _ = spec.pruner_options()
+
+    def on_epoch(row: dict) -> None:
+        if column is None or pruner_name == "none" or row.get(column) is None:
+            return
+        trial.report(float(row[column]), step=int(row["epoch"]))
+        if int(row["epoch"]) < config.train.epochs and trial.should_prune():  # the last epoch: nothing to save
+            raise StopRun(f"pruned by the {pruner_name} pruner after epoch {row['epoch']} "
+                          f"({column} {float(row[column]):.4f}, trial {trial.number})")
+
+    result = train(config, command=["loralab", "train", *train_flags(config)], on_epoch=on_epoch,
+                   test_split=False)
+    r = result.results
+    value = float(r["validation"][spec.metric])
+    return TrialOutcome(value, "stopped" in r, result.run_dir, int(r["epochs"]),
+                        float(r["timing"]["total_seconds"]))
