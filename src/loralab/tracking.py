@@ -22,8 +22,6 @@ REPORT_TO = ("tensorboard", "mlflow")
 EXTRA_HINT = "pip install 'loralab[track]'"
 #: Environment variables a study executor sets for its runs (turned into tags).
 STUDY_TAGS = {"LORALAB_STUDY": "study", "LORALAB_CELL": "cell", "LORALAB_SEED": "seed"}
-#: Where MLflow writes when MLFLOW_TRACKING_URI is not set: a local file store.
-DEFAULT_MLFLOW_URI = "file:./mlruns"
 
 
 def check_report_to(names: list[str] | None) -> list[str]:
@@ -61,9 +59,7 @@ class Trackers:
         if "mlflow" in names:
             import mlflow  # noqa: PLC0415
 
-            self.mlflow = mlflow
-            if not os.environ.get("MLFLOW_TRACKING_URI"):
-                mlflow.set_tracking_uri(DEFAULT_MLFLOW_URI)
+            self.mlflow = mlflow  # MLFLOW_TRACKING_URI or MLflow's default (sqlite:///mlflow.db in the cwd)
             experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or tags.get("study") or "loralab"
             mlflow.set_experiment(experiment)
             mlflow.start_run(run_name=run_name, tags={"loralab.run": run_name, **tags})
@@ -89,12 +85,12 @@ class Trackers:
 
     def finish(self, results: dict, run_dir: Path | None) -> None:
         """Final metrics; the finished run directory as an MLflow artefact; close everything."""
-        final = {f"{split}/{m}": float(results[split][m]) for split in ("validation", "test")
+        final = {f"final/{split}_{m}": float(results[split][m]) for split in ("validation", "test")
                  if results.get(split) for m in ("accuracy", "f1", "loss")}
-        final["params/trainable"] = float(results["params"]["trainable"])
+        final["final/trainable_params"] = float(results["params"]["trainable"])
         if self.tb is not None:
             self.tb.add_hparams({k: _param(v) for k, v in self.params.items()},
-                                {f"final/{k}": v for k, v in final.items()}, run_name="hparams")
+                                final, run_name="hparams")
             self.tb.close()
         if self.mlflow is not None:
             self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in final.items()})

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
-from .runner import Progress, StudyOutcome, clock, prepare, record_failure
+from .runner import Progress, StudyOutcome, clock, prepare, record_failure, study_env
 from .spec import PlannedRun, StudyPlan
 
 EXTRA_HINT = "pip install 'loralab[ray]'"
@@ -80,7 +80,8 @@ def _run(ray, plan: StudyPlan, folder: StudyFolder, threads: int, gpus_per_run: 
     task = ray.remote(train_in_task).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
     pending: dict = {}
     for run in todo:
-        ref = task.remote(run.id, strip_output_dir(run.train_flags()), threads, max(1, gpus))
+        ref = task.remote(run.id, strip_output_dir(run.train_flags()), threads, max(1, gpus),
+                          study_env(plan.spec.name, run))
         pending[ref] = (run, time.perf_counter())
     progress(f"submitted {len(todo)} run(s)", len(pending), len(pending))
     while pending:
@@ -121,7 +122,7 @@ def strip_output_dir(flags: list[str]) -> list[str]:
     return out
 
 
-def train_in_task(run_id: str, flags: list[str], threads: int, processes: int) -> dict:
+def train_in_task(run_id: str, flags: list[str], threads: int, processes: int, extra_env: dict | None = None) -> dict:
     """Body of the Ray task (runs on a worker node): train into a temporary folder with a fresh
     ``loralab train`` process, return its exit code, its output and the run directory as a tar archive."""
     import socket  # noqa: PLC0415
@@ -131,7 +132,7 @@ def train_in_task(run_id: str, flags: list[str], threads: int, processes: int) -
     with tempfile.TemporaryDirectory(prefix="loralab-ray-") as tmp:
         out = Path(tmp) / run_id
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+                   TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", **(extra_env or {}))
         launcher = [sys.executable, "-m", "loralab"]
         if processes > 1:
             launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",

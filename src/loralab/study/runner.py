@@ -173,7 +173,7 @@ def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
             while todo and len(running) < jobs and len(free) >= gpus:
                 run = todo.pop(0)
                 devices, free = free[:gpus], free[gpus:]
-                running.append(_start(run, folder, threads, devices))
+                running.append(_start(run, folder, threads, devices, plan.spec.name))
                 progress(f"start {run.id}" + (f" on GPU {','.join(devices)}" if devices else ""), len(running),
                          len(todo))
             time.sleep(POLL_SECONDS)
@@ -201,14 +201,20 @@ def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
     return outcome
 
 
+def study_env(study: str, run: PlannedRun) -> dict[str, str]:
+    """What a run learns of its study (experiment trackers tag the run with it: loralab.tracking)."""
+    return {"LORALAB_STUDY": study, "LORALAB_CELL": run.cell, "LORALAB_SEED": str(run.seed)}
+
+
 def worker_command(run: PlannedRun, folder: StudyFolder, threads: int, processes: int = 1) -> list[str]:
     return [sys.executable, "-m", "loralab.study.worker", "--study", str(folder.root), "--run-id", run.id,
             "--parent-pid", str(os.getpid()), "--threads", str(threads), "--processes", str(processes),
             "--", *run.train_flags()]
 
 
-def _start(run: PlannedRun, folder: StudyFolder, threads: int, devices: list[str] | None = None) -> _Running:
-    env = dict(os.environ)
+def _start(run: PlannedRun, folder: StudyFolder, threads: int, devices: list[str] | None = None,
+           study: str = "") -> _Running:
+    env = dict(os.environ, **study_env(study, run))
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                 "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
     if devices:

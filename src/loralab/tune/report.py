@@ -123,7 +123,7 @@ def run_final(spec: TuneSpec, params: dict[str, Any], out_dir: Path, seeds: int,
 
 def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0, threads: int | None = None,
           echo: Callable[[str], None] = print) -> dict[str, Path]:
-    from ..study.report import Doc  # noqa: PLC0415
+    from ..study.report.document import Doc  # noqa: PLC0415
 
     optuna = require_optuna()
     TrialState = optuna.trial.TrialState
