@@ -132,3 +132,27 @@ def test_train_then_predict_reproduces_predictions(tmp_path, tiny_models, tiny_d
     assert_one_line_error(loralab("predict", "--run", str(tmp_path / "none"), "x"), "no such run directory")
     texts_file.write_text("good\n\nbad\n")
     assert_one_line_error(loralab("predict", "--run", str(out), "--file", str(texts_file)), "texts.txt:2: empty line")
+
+
+def test_a_mistyped_choice_or_flag_is_one_line_with_a_suggestion(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--method", "loar"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid choice: 'loar'" in err[0] and "(did you mean lora?)" in err[0]
+    with pytest.raises(SystemExit):
+        main(["train", "--rnak", "4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(did you mean --rank?)" in err[0]
+
+
+def test_a_csv_without_the_default_columns_names_the_flag(tmp_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "train.csv").write_text("review,label\ngood film,1\nbad film,0\n")
+    (d / "validation.csv").write_text("review,label\nfine,1\n")
+    assert main(["train", "--data-dir", str(d)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("missing column 'sentence' (header has ['review', 'label']; name the column with --text-column)")

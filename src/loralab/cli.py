@@ -7,9 +7,11 @@ defaults and help). User errors print one line and exit with code 2, without a t
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -56,10 +58,31 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
     return base.override({k: v for k, v in vars(args).items() if k in owner})
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a mistyped choice or flag gets "did you mean", not the usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        hint = ""
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = [c.strip(" '\"") for c in m.group(2).split(",")]
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+        m = re.search(r"unrecognized arguments: (\S+)", message)
+        if m:
+            flags = [o for a in self._actions for o in a.option_strings]
+            for sub in (a for a in self._actions if isinstance(a, argparse._SubParsersAction)):
+                flags += [o for parser in sub.choices.values() for a in parser._actions for o in a.option_strings]
+            close = difflib.get_close_matches(m.group(1).split("=")[0], flags, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"loralab: error: {message}{hint}; see `{self.prog} --help`", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="loralab", description="LoRA and baseline fine-tuning of text classifiers.")
+    p = Parser(prog="loralab", description="LoRA and baseline fine-tuning of text classifiers.")
     p.add_argument("--version", action="version", version=f"loralab {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

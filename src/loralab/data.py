@@ -176,9 +176,10 @@ def _read_delimited(
         raise DataError(path, 1, "file is empty")
     header_line, header = table[0]
     header = [h.strip() for h in header]
-    for col in (text_column, label_column):
+    for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
         if col not in header:
-            raise DataError(path, header_line, f"missing column {col!r} (header has {header})")
+            raise DataError(path, header_line, f"missing column {col!r} (header has {header}; name the column "
+                                               f"with {flag})")
     ti, li = header.index(text_column), header.index(label_column)
     rows = []
     for line, fields_ in table[1:]:
