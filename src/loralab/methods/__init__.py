@@ -3,7 +3,7 @@
 | method     | trains                                                        |
 |------------|---------------------------------------------------------------|
 | ``none``     | nothing (evaluates the untrained model)                      |
-| ``head``     | the classification head only (DistilBERT: pre_classifier too) |
+| ``head``     | the classification head only (``backbones.head_module_names``) |
 | ``lora``     | LoRA adapters on the target modules + the head                |
 | ``full``     | every parameter                                               |
 | ``prelayer`` | token and position embeddings + the head                      |
@@ -35,7 +35,7 @@ def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
         p.requires_grad_(cfg.method == "full")
     if cfg.method in ("head", "prelayer"):
         for name in heads:
-            for p in getattr(model, name).parameters():
+            for p in model.get_submodule(name).parameters():
                 p.requires_grad_(True)
     if cfg.method == "prelayer":
         for module in embedding_modules(model, family):
@@ -132,7 +132,8 @@ def _group_of(name: str, heads: list[str], layers_pattern: str) -> str:
     # peft wraps the model as base_model.model.<name>; strip that prefix
     if parts[:2] == ["base_model", "model"]:
         parts = parts[2:]
-    if parts and parts[0] in heads:
+    dotted = ".".join(parts)
+    if any(dotted.startswith(f"{h}.") for h in heads):
         return "head"
     if "embeddings" in parts or parts[-2:-1] in (["wte"], ["wpe"]) or any("embed" in p for p in parts):
         return "embeddings"
