@@ -63,7 +63,7 @@ def resolve_model(name: str) -> str:
     aliases of hub models) is checked before transformers sees it: when the hub is off
     (``HF_HUB_OFFLINE=1``) or unreachable, a model in the local hub cache resolves to its cached
     folder, and one that is not fails at once with one line (instead of ~30 s of retries)."""
-    if name == DEFAULT_MODEL or name == MINILM_HUB_ID:
+    if name in (DEFAULT_MODEL, MINILM_HUB_ID):
         folder = minilm_folder()
         if folder is not None:
             return str(folder)
