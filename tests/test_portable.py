@@ -103,6 +103,7 @@ def test_adapter_export_copy_loads_offline_with_plain_peft_from_the_card(minilm_
             assert p.index(max(p)) == r["prediction"]
 
 
+@pytest.mark.slow  # a CLI start-up; Predictor.from_run on an adapter export is in test_export
 def test_loralab_predict_reads_a_copied_adapter_export(minilm_export, tmp_path):
     run, folder = minilm_export
     copy = tmp_path / "copy"
@@ -124,18 +125,32 @@ def _inspect(model: str, env: dict, cwd: Path) -> tuple[subprocess.CompletedProc
     return proc, time.perf_counter() - t
 
 
-@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE=1", "hub unreachable"])
-@pytest.mark.parametrize("model", ["distilbert", "gpt2", "sentence-transformers/all-MiniLM-L6-v3"])
-def test_backbone_without_hub_or_install_fails_fast_with_one_line(tiny_models, tmp_path, how, model):
+def _env(tmp_path: Path, how: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_HOME"] = str(tmp_path / "empty-hub-cache")
-    if how == "HF_HUB_OFFLINE=1":
+    if how == "offline":
         env["HF_HUB_OFFLINE"] = "1"
     else:  # nothing listens on port 9 here: without the probe, the hub client retries for ~25 s
         env["HF_ENDPOINT"] = "http://127.0.0.1:9"
-    ok, startup = _inspect(str(tiny_models["bert"]), env, tmp_path)  # same imports, a local folder
+    return env
+
+
+@pytest.fixture(scope="module")
+def startup(tiny_models, tmp_path_factory) -> float:
+    """Seconds for an ``inspect`` that succeeds on a local folder: the same imports, no hub."""
+    tmp = tmp_path_factory.mktemp("startup")
+    ok, seconds = _inspect(str(tiny_models["bert"]), _env(tmp, "unreachable"), tmp)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    proc, elapsed = _inspect(model, env, tmp_path)
+    return seconds
+
+
+@pytest.mark.parametrize(("model", "how"), [
+    ("distilbert", "unreachable"),
+    pytest.param("gpt2", "offline", marks=pytest.mark.slow),  # each case is two CLI start-ups
+    pytest.param("sentence-transformers/all-MiniLM-L6-v3", "unreachable", marks=pytest.mark.slow),
+])
+def test_backbone_without_hub_or_install_fails_fast_with_one_line(startup, tmp_path, model, how):
+    proc, elapsed = _inspect(model, _env(tmp_path, how), tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr  # one line, so every line once
