@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -88,6 +88,7 @@ class ParamGroup:
 @dataclass
 class ParamTable:
     groups: list[ParamGroup]
+    head_modules: list[str] = field(default_factory=list)  # what the group "head" holds
 
     @property
     def total(self) -> int:
@@ -107,6 +108,7 @@ class ParamTable:
             "total_params": self.total,
             "trainable_percent": self.trainable_percent,
             "groups": {g.name: {"total": g.total, "trainable": g.trainable} for g in self.groups},
+            "head_modules": list(self.head_modules),
         }
 
     def format(self) -> str:
@@ -122,6 +124,8 @@ class ParamTable:
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+        if self.head_modules:
+            lines.append(f"head: {', '.join(self.head_modules)}")
         return "\n".join(lines)
 
 
@@ -157,4 +161,4 @@ def param_table(model: nn.Module, heads: list[str] | None = None) -> ParamTable:
         g.total += p.numel()
         if p.requires_grad:
             g.trainable += p.numel()
-    return ParamTable([g for g in groups.values() if g.total])
+    return ParamTable([g for g in groups.values() if g.total], list(heads))
