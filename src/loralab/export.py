@@ -333,7 +333,7 @@ def _adapter_use(run, id2label: str) -> list[str]:
     lines = [
         f"A standard peft LoRA adapter; the classification head (`{', '.join(_head_names(run))}`) is saved with it "
         f"(`modules_to_save`). Its base model is `{base}` (`base_model_name_or_path`).", "",
-        "With loralab, online or offline: `loralab predict PATH/TO/THIS/FOLDER \"a gorgeous film\"`, "
+        "With loralab, online or offline: `loralab predict --run PATH/TO/THIS/FOLDER \"a gorgeous film\"`, "
         "`loralab serve PATH/TO/THIS/FOLDER`.", "",
     ]
     if not is_hub:
