@@ -157,3 +157,13 @@ def test_backbone_without_hub_or_install_fails_fast_with_one_line(startup, tmp_p
     assert lines[0].startswith(f"loralab: error: --model {model}")
     assert "needs the hub or a local model folder" in lines[0]
     assert elapsed - startup < 5, (elapsed, startup)  # the hub part: no retries
+
+
+def test_hub_client_log_lines_are_printed_once(tiny_models, tmp_path):
+    code = ("import logging, sys; from loralab.cli import main; "
+            "rc = main(['inspect', '--model', sys.argv[1], '--method', 'head']); "
+            "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_models["bert"])], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("Retrying in 1s") == 1, proc.stderr

@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("huggingface_hub").propagate = False  # it has its own handler: else every line twice
     try:
         return args.func(args)
     except LoralabError as e:
