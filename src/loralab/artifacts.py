@@ -190,9 +190,14 @@ def save_weights(model, method: str, run_dir: Path, tokenizer) -> None:
 
     from .backbones import head_module_names, quiet_transformers  # noqa: PLC0415
 
-    if method in ("lora", "full"):
+    if method == "lora":
+        # LoRA never trains the embeddings; saying so keeps peft from asking the hub whether the
+        # base model (named by its hub id) has another vocabulary
         with quiet_transformers():
-            model.save_pretrained(run_dir / (ADAPTER_DIR if method == "lora" else MODEL_DIR))
+            model.save_pretrained(run_dir / ADAPTER_DIR, save_embedding_layers=False)
+    elif method == "full":
+        with quiet_transformers():
+            model.save_pretrained(run_dir / MODEL_DIR)
     else:
         heads = tuple(f"{h}." for h in head_module_names(model))
         tensors = {

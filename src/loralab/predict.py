@@ -56,8 +56,14 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", merge: bool = True,
                  batch_size: int | None = None, precision: str = "fp32", compile: bool = False) -> Predictor:
-        """Load a run directory (complete or being finalised) in this process."""
+        """Load a run directory (complete or being finalised) in this process; an export (merged or
+        adapter, :mod:`loralab.exported`) loads too."""
+        from .exported import is_model_folder, load_export_predictor  # noqa: PLC0415
+
         run_dir = Path(run_dir)
+        if is_model_folder(run_dir):
+            return load_export_predictor(run_dir, device=device, batch_size=batch_size, precision=precision,
+                                         compile=compile)
         meta = read_json(run_dir / CONFIG_FILE)
         model, tokenizer = load_model(run_dir, meta, merge=merge)
         cfg = meta["config"]

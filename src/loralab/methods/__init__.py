@@ -3,7 +3,7 @@
 | method     | trains                                                        |
 |------------|---------------------------------------------------------------|
 | ``none``     | nothing (evaluates the untrained model)                      |
-| ``head``     | the classification head only (DistilBERT: pre_classifier too) |
+| ``head``     | the classification head only (``backbones.head_module_names``) |
 | ``lora``     | LoRA adapters on the target modules + the head                |
 | ``full``     | every parameter                                               |
 | ``prelayer`` | token and position embeddings + the head                      |
@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -35,7 +35,7 @@ def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
         p.requires_grad_(cfg.method == "full")
     if cfg.method in ("head", "prelayer"):
         for name in heads:
-            for p in getattr(model, name).parameters():
+            for p in model.get_submodule(name).parameters():
                 p.requires_grad_(True)
     if cfg.method == "prelayer":
         for module in embedding_modules(model, family):
@@ -88,6 +88,7 @@ class ParamGroup:
 @dataclass
 class ParamTable:
     groups: list[ParamGroup]
+    head_modules: list[str] = field(default_factory=list)  # what the group "head" holds
 
     @property
     def total(self) -> int:
@@ -107,6 +108,7 @@ class ParamTable:
             "total_params": self.total,
             "trainable_percent": self.trainable_percent,
             "groups": {g.name: {"total": g.total, "trainable": g.trainable} for g in self.groups},
+            "head_modules": list(self.head_modules),
         }
 
     def format(self) -> str:
@@ -122,6 +124,8 @@ class ParamTable:
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+        if self.head_modules:
+            lines.append(f"head: {', '.join(self.head_modules)}")
         return "\n".join(lines)
 
 
@@ -132,7 +136,8 @@ def _group_of(name: str, heads: list[str], layers_pattern: str) -> str:
     # peft wraps the model as base_model.model.<name>; strip that prefix
     if parts[:2] == ["base_model", "model"]:
         parts = parts[2:]
-    if parts and parts[0] in heads:
+    dotted = ".".join(parts)
+    if any(dotted.startswith(f"{h}.") for h in heads):
         return "head"
     if "embeddings" in parts or parts[-2:-1] in (["wte"], ["wpe"]) or any("embed" in p for p in parts):
         return "embeddings"
@@ -156,4 +161,4 @@ def param_table(model: nn.Module, heads: list[str] | None = None) -> ParamTable:
         g.total += p.numel()
         if p.requires_grad:
             g.trainable += p.numel()
-    return ParamTable([g for g in groups.values() if g.total])
+    return ParamTable([g for g in groups.values() if g.total], list(heads))

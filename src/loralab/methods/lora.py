@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..backbones import Family
+from ..backbones import Family, portable_name
 from ..config import MethodConfig
 
 
@@ -45,6 +45,20 @@ def inject_lora(model: nn.Module, cfg: MethodConfig, family: Family, heads: list
     from peft import get_peft_model  # noqa: PLC0415
 
     try:
-        return get_peft_model(model, pconf)
+        peft_model = get_peft_model(model, pconf)
     except ValueError as e:
         raise ConfigError(f"--target-modules {','.join(pconf.target_modules)}: {str(e).splitlines()[0]}") from None
+    make_portable(peft_model.peft_config["default"], heads)
+    return peft_model
+
+
+def make_portable(pconf, heads: list[str]) -> None:
+    """What the saved ``adapter_config.json`` says, made true on any machine: the base model by its
+    hub id (not this machine's folder), and ``modules_to_save`` exactly this family's head.
+
+    peft's ``PeftModelForSequenceClassification`` appends ``classifier`` and ``score`` to
+    ``modules_to_save`` whatever the model (so a BERT adapter named GPT-2's ``score`` and listed
+    ``classifier`` twice); the modules are already wrapped when this runs, so only the record changes.
+    """
+    pconf.modules_to_save = list(dict.fromkeys(heads))
+    pconf.base_model_name_or_path = portable_name(pconf.base_model_name_or_path)

