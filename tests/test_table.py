@@ -1,0 +1,34 @@
+"""``loralab table``: rows read from run directories (nothing typed by hand), Markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import loralab
+from conftest import tiny_run_config
+from loralab.cli import main as cli_main
+
+
+def test_table_rows_come_from_the_run_directories(tiny_models, tiny_data, tmp_path, capsys):
+    a = loralab.train(tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "lora-r4", epochs=2)).run_dir
+    b = loralab.train(tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "head", method="head",
+                                      lr=1e-2)).run_dir
+    assert cli_main(["table", str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| run | method | settings |") and len(lines) == 4
+    ra = json.loads((a / "results.json").read_text())
+    assert lines[2].startswith("| lora-r4 | lora | r 4, α 8, all-linear, lr 0.0005 |")
+    assert f"| {ra['validation']['accuracy']:.4f} |" in lines[2] and f"| {ra['params']['trainable']:,} |" in lines[2]
+    assert "| 2 (" in lines[2] and "| 1 x " in lines[2]
+    assert lines[3].startswith("| head | head | lr 0.01 |")
+    assert cli_main(["table", "--csv", str(a)]) == 0
+    (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert row["test acc"] == f"{ra['test']['accuracy']:.4f}"
+
+
+def test_table_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
+    assert cli_main(["table", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("loralab: error:")
