@@ -184,6 +184,9 @@ def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0,
     plots_dir = out_dir / PLOTS_DIR
     for name, png in doc.images.items():
         atomic_write_bytes(plots_dir / name, png)
+    for stale in plots_dir.glob("*.png") if plots_dir.is_dir() else []:  # views an earlier report had
+        if stale.name not in doc.images:
+            stale.unlink()
     paths = {"md": out_dir / "report.md", "html": out_dir / "report.html"}
     atomic_write_text(paths["md"], doc.markdown())
     atomic_write_text(paths["html"], doc.html(f"loralab search {spec.name}"))

@@ -135,7 +135,9 @@ def run_worker(spec: TuneSpec, out_dir: str | Path, storage: str | None = None, 
         sampler = study.sampler
         if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
             break
-        if fail_interrupted(study):  # a worker died meanwhile: its trial no longer counts
+        if newly := fail_interrupted(study):  # a worker died meanwhile: its trial no longer counts
+            outcome.interrupted += newly
+            echo(f"failed {len(newly)} trial(s) of killed workers: {newly}")
             sweep_staging(out_dir, study)
         if len(live_trials(study)) >= budget:
             break
