@@ -55,6 +55,14 @@ DEFAULT_OUT_ROOT = "studies_out"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+def check_name_and_description(name: Any, description: Any, err) -> None:
+    """The checks a study file and a search file share: a folder-safe ``name``, a text ``description``."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise err(f"`name` must be a folder-safe name (letters, digits, . _ -), got {name!r}")
+    if not isinstance(description, str):
+        raise err("`description` must be text")
+
+
 @dataclass(frozen=True)
 class Cell:
     """One condition of the study: a name and the options it sets on top of ``base``."""
@@ -85,10 +93,7 @@ class StudySpec:
         return ConfigError(f"{self.source}: {msg}")
 
     def validate(self) -> None:
-        if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
-            raise self._err(f"`name` must be a folder-safe name (letters, digits, . _ -), got {self.name!r}")
-        if not isinstance(self.description, str):
-            raise self._err("`description` must be text")
+        check_name_and_description(self.name, self.description, self._err)
         if not isinstance(self.base, dict):
             raise self._err("`base` must be a mapping of run options")
         self._check_options(self.base, "base")

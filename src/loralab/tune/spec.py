@@ -102,12 +102,9 @@ class TuneSpec:
 
     # ---- validation --------------------------------------------------------------------------
     def validate(self) -> None:
-        from ..study.spec import NAME_RE  # noqa: PLC0415
+        from ..study.spec import check_name_and_description  # noqa: PLC0415
 
-        if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
-            raise self._err(f"`name` must be a folder-safe name (letters, digits, . _ -), got {self.name!r}")
-        if not isinstance(self.description, str):
-            raise self._err("`description` must be text")
+        check_name_and_description(self.name, self.description, self._err)
         for key, value in (("base", self.base), ("final", self.final)):
             if not isinstance(value, dict):
                 raise self._err(f"`{key}` must be a mapping of run options")
