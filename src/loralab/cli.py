@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .predict import add_inference_flags  # noqa: PLC0415  (torch: only when the parser is built)
 
-    pr = sub.add_parser("predict", help="predict labels with a trained run")
-    pr.add_argument("--run", required=True, help="run directory")
+    pr = sub.add_parser("predict", help="predict labels with a trained run (or several LoRA runs side by side)")
+    pr.add_argument("--run", required=True, action="append", metavar="RUN",
+                    help="run directory; repeat it for several LoRA runs over one backbone, answered side by side "
+                         "(NAME=RUN names one)")
     pr.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
     pr.add_argument("--file", help="file with one text per line")
     pr.add_argument("--json", action="store_true", help="print a JSON list")
@@ -133,7 +135,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise LoralabError("predict: give texts as arguments or --file")
     if any(not t.strip() for t in texts):
         raise LoralabError("predict: empty text")
-    run = load_run(args.run)
+    if len(args.run) > 1:
+        from .predict import predict_side_by_side  # noqa: PLC0415
+
+        if args.compile:
+            raise LoralabError("predict: --compile serves one run; it does not apply to several --run")
+        rows = predict_side_by_side(args.run, texts, device=args.device, batch_size=args.batch_size,
+                                    precision=args.precision)
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=1))
+        else:
+            for row in rows:
+                for name, p in row["adapters"].items():
+                    print(f"{name}\t{p['label_name']}\t{p['confidence']:.4f}\t{row['text']}")
+        return 0
+    run = load_run(args.run[0])
     from .predict import Predictor  # noqa: PLC0415
 
     preds = Predictor.from_run(run.run_dir, device=args.device, batch_size=args.batch_size,

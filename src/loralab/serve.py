@@ -92,14 +92,14 @@ def load_adapters(paths, device: str = "auto", batch_size: int | None = None, pr
     or study folders (all their LoRA runs); see :class:`~loralab.adapters.MultiAdapterPredictor`."""
     import torch  # noqa: PLC0415
 
-    from .adapters import MultiAdapterPredictor, expand_runs  # noqa: PLC0415
+    from .adapters import MultiAdapterPredictor, adapter_name, expand_runs  # noqa: PLC0415
     from .export import require_safetensors  # noqa: PLC0415
 
     runs = expand_runs([str(p) for p in paths])
     for _, run_dir in runs:
         if not Path(run_dir).is_dir():
             raise RunDirError(f"{run_dir}: no such run directory or study folder")
-    predictor = MultiAdapterPredictor.from_runs([d for _, d in runs], [n or Path(d).resolve().name for n, d in runs],
+    predictor = MultiAdapterPredictor.from_runs([d for _, d in runs], [n or adapter_name(d) for n, d in runs],
                                                 device=device, batch_size=batch_size, precision=precision,
                                                 mixed=mixed)
     for adapter in predictor.adapters.values():
