@@ -68,7 +68,7 @@ class MultiLoRALinear(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         self.routing = routing
-        self.updates: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}  # uid -> (A [r, in], B [out, r], scale)
+        self.updates: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}  # uid -> (Aᵀ [in, r], Bᵀ [r, out], scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
@@ -80,9 +80,9 @@ class MultiLoRALinear(nn.Module):
         for uid, start, end in self.routing.segments:
             update = self.updates.get(uid)
             if update is not None:
-                a, b, scale = update
+                a_t, b_t, scale = update
                 rows = slice(start * per_row, end * per_row)
-                y2[rows].addmm_(x2[rows] @ a.t(), b.t(), alpha=scale)
+                y2[rows].addmm_(torch.mm(x2[rows], a_t), b_t, alpha=scale)
         return y
 
 
@@ -195,7 +195,7 @@ def _load_adapter_tensors(adapter_dir: Path, model: nn.Module, heads: list[str])
             if a.shape[1] != in_f or b.shape[0] != out_f or a.shape[0] != b.shape[1]:
                 raise AdapterError(f"{adapter_dir / ADAPTER_WEIGHTS}: {target} has shapes {tuple(a.shape)} / "
                                    f"{tuple(b.shape)}, the backbone's layer is {in_f} -> {out_f}")
-            layers[target] = (a.float().contiguous(), b.float().contiguous(), scale)
+            layers[target] = (a.float().t().contiguous(), b.float().t().contiguous(), scale)  # stored transposed
             continue
         head = next((h for h in heads if name.startswith(f"{h}.")), None)
         if head is None:
