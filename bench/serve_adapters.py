@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="server --threads (torch CPU threads)")
     p.add_argument("--startup-timeout", type=float, default=300)
     p.add_argument("--request-timeout", type=float, default=60)
+    p.add_argument("--check-texts", type=int, default=0,
+                   help="also score the first N validation sentences in-process with every adapter in mixed batches "
+                        "and compare with each run's predictions_validation.csv (default 0: skip)")
     p.add_argument("--quick", action="store_true", help="smoke mode: 4 clients, 60 requests, 20 for memory")
     args = p.parse_args(argv)
     if args.quick:
@@ -174,6 +177,30 @@ def measure(server: Server, name: str, adapters: list[str | None], texts: list[s
     return phase, rss, hwm, health
 
 
+def check_against_runs(runs: list[str], n: int) -> None:
+    """Mixed batches vs each run's own prediction file (written by the trainer's evaluation)."""
+    from loralab.adapters import MultiAdapterPredictor  # noqa: PLC0415
+    from loralab.artifacts import read_predictions  # noqa: PLC0415
+
+    model = MultiAdapterPredictor.from_runs(runs, device="cpu")
+    rows = {name: read_predictions(Path(run) / "predictions_validation.csv")[:n] for name, run in
+            zip(model.names, runs, strict=True)}
+    n = min(len(r) for r in rows.values())
+    names = model.names
+    # text k, each adapter in a rotated order (mixed batches): (name, index of the text in its run's file)
+    order = [(name, k) for k in range(n) for name in names[k % len(names):] + names[:k % len(names)]]
+    t0 = time.perf_counter()
+    preds = model.predict([(name, rows[name][k]["text"]) for name, k in order])
+    seconds = time.perf_counter() - t0
+    same, worst = 0, 0.0
+    for (name, k), p in zip(order, preds, strict=True):
+        same += p["label"] == rows[name][k]["prediction"]
+        worst = max(worst, abs(p["confidence"] - rows[name][k]["confidence"]))
+    print(f"check: {n} validation sentences x {len(runs)} adapters in mixed batches ({seconds:.1f} s): "
+          f"labels equal to the runs' own prediction files {same}/{len(order)}, largest confidence difference "
+          f"{worst:.1e}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs = [str(d) for _, d in expand_runs(args.runs)]
@@ -227,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     mixed_rate, per_rate = rows[1][0].requests / rows[1][0].wall, rows[2][0].requests / rows[2][0].wall
     print(f"throughput: mixed {mixed_rate / single_rate:.2f}x the single server (target >= 0.7x), per-adapter "
           f"{per_rate / single_rate:.2f}x; mixed / per-adapter {mixed_rate / per_rate:.2f}x")
+    if args.check_texts:
+        check_against_runs(runs, args.check_texts)
     errors += sum(r[0].errors for r in rows)
     first = next((r[0].first_error for r in rows if r[0].errors), "")
     print(f"errors: {errors}" + (f" (first: {first})" if first else ""))

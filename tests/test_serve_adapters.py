@@ -282,3 +282,21 @@ def test_cli_predict_with_several_runs_gives_answers_side_by_side(runs, multi, c
     assert main(["-q", "predict", f"--run={runs['qv-r2']}", "--device", "cpu", TEXTS[0]]) == 0
     single = capsys.readouterr().out.strip().split("\t")  # one run: the output is unchanged
     assert len(single) == 3 and single[2] == TEXTS[0]
+
+
+@pytest.mark.slow
+def test_bench_quick_mode_serves_single_and_multi_adapter_servers(runs, capsys):
+    import importlib.util
+    import sys
+
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    spec = importlib.util.spec_from_file_location("serve_adapters", bench_dir / "serve_adapters.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["serve_adapters"] = bench
+    spec.loader.exec_module(bench)
+    assert bench.main([str(runs["qv-r2"]), str(runs["dense-r3-3labels"]), "--quick", "--threads", "1",
+                       "--check-texts", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 adapters, mixed batches |" in out and "| 2 adapters, per-adapter batches |" in out
+    assert "labels equal to the runs' own prediction files 16/16" in out
+    assert "errors: 0" in out
