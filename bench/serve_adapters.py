@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--check-texts", type=int, default=0,
                    help="also score the first N validation sentences in-process with every adapter in mixed batches "
                         "and compare with each run's predictions_validation.csv (default 0: skip)")
+    p.add_argument("--forward-rounds", type=int, default=0,
+                   help="also time the model alone in this process, without HTTP: N rounds, each scoring one batch "
+                        "of --clients texts (text k for adapter k mod N) merged, mixed and per-adapter (default 0: skip)")
     p.add_argument("--quick", action="store_true", help="smoke mode: 4 clients, 60 requests, 20 for memory")
     args = p.parse_args(argv)
     if args.quick:
@@ -177,6 +180,40 @@ def measure(server: Server, name: str, adapters: list[str | None], texts: list[s
     return phase, rss, hwm, health
 
 
+def time_forwards(runs: list[str], rounds: int, batch: int, threads: int | None) -> None:
+    """Milliseconds per batch of the model alone: one merged run, all runs mixed, all per adapter.
+    The three are timed in turn within each round, so a busy machine slows them alike."""
+    import statistics  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from loralab.adapters import MultiAdapterPredictor  # noqa: PLC0415
+    from loralab.predict import Predictor  # noqa: PLC0415
+
+    if threads:
+        torch.set_num_threads(threads)
+    texts, _ = SL.load_texts()
+    single = Predictor.from_run(runs[0], device="cpu", batch_size=batch)
+    mixed = MultiAdapterPredictor.from_runs(runs, device="cpu", batch_size=batch)
+    per = MultiAdapterPredictor.from_runs(runs, device="cpu", batch_size=batch, mixed=False)
+    names = mixed.names
+    times: dict[str, list[float]] = {"merged (1 run)": [], "mixed": [], "per-adapter": []}
+    for r in range(-1, rounds):  # round -1 warms up
+        chunk = [texts[(r * batch + k) % len(texts)] for k in range(batch)]
+        items = [(names[k % len(names)], t) for k, t in enumerate(chunk)]
+        for key, call in (("merged (1 run)", lambda: single.logits(chunk)), ("mixed", lambda: mixed.logits(items)),
+                          ("per-adapter", lambda: per.logits(items))):
+            t0 = time.perf_counter()
+            call()
+            if r >= 0:
+                times[key].append((time.perf_counter() - t0) * 1000)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"model alone, batches of {batch} texts over {len(names)} adapters, median of {rounds} rounds: "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
+          + f"; mixed / merged {med['mixed'] / med['merged (1 run)']:.2f}x, "
+            f"per-adapter / mixed {med['per-adapter'] / med['mixed']:.2f}x")
+
+
 def check_against_runs(runs: list[str], n: int) -> None:
     """Mixed batches vs each run's own prediction file (written by the trainer's evaluation)."""
     from loralab.adapters import MultiAdapterPredictor  # noqa: PLC0415
@@ -254,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     mixed_rate, per_rate = rows[1][0].requests / rows[1][0].wall, rows[2][0].requests / rows[2][0].wall
     print(f"throughput: mixed {mixed_rate / single_rate:.2f}x the single server (target >= 0.7x), per-adapter "
           f"{per_rate / single_rate:.2f}x; mixed / per-adapter {mixed_rate / per_rate:.2f}x")
+    if args.forward_rounds:
+        time_forwards(runs, args.forward_rounds, args.clients, args.threads)
     if args.check_texts:
         check_against_runs(runs, args.check_texts)
     errors += sum(r[0].errors for r in rows)

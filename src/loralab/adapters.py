@@ -96,7 +96,9 @@ class MultiAdapterPredictor:
 
     ``mixed=True`` (default) scores items of different adapters in the same forward pass;
     ``mixed=False`` runs one forward pass per adapter (the comparison in bench/serve_adapters.py).
-    Adding and removing adapters is safe while another thread predicts (one lock).
+    Adding and removing adapters is safe while another thread predicts: model changes happen
+    under one lock, and ``adapters`` is replaced, never changed in place, so the event loop reads
+    it without waiting for a batch.
     """
 
     def __init__(self, backbone: str, model: nn.Module, tokenizer, device: torch.device, batch_size: int = 32,
@@ -190,7 +192,7 @@ class MultiAdapterPredictor:
                 self._lora_layer(target).updates[uid] = update
             for h, module in heads.items():
                 self.heads[h].heads[uid] = module
-            self.adapters[name] = adapter
+            self.adapters = {**self.adapters, name: adapter}  # a new dict: readers never see one change
         return adapter
 
     def _lora_layer(self, target: str) -> MultiLoRALinear:
@@ -203,9 +205,10 @@ class MultiAdapterPredictor:
 
     def remove(self, name: str) -> Adapter:
         with self._lock:
-            adapter = self.adapters.pop(name, None)
+            adapter = self.adapters.get(name)
             if adapter is None:
                 raise UnknownAdapterError(f"no adapter named {name!r}")
+            self.adapters = {k: v for k, v in self.adapters.items() if k != name}
             for target in adapter.layers:
                 self.model.get_submodule(target).updates.pop(adapter.uid, None)
             for h in self.head_names:
