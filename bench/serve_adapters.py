@@ -201,10 +201,9 @@ def time_forwards(runs: list[str], rounds: int, batch: int, threads: int | None)
     for r in range(-1, rounds):  # round -1 warms up
         chunk = [texts[(r * batch + k) % len(texts)] for k in range(batch)]
         items = [(names[k % len(names)], t) for k, t in enumerate(chunk)]
-        for key, call in (("merged (1 run)", lambda: single.logits(chunk)), ("mixed", lambda: mixed.logits(items)),
-                          ("per-adapter", lambda: per.logits(items))):
+        for key, model, arg in (("merged (1 run)", single, chunk), ("mixed", mixed, items), ("per-adapter", per, items)):
             t0 = time.perf_counter()
-            call()
+            model.logits(arg)
             if r >= 0:
                 times[key].append((time.perf_counter() - t0) * 1000)
     med = {k: statistics.median(v) for k, v in times.items()}
