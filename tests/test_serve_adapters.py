@@ -300,3 +300,10 @@ def test_bench_quick_mode_serves_single_and_multi_adapter_servers(runs, capsys):
     assert "| 2 adapters, mixed batches |" in out and "| 2 adapters, per-adapter batches |" in out
     assert "labels equal to the runs' own prediction files 16/16" in out
     assert "errors: 0" in out
+
+
+def test_bf16_mixed_batches_score_close_to_fp32(runs, multi):
+    bf16 = load_adapters([runs[n] for n in ADAPTERS], device="cpu", precision="bf16")[0]
+    items = interleaved(list(ADAPTERS))
+    for a, b in zip(bf16.logits(items), multi.logits(items), strict=True):
+        assert a.shape == b.shape and np.abs(a - b).max() < 0.1

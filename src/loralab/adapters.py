@@ -176,15 +176,13 @@ class MultiAdapterPredictor:
         check_adapter_name(name)
         if name in self.adapters:
             raise AdapterError(f"{run_dir}: an adapter named {name!r} is already served ({self.adapters[name].run_dir})")
-        # read and check outside the lock (slow), install under it (quick)
-        layers, head_states = load_adapter_tensors(run_dir / A.ADAPTER_DIR, self.model, self.head_names)
-        where = run_dir / A.ADAPTER_DIR / ADAPTER_WEIGHTS
-        heads = {h: head_copy(self.heads[h].template, head_states[h], where).to(self.device) for h in self.head_names}
         labels = list(meta["label_names"])
         max_length = min(int(meta["config"]["data"]["max_length"]), self.max_positions)
-        with self._lock:
-            if name in self.adapters:
-                raise AdapterError(f"{run_dir}: an adapter named {name!r} is already served")
+        with self._lock:  # the model's modules are read and changed: no batch runs meanwhile
+            layers, head_states = load_adapter_tensors(run_dir / A.ADAPTER_DIR, self.model, self.head_names)
+            where = run_dir / A.ADAPTER_DIR / ADAPTER_WEIGHTS
+            heads = {h: head_copy(self.heads[h].template, head_states[h], where).to(self.device)
+                     for h in self.head_names}
             uid, self._next_uid = self._next_uid, self._next_uid + 1
             adapter = Adapter(name, run_dir.resolve(), uid, labels, max_length, run_metadata(run_dir.resolve(), meta, results),
                               {k: (a.to(self.device), b.to(self.device), s) for k, (a, b, s) in layers.items()}, heads)

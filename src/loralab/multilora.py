@@ -68,7 +68,11 @@ class MultiLoRALinear(nn.Module):
             if update is not None:
                 a_t, b_t, scale = update
                 rows = slice(start * per_row, end * per_row)
-                y2[rows].addmm_(torch.mm(x2[rows], a_t), b_t, alpha=scale)
+                h = torch.mm(x2[rows], a_t)
+                if h.dtype == y2.dtype == b_t.dtype:
+                    y2[rows].addmm_(h, b_t, alpha=scale)
+                else:  # under bf16 autocast: the in-place addmm_ would mix dtypes
+                    y2[rows].add_(torch.mm(h, b_t).to(y2.dtype), alpha=scale)
         return y
 
 
