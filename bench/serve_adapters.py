@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--forward-rounds", type=int, default=0,
                    help="also time the model alone in this process, without HTTP: N rounds, each scoring one batch "
                         "of --clients texts (text k for adapter k mod N) merged, mixed and per-adapter (default 0: skip)")
+    p.add_argument("--no-servers", action="store_true",
+                   help="skip the servers: only --forward-rounds and --check-texts")
     p.add_argument("--quick", action="store_true", help="smoke mode: 4 clients, 60 requests, 20 for memory")
     args = p.parse_args(argv)
     if args.quick:
@@ -245,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"adapters: {len(runs)} ({', '.join(names)})\ntexts:    {source}; one text per request\n"
           f"load:     {args.clients} clients, {args.requests} requests per throughput phase, request i -> "
           f"adapter i mod {len(runs)}\n", flush=True)
+    if args.no_servers:
+        if args.forward_rounds:
+            time_forwards(runs, args.forward_rounds, args.clients, args.threads)
+        if args.check_texts:
+            check_against_runs(runs, args.check_texts)
+        return 0
     rows, memory, errors = [], [], 0
 
     for k, run in enumerate(runs):  # one single-model server per run, one at a time
