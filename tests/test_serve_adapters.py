@@ -160,6 +160,10 @@ def test_get_adapters_shows_run_metadata(client, runs):
     assert entry["trainable_params"] == results["params"]["trainable"]
     health = client.get("/health").json()
     assert health["adapters"] == list(ADAPTERS) and health["default_adapter"] == "all-r8"
+    paths = client.get("/openapi.json").json()["paths"]
+    body = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"texts", "adapter", "adapters"} <= set(body["properties"]) and "404" in paths["/predict"]["post"]["responses"]
+    assert {"get", "post"} <= set(paths["/adapters"]) and "delete" in paths["/adapters/{name}"]
 
 
 @pytest.mark.parametrize(("body", "status", "fragment"), [

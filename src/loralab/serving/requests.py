@@ -80,10 +80,11 @@ def request_models(multi: bool = False):
         adapter: str = Field(description="the adapter that gave this answer")
 
     class MultiPredictResponse(BaseModel):
-        adapters: list[str] = Field(description="the adapters that answered, in answer order")
-        predictions: list[list[AdapterPrediction]] = Field(
-            description="one entry per input text, in input order: that text's answer from each adapter, in "
-                        "the order of `adapters`")
+        adapter: str | None = Field(None, description="with `adapter` or neither: the adapter that answered")
+        adapters: list[str] | None = Field(None, description="with `adapters`: the adapters, in answer order")
+        predictions: list[AdapterPrediction] | list[list[AdapterPrediction]] = Field(
+            description="one entry per input text, in input order: with `adapter`, its prediction; with "
+                        "`adapters`, the list of each adapter's prediction, in the order of `adapters`")
 
     return MultiPredictRequest, MultiPredictResponse, ErrorResponse
 
