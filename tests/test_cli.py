@@ -130,10 +130,21 @@ def test_train_then_predict_reproduces_predictions(tmp_path, tiny_models, tiny_d
     assert {p["label_name"] for p in preds} <= {"negative", "positive"}
     proc = loralab("predict", "--run", str(out), "a good film")
     assert proc.returncode == 0 and proc.stdout.count("\n") == 1
-    # errors: missing run, empty line in file
+    # the run as the first positional; --file - reads standard input; blank lines are skipped
+    proc = loralab("predict", str(out), "a good film", "a bad film")
+    assert proc.returncode == 0 and proc.stdout.count("\n") == 2
+    texts_file.write_text("good\n\nbad\n\n")
+    proc = loralab("predict", str(out), "--file", str(texts_file), "--json")
+    assert [p["text"] for p in json.loads(proc.stdout)] == ["good", "bad"]
+    piped = subprocess.run([sys.executable, "-m", "loralab", "-q", "predict", str(out), "--file", "-", "--json"],
+                           input="a good film\n\n", capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert [p["text"] for p in json.loads(piped.stdout)] == ["a good film"]
+    # errors: missing run, no text at all
     assert_one_line_error(loralab("predict", "--run", str(tmp_path / "none"), "x"), "no such run directory")
-    texts_file.write_text("good\n\nbad\n")
-    assert_one_line_error(loralab("predict", "--run", str(out), "--file", str(texts_file)), "texts.txt:2: empty line")
+    assert_one_line_error(loralab("predict", str(tmp_path / "none"), "x"), "no such run directory")
+    texts_file.write_text("\n\n")
+    assert_one_line_error(loralab("predict", str(out), "--file", str(texts_file)), "texts.txt:1: no text")
 
 
 def test_a_mistyped_choice_or_flag_is_one_line_with_a_suggestion(capsys):

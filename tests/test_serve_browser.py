@@ -103,3 +103,51 @@ def test_a_limit_error_from_the_server_is_shown(browser, server_url):
     browser.find_element(By.ID, "classify").click()
     error = WebDriverWait(browser, 10).until(EC.visibility_of_element_located((By.ID, "error")))
     assert "too long" in error.text and "HTTP 413" in error.text
+
+
+@pytest.fixture(scope="module")
+def adapters_url(tiny_models, tiny_data, tmp_path_factory):
+    from loralab.serve import load_adapters
+
+    root = tmp_path_factory.mktemp("browser-adapters")
+    runs = [train(tiny_run_config(tiny_models["bert"], tiny_data, root / name, rank=rank, lr=0.02, seed=seed),
+                  command=[]).run_dir for name, rank, seed in (("first", 2, 1), ("second", 8, 2))]
+    predictor, info = load_adapters(runs, device="cpu")
+    with serve_in_thread(create_app(predictor, info=info)) as url:
+        yield url
+
+
+def test_picking_an_adapter_or_all_of_them_shows_their_answers(browser, adapters_url):
+    from selenium.webdriver.support.ui import Select
+
+    api = {name: httpx.post(f"{adapters_url}/predict", json={"texts": REVIEWS, "adapter": name}).json()["predictions"]
+           for name in ("first", "second")}
+    listed = httpx.get(f"{adapters_url}/adapters").json()["adapters"]
+    browser.get_log("browser")  # drop what earlier tests logged (the 413 one shows on purpose)
+    browser.get(adapters_url + "/")
+    wait = WebDriverWait(browser, 20)
+    wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "2 adapters over"))
+    picker = Select(browser.find_element(By.ID, "adapter"))
+    assert [o.text.split(" · ")[0] for o in picker.options] == ["first", "second", "all 2 adapters"]
+    assert picker.first_selected_option.get_attribute("value") == "first"  # the default adapter
+    browser.find_element(By.ID, "texts").send_keys("\n".join(REVIEWS))
+    picker.select_by_value("second")
+    browser.find_element(By.ID, "classify").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.result")) == len(REVIEWS))
+    for row, p in zip(browser.find_elements(By.CSS_SELECTOR, "#results li.result"), api["second"], strict=True):
+        assert row.get_attribute("data-adapter") == "second"
+        assert row.find_element(By.CSS_SELECTOR, ".confidence").text == f"{100 * p['confidence']:.1f}%"
+    picker.select_by_index(2)  # all adapters
+    browser.find_element(By.ID, "classify").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.answer")) == 2 * len(REVIEWS))
+    groups = browser.find_elements(By.CSS_SELECTOR, "#results li.result.group")
+    for k, group in enumerate(groups):
+        answers = group.find_elements(By.CSS_SELECTOR, "li.answer")
+        assert [a.find_element(By.CSS_SELECTOR, ".adapter-name").text for a in answers] == ["first", "second"]
+        for a, meta in zip(answers, listed, strict=True):
+            p = api[meta["name"]][k]
+            assert a.find_element(By.CSS_SELECTOR, ".label").text == p["label_name"]
+            assert a.find_element(By.CSS_SELECTOR, ".confidence").text == f"{100 * p['confidence']:.1f}%"
+            assert a.find_element(By.CSS_SELECTOR, ".accuracy").text == f"val {100 * meta['validation_accuracy']:.1f}%"
+            assert a.find_element(By.CSS_SELECTOR, ".fill").size["width"] > 0
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

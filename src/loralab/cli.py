@@ -103,10 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .predict import add_inference_flags  # noqa: PLC0415  (torch: only when the parser is built)
 
-    pr = sub.add_parser("predict", help="predict labels with a trained run")
-    pr.add_argument("--run", required=True, help="run directory")
-    pr.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
-    pr.add_argument("--file", help="file with one text per line")
+    pr = sub.add_parser("predict", help="predict labels with a trained run (or several LoRA runs side by side)",
+                        usage="loralab predict RUN [TEXT ...] [--file F|-] [options]\n"
+                              "       loralab predict --run A --run B [TEXT ...] [options]")
+    pr.add_argument("texts", nargs="*", metavar="RUN_AND_TEXTS",
+                    help="the run directory (or export), then texts to classify")
+    pr.add_argument("--run", action="append", metavar="RUN", default=None,
+                    help="the run as a flag (then every positional is a text); repeat it for several LoRA runs "
+                         "over one backbone, answered side by side (NAME=RUN names one)")
+    pr.add_argument("--file", help="file with one text per line (blank lines skipped); - reads standard input")
     pr.add_argument("--json", action="store_true", help="print a JSON list")
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     pr.add_argument("--batch-size", type=int, default=None, help="default: the run's eval batch size")
@@ -161,16 +166,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_text_lines
 
     texts = list(args.texts)
+    if not args.run:
+        if not texts:
+            raise LoralabError("predict: give the run directory: loralab predict RUN [TEXT ...]")
+        args.run = [texts.pop(0)]
     if args.file:
         texts += read_text_lines(args.file)
     if not texts:
-        raise LoralabError("predict: give texts as arguments or --file")
+        raise LoralabError("predict: give texts as arguments or --file (- for standard input)")
     if any(not t.strip() for t in texts):
         raise LoralabError("predict: empty text")
+    if len(args.run) > 1:
+        from .predict import predict_side_by_side  # noqa: PLC0415
+
+        if args.compile:
+            raise LoralabError("predict: --compile serves one run; it does not apply to several --run")
+        rows = predict_side_by_side(args.run, texts, device=args.device, batch_size=args.batch_size,
+                                    precision=args.precision)
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=1))
+        else:
+            for row in rows:
+                for name, p in row["adapters"].items():
+                    print(f"{name}\t{p['label_name']}\t{p['confidence']:.4f}\t{row['text']}")
+        return 0
     from .exported import is_model_folder  # noqa: PLC0415
     from .predict import Predictor  # noqa: PLC0415
 
-    run_dir = args.run if is_model_folder(args.run) else load_run(args.run).run_dir  # an export, or a run
+    run = args.run[0]
+    run_dir = run if is_model_folder(run) else load_run(run).run_dir  # an export, or a run
     preds = Predictor.from_run(run_dir, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, compile=args.compile).predict(texts)
     if args.json:

@@ -107,19 +107,21 @@ def _split_lines(text: str) -> list[str]:
 
 
 def read_text_lines(path: str | Path) -> list[str]:
-    """One text per line (``loralab predict --file``); every line must be non-empty valid UTF-8
-    (nothing is skipped)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(path, None, e.strerror or "cannot read file") from None
-    lines = _split_lines(_decode(path, raw))
+    """One text per line (``loralab predict --file``; ``-`` reads standard input). Blank lines are
+    skipped; the input must be valid UTF-8 and hold at least one text."""
+    if str(path) == "-":
+        import sys  # noqa: PLC0415
+
+        path, raw = Path("<stdin>"), sys.stdin.buffer.read()
+    else:
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise DataError(path, None, e.strerror or "cannot read file") from None
+    lines = [line for line in _split_lines(_decode(path, raw)) if line.strip()]
     if not lines:
-        raise DataError(path, 1, "file is empty")
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            raise DataError(path, n, "empty line (one text per line expected)")
+        raise DataError(path, 1, "no text (one text per line expected)")
     return lines
 
 

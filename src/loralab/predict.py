@@ -94,3 +94,21 @@ class Predictor:
                 "confidence": float(p[k]), "probabilities": [float(x) for x in p],
             })
         return out
+
+
+def predict_side_by_side(runs: Sequence[str | Path], texts: Sequence[str], device: str = "auto",
+                         batch_size: int | None = None, precision: str = "fp32") -> list[dict]:
+    """Each LoRA run's answer for each text, from one backbone with the runs as adapters (mixed
+    batches, see :mod:`loralab.adapters`): ``[{"text", "adapters": {name: {label, label_name,
+    confidence}}}]`` in text order, adapters in the order given."""
+    from .adapters import MultiAdapterPredictor, adapter_name, expand_runs  # noqa: PLC0415
+
+    named = expand_runs([str(r) for r in runs])
+    model = MultiAdapterPredictor.from_runs([d for _, d in named], [n or adapter_name(d) for n, d in named],
+                                            device=device, batch_size=batch_size, precision=precision)
+    names = model.names
+    preds = model.predict([(name, t) for t in texts for name in names])
+    keys = ("label", "label_name", "confidence")
+    return [{"text": t, "adapters": {p["adapter"]: {k: p[k] for k in keys}
+                                     for p in preds[i * len(names):(i + 1) * len(names)]}}
+            for i, t in enumerate(texts)]

@@ -1,0 +1,142 @@
+"""What the HTTP service accepts: its limits, the request schemas and the validation of a body."""
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Request limits and micro-batching settings (each one is a ``loralab serve`` flag)."""
+
+    max_texts: int = 64  # texts per request; more is a 413
+    max_chars: int = 2000  # characters per text; longer is a 413
+    max_batch: int = 32  # texts per model call (a single larger request is scored alone)
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_queue: int = 256  # requests waiting for the model; more is a 503
+
+    def validate(self) -> None:
+        for name in ("max_texts", "max_chars", "max_batch", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise ConfigError(f"--max-wait-ms must be in [0, 1000], got {self.max_wait_ms}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body read: every text at the limit, each character JSON-escaped as a
+        surrogate pair (12 bytes), plus room for whitespace."""
+        return self.max_texts * (12 * self.max_chars + 64) + 4096
+
+
+class RequestError(Exception):
+    """A request the service refuses: HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+
+
+def request_models(multi: bool = False):
+    """``(request, response, error)`` pydantic models of ``POST /predict``; ``multi``: the
+    variant of a multi-adapter server (``adapter`` / ``adapters`` fields, per-adapter answers)."""
+    from typing import Literal  # noqa: PLC0415
+
+    from pydantic import BaseModel, ConfigDict, Field  # noqa: PLC0415
+
+    class PredictRequest(BaseModel):
+        """Texts to classify, one review each."""
+
+        model_config = ConfigDict(extra="forbid", strict=True)
+        texts: list[str] = Field(min_length=1, description="texts to classify (non-empty, in order)",
+                                 examples=[["a gorgeous, witty film", "a tedious mess"]])
+
+    class Prediction(BaseModel):
+        label: int = Field(description="predicted label id")
+        label_name: str = Field(description="predicted label name")
+        confidence: float = Field(description="probability of the predicted label")
+        probabilities: list[float] = Field(description="probability of each label, in label-id order")
+
+    class PredictResponse(BaseModel):
+        predictions: list[Prediction] = Field(description="one per input text, in input order")
+
+    class ErrorResponse(BaseModel):
+        detail: str = Field(description="what was wrong, in one line")
+
+    if not multi:
+        return PredictRequest, PredictResponse, ErrorResponse
+
+    class MultiPredictRequest(PredictRequest):
+        """Texts to classify with one adapter (``adapter``, default: the server's default adapter)
+        or with several (``adapters``: a list of names, or ``"all"``)."""
+
+        adapter: str | None = Field(None, description="the adapter to answer with (default: the default adapter)")
+        adapters: list[str] | Literal["all"] | None = Field(
+            None, description='several adapters, in the order given, or "all" (in GET /adapters order)')
+
+    class AdapterPrediction(Prediction):
+        adapter: str = Field(description="the adapter that gave this answer")
+
+    class MultiPredictResponse(BaseModel):
+        adapter: str | None = Field(None, description="with `adapter` or neither: the adapter that answered")
+        adapters: list[str] | None = Field(None, description="with `adapters`: the adapters, in answer order")
+        predictions: list[AdapterPrediction] | list[list[AdapterPrediction]] = Field(
+            description="one entry per input text, in input order: with `adapter`, its prediction; with "
+                        "`adapters`, the list of each adapter's prediction, in the order of `adapters`")
+
+    return MultiPredictRequest, MultiPredictResponse, ErrorResponse
+
+
+def parse_request(body: bytes, limits: ServeLimits, model):
+    """Validate a ``/predict`` body against ``model`` (the request schema) and ``limits``;
+    return the parsed request or raise :class:`RequestError` (422 bad JSON/shape, 413 over a limit)."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    if not body.strip():
+        raise RequestError(422, 'empty body: send JSON like {"texts": ["a review"]}')
+    try:
+        request = model.model_validate_json(body)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False, include_context=False)
+        first = errors[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise RequestError(422, f"{where}: {first['msg']}{more}",
+                           [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in errors]) from None
+    texts = request.texts
+    if len(texts) > limits.max_texts:
+        raise RequestError(413, f"too many texts: {len(texts)} (at most {limits.max_texts} per request)")
+    for i, t in enumerate(texts):
+        if len(t) > limits.max_chars:
+            raise RequestError(413, f"texts.{i}: too long: {len(t)} characters (at most {limits.max_chars})")
+        if not t.strip():
+            raise RequestError(422, f"texts.{i}: empty text")
+    return request
+
+
+def parse_texts(body: bytes, limits: ServeLimits, model) -> list[str]:
+    """The texts of a valid ``/predict`` body (see :func:`parse_request`)."""
+    return parse_request(body, limits, model).texts
+
+
+async def read_body(request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestError(413, f"request body too large: {int(declared)} bytes (at most {max_bytes})")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestError(413, f"request body too large: more than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # curl --data-binary without -H: accept, the body is still checked
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
