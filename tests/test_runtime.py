@@ -183,3 +183,14 @@ def test_an_fp16_run_scales_the_loss_and_learns(tiny_models, tiny_data, tmp_path
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b), "steps were taken (LoRA B starts at zero)"
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert result.results["validation"]["loss"] == result.results["validation"]["loss"]  # finite, not NaN
+
+
+def test_import_loralab_leaves_the_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('pdf'); import loralab, loralab.api, loralab.plots, loralab.cli; "
+            "loralab.cli.build_parser(); print(matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pdf"
