@@ -48,7 +48,9 @@ def runs(tiny_models, tiny_data, root) -> dict[str, Path]:
     out = {}
     for name, settings in ADAPTERS.items():
         settings = {"lr": 0.02, **settings}  # a large step: adapters that answer visibly differently
-        data = three if settings.pop("data", None) else tiny_data
+        data = tiny_data
+        if settings.pop("data", None):
+            data, settings["labels"] = three, ["bad", "good", "meh"]  # word labels are named explicitly
         out[name] = train(tiny_run_config(tiny_models["bert"], data, root / "runs" / name, **settings),
                           command=[]).run_dir
     return out
