@@ -439,9 +439,6 @@ class EncodedDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[list[int], int]:
         return self.input_ids[i], (self.labels[i] if self.labels is not None else -1)
 
-    def lengths(self) -> list[int]:
-        return [len(x) for x in self.input_ids]
-
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` padded on the right to the longest sequence."""
