@@ -34,6 +34,6 @@ def test_minilm_lora_on_2000_examples_beats_075(sst2_dir, tmp_path):
         torch.set_num_threads(threads)
     r = result.results
     assert r["data"] == {"train_examples": 2000, "validation_examples": 872, "test_examples": 1821}
-    assert r["params"]["trainable"] == 222_338  # LoRA 73,728 + the head: pooler dense 147,840 + classifier 770
+    assert r["params"]["trainable"] == 222_338  # 73,728 LoRA + the head: pooler dense 147,840 + classifier 770
     assert r["validation"]["accuracy"] >= 0.75, r["validation"]
     assert r["test"]["accuracy"] >= 0.70, r["test"]

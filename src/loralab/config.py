@@ -110,8 +110,8 @@ class MethodConfig:
     dropout: float = _opt("dropout on the LoRA input", 0.1)
     target_modules: list[str] | None = _opt(
         "modules that get LoRA adapters: module names (e.g. query,value), or a preset named per "
-        "family: all-linear (every linear layer of the backbone: attention, feed-forward, BERT's "
-        "pooler) or qv (the query and value projections: BERT/RoBERTa query,value, DistilBERT "
+        "family: all-linear (every linear layer of the backbone below the head: attention and "
+        "feed-forward) or qv (the query and value projections: BERT/RoBERTa query,value, DistilBERT "
         "q_lin,v_lin, GPT-2 c_attn)",
         [DEFAULT_TARGETS],
     )
