@@ -129,8 +129,8 @@ def add_parser(subparsers) -> None:
 
     d = ServeLimits()
     p = subparsers.add_parser(
-        "serve", help="HTTP service + web page for a run, a merged export, or many LoRA runs",
-        description="Serve a run directory or a merged export over HTTP: POST /predict, GET /health, a web "
+        "serve", help="HTTP service + web page for a run, an export (merged or adapter), or many LoRA runs",
+        description="Serve a run directory or an export (merged or adapter) over HTTP: POST /predict, GET /health, a web "
                     "page at /, the schema at /openapi.json (/docs needs internet: Swagger UI comes from a CDN). "
                     "Several LoRA runs (or a study folder: all its LoRA runs) are served over one backbone, "
                     "each as an adapter with its own head: GET /adapters, POST /predict with \"adapter\".")
