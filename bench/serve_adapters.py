@@ -25,11 +25,8 @@ import argparse
 import http.client
 import itertools
 import json
-import os
 import re
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -66,48 +63,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class Server:
-    """``loralab serve ARGS --host 127.0.0.1 --port 0`` in a subprocess."""
+class Server(SL.Server):
+    """``loralab serve ARGS --host 127.0.0.1 --port 0`` in a subprocess (serve_load's, with many runs)."""
 
     def __init__(self, serve_args: list[str], args: argparse.Namespace) -> None:
         cmd = [sys.executable, "-m", "loralab", "-q", "serve", *serve_args, "--host", "127.0.0.1", "--port", "0"]
         if args.threads is not None:
             cmd += ["--threads", str(args.threads)]
-        self.stderr = tempfile.TemporaryFile()
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
-        found: list[str] = []
-
-        def read() -> None:
-            for line in self.proc.stdout:
-                m = re.search(r"on (http://127\.0\.0\.1:\d+)/", line)
-                if m and not found:
-                    found.append(m.group(1))
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + args.startup_timeout
-        while not found:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"the server did not start: {' '.join(cmd)}")
-            time.sleep(0.05)
-        self.url = found[0]
+        self._start(cmd, args.startup_timeout)
 
     def memory_mib(self) -> tuple[float, float]:
         """(VmRSS, VmHWM) in MiB."""
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         kib = {k: int(re.search(rf"^{k}:\s+(\d+) kB", status, re.M).group(1)) for k in ("VmRSS", "VmHWM")}
         return kib["VmRSS"] / 1024, kib["VmHWM"] / 1024
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stderr.close()
 
 
 def post(conn_box: list, url: str, text: str, adapter: str | None, timeout: float) -> tuple[float, str]:

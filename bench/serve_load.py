@@ -103,10 +103,13 @@ class Server:
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         if args.compile:
             cmd.append("--compile")
+        self._start(cmd, args.startup_timeout)
+
+    def _start(self, cmd: list[str], timeout: float) -> None:
         self.stderr = tempfile.TemporaryFile()
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
-        self.url = self._wait_for_url(args.startup_timeout)
+        self.url = self._wait_for_url(timeout)
 
     def _wait_for_url(self, timeout: float) -> str:
         found: list[str] = []
