@@ -72,7 +72,8 @@ def ray_cluster(tmp_path_factory):
         pytest.skip("the ray command is not installed")
     port = free_port()
     tmp = tmp_path_factory.mktemp("ray")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
+    # a loopback-only test cluster: no token authentication, whatever ~/.ray holds from other use
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
     start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                             "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
                             "--disable-usage-stats", f"--temp-dir={tmp}"],
@@ -86,7 +87,7 @@ def ray_cluster(tmp_path_factory):
 def test_ray_executor_killed_and_resumed_matches_the_local_executor(ray_cluster, tiny_models, tiny_data, tmp_path):
     spec = write_study(tmp_path, tiny_models["bert"], tiny_data, name="onray", seeds="[1, 2]")
     out = tmp_path / "ray-out"
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
     cmd = [sys.executable, "-m", "loralab", "study", "run", str(spec), "--out", str(out), "--executor", "ray",
            "--address", ray_cluster, "--threads", "1"]
     log = tmp_path / "driver.out"
