@@ -21,13 +21,16 @@ README = ROOT / "README.md"
 
 def bash_commands(text: str) -> list[str]:
     """Each command line of the ```bash blocks, continuation lines joined, comments dropped."""
+    return [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S) for line in command_lines(block)]
+
+
+def command_lines(block: str) -> list[str]:
+    """The command lines of one bash block's body."""
     out = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        joined = re.sub(r"\\\n\s*", " ", block)
-        for line in joined.splitlines():
-            line = re.sub(r"\s+#.*$", "", line).strip()
-            if line and not line.startswith("#"):
-                out.append(line)
+    for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+        line = re.sub(r"\s+#.*$", "", line).strip()
+        if line and not line.startswith("#"):
+            out.append(line)
     return out
 
 
@@ -80,7 +83,7 @@ def test_the_readme_tour_runs_as_written(tmp_path):
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     shutil.copytree(ROOT / "studies", tmp_path / "studies")
     ran = 0
-    for line in bash_commands(block):
+    for line in command_lines(block):
         if line.startswith((". ", "export ")) or " serve " in f" {line} ":
             continue
         done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
