@@ -145,7 +145,7 @@ class CachedHeadBatches:
             return head_logits(model, self.val_features.to(device)).float().cpu().numpy()
 
 
-def micro_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, global_count: int,
+def micro_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, global_count: int,
                parts: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss to back-propagate for one micro-batch, and the (detached) summed loss of its real
     examples for logging.
@@ -154,7 +154,8 @@ def micro_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
     accumulation steps have added up, the gradient is that of the mean loss over the global
     batch's ``global_count`` real examples: the same optimisation on 1 or N processes, with or
     without accumulation. Weight-0 fill rows contribute nothing. With one process and no
-    accumulation it is exactly the model's own mean cross-entropy (bit-identical to before).
+    accumulation it is exactly the model's own mean cross-entropy (bit-identical to before), and
+    ``weights`` (all ones then) may be None.
     """
     if parts == 1:
         loss = nn.functional.cross_entropy(logits, labels)
@@ -278,7 +279,7 @@ def fit(
                 items = [task.dataset[i] for i in mb.indices]
                 batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin)
                          for k, v in task.collate(items).items()}
-                weights = torch.tensor(mb.weights, device=device)
+                weights = torch.tensor(mb.weights, device=device) if parts > 1 else None  # all ones on 1 process
                 sync = contextlib.nullcontext() if mb.last_of_step else accelerator.no_sync(model)
                 with sync:
                     with autocast(device, autocast_dtype):
