@@ -17,18 +17,21 @@ scratch when re-run: their checkpoints stay in the task's temporary folder.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
-import shutil
+import signal
 import tarfile
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..artifacts import atomic_dir
 from .folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
 from .runner import Progress, StudyOutcome, clock, prepare, record_failure, study_env
 from .spec import PlannedRun, StudyPlan
+from .worker import parent_death_signal, train_launcher
 
 EXTRA_HINT = "pip install 'loralab[ray]'"
 
@@ -127,52 +130,31 @@ def train_in_task(run_id: str, flags: list[str], threads: int, processes: int, e
     ``loralab train`` process, return its exit code, its output and the run directory as a tar archive."""
     import socket  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="loralab-ray-") as tmp:
         out = Path(tmp) / run_id
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", **(extra_env or {}))
-        launcher = [sys.executable, "-m", "loralab"]
-        if processes > 1:
-            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                        str(processes), "-m", "loralab"]
-        cmd = [*launcher, "train", *flags, "--output-dir", str(out), "--no-progress"]
+        cmd = [*train_launcher(processes), "train", *flags, "--output-dir", str(out), "--no-progress"]
+        # the training process dies with the Ray worker running this task: a cancelled task leaves no orphan
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env=env, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                              env=env, preexec_fn=functools.partial(parent_death_signal, signal.SIGKILL))  # noqa: PLW1509
         archive = None
         if proc.returncode == 0 and (out / "results.json").is_file():
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w") as tar:
-                tar.add(out, arcname=run_id)
+                tar.add(out, arcname=".")  # the run directory's contents
             archive = buf.getvalue()
         return {"returncode": proc.returncode, "log": proc.stdout.decode("utf-8", "replace"), "archive": archive,
                 "node": socket.gethostname()}
 
 
-def _die_with_parent() -> None:
-    """The training process dies with the Ray worker running its task (a cancelled task leaves no orphan)."""
-    import ctypes  # noqa: PLC0415
-    import signal  # noqa: PLC0415
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def land(folder: StudyFolder, run_id: str, archive: bytes) -> None:
-    """Unpack a finished run into a hidden staging folder of the study, then rename it into place."""
-    folder.runs_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", suffix=".partial", dir=folder.runs_dir))
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(staging, filter="data")
-        target = folder.run_dir(run_id)
-        if target.exists():  # an incomplete folder (not made by loralab): replaced
-            trash = target.with_name(f".{run_id}.old-{os.getpid()}")
-            os.replace(target, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(staging / run_id, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Unpack a finished run into a hidden staging folder of the study, then rename it into place
+    (``artifacts.atomic_dir``: a folder already there, incomplete and not made by loralab, is replaced)."""
+    with atomic_dir(folder.run_dir(run_id), overwrite=True) as staging, \
+            tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(staging, filter="data")
 
 
 def _append_log(folder: StudyFolder, run: PlannedRun, result: dict) -> None:

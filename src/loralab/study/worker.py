@@ -19,6 +19,7 @@ The recorded command of the run (``config.json``) is the plain ``loralab train F
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -31,15 +32,29 @@ from .folder import StudyFolder, file_lock
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Exit as soon as ``parent_pid`` is no longer this process's parent."""
+def parent_death_signal(sig: int) -> None:
+    """On Linux, have ``sig`` sent to this process when its parent dies (elsewhere: nothing). Also
+    used as ``preexec_fn`` of the training processes a worker or a Ray task starts."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes  # noqa: PLC0415
 
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
         except (OSError, AttributeError):
             pass
+
+
+def train_launcher(processes: int) -> list[str]:
+    """The command that runs ``loralab`` here: one process, or ``processes`` data-parallel ones (torchrun)."""
+    if processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                "-m", "loralab"]
+    return [sys.executable, "-m", "loralab"]
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Exit as soon as ``parent_pid`` is no longer this process's parent."""
+    parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(137)
 
@@ -92,23 +107,16 @@ def main(argv: list[str] | None = None) -> int:
 def _torchrun(processes: int, flags: list[str]) -> int:
     import subprocess  # noqa: PLC0415
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-           "-m", "loralab", "train", *flags]
+    cmd = [*train_launcher(processes), "train", *flags]
     print("launching: " + " ".join(cmd), flush=True)
     # preexec_fn: the worker runs no other threads that could hold a lock at fork time but its watchdog
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent_signal if sys.platform.startswith("linux") else None)  # noqa: PLW1509
+    proc = subprocess.Popen(cmd, preexec_fn=functools.partial(parent_death_signal, signal.SIGTERM))  # noqa: PLW1509
     try:
         return proc.wait()
     except BaseException:
         proc.terminate()
         proc.wait()
         raise
-
-
-def _die_with_parent_signal() -> None:
-    import ctypes  # noqa: PLC0415
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 if __name__ == "__main__":
