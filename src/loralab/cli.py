@@ -55,7 +55,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
     if getattr(args, "config", None):
         from .config import read_config_file  # noqa: PLC0415
 
-        base = base.override(read_config_file(args.config))
+        base = read_config_file(args.config)
     return base.override({k: v for k, v in vars(args).items() if k in owner})
 
 

@@ -299,8 +299,8 @@ class RunConfig:
 NOT_REPLAYED = ("output_dir", "overwrite", "resume")
 
 
-def read_config_file(path: str) -> dict[str, Any]:
-    """Flat run options from ``--config FILE``: a YAML file with the keys of a study's ``base``
+def read_config_file(path: str) -> RunConfig:
+    """The run config of ``--config FILE``: a YAML file with the keys of a study's ``base``
     (flat, or grouped as ``data:``/``model:``/``method:``/``train:``), or a run's ``config.json``,
     which replays that run (everything but where it was written). Errors name the file and key."""
     import json  # noqa: PLC0415
@@ -336,10 +336,9 @@ def read_config_file(path: str) -> dict[str, Any]:
     if replay:
         flat = {k: v for k, v in flat.items() if k not in NOT_REPLAYED}
     try:
-        RunConfig().override(flat)
+        return RunConfig().override(flat)
     except ConfigError as e:
         raise ConfigError(f"--config {path}: {e}") from None
-    return flat
 
 
 def field_owner() -> dict[str, str]:
