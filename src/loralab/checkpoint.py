@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import OUTPUT_OPTIONS
 from .errors import LoralabError
 
 LATEST = "latest.json"
 STATE = "state.pt"
 #: Options that may differ between the killed run and its resumption (they do not change what is computed).
-RESUMABLE_CHANGES = ("output_dir", "overwrite", "progress", "resume", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_CHANGES = OUTPUT_OPTIONS
 
 
 class CheckpointError(LoralabError):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DATA_DIR_ENV, DEFAULT_LR, TARGET_PRESETS, RunConfig
+from ..config import DATA_DIR_ENV, DEFAULT_LR, OUTPUT_OPTIONS, TARGET_PRESETS, RunConfig
 from ..errors import ConfigError
 
 #: The keys a study file may have at the top level.
@@ -44,11 +44,10 @@ MANAGED_OPTIONS = {
     "progress": "study runs write to a log file, without a progress bar",
     "resume": "a study resumes its killed runs from their checkpoints by itself",
 }
-#: Options left out of the run id's hash: where and how a run is written, not what it computes.
-#: ``grad_accum`` says how each global batch is computed, not what: the same optimisation up to
-#: float summation order, like the number of processes.
-NOT_HASHED = ("output_dir", "overwrite", "progress", "resume", "checkpoint_every", "keep_checkpoints", "grad_accum",
-              "report_to")
+#: Options left out of the run id's hash: where and how a run is written or watched (``report_to``), not
+#: what it computes. ``grad_accum`` says how each global batch is computed, not what: the same
+#: optimisation up to float summation order, like the number of processes.
+NOT_HASHED = (*OUTPUT_OPTIONS, "grad_accum", "report_to")
 #: Options holding paths: made absolute when the plan is built, so runs do not depend on the cwd.
 PATH_OPTIONS = ("data_dir", "train_file", "validation_file", "test_file")
 DEFAULT_OUT_ROOT = "studies_out"
