@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import tempfile
 from pathlib import Path
 
@@ -51,14 +52,24 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> Path:
     return path
 
 
+def write_glue_dir(d: Path, train: int, validation: int, test: int, seed: int = 0) -> Path:
+    """A GLUE-style data folder of synthetic rows; the splits use seeds ``seed``, ``seed + 1``, ``seed + 2``."""
+    for i, (split, n) in enumerate((("train", train), ("validation", validation), ("test", test))):
+        write_tsv(d / f"{split}.tsv", synthetic_rows(n, seed + i))
+    return d
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A GLUE-style data folder: train (64), validation (32), test (32)."""
-    d = tmp_path_factory.mktemp("data")
-    write_tsv(d / "train.tsv", synthetic_rows(64, 0))
-    write_tsv(d / "validation.tsv", synthetic_rows(32, 1))
-    write_tsv(d / "test.tsv", synthetic_rows(32, 2))
-    return d
+    return write_glue_dir(tmp_path_factory.mktemp("data"), 64, 32, 32)
 
 
 def _wordpiece_tokenizer(folder: Path):

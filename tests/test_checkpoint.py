@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import synthetic_rows, write_tsv
+from conftest import write_glue_dir
 
 HERE = Path(__file__).resolve().parent
 LAUNCH = HERE / "dist_launch.py"
@@ -22,11 +22,7 @@ TIMING = ("elapsed_seconds", "epoch_seconds")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("ckdata")
-    write_tsv(d / "train.tsv", synthetic_rows(90, 11))
-    write_tsv(d / "validation.tsv", synthetic_rows(24, 12))
-    write_tsv(d / "test.tsv", synthetic_rows(24, 13))
-    return d
+    return write_glue_dir(tmp_path_factory.mktemp("ckdata"), 90, 24, 24, seed=11)
 
 
 def args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,10 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from conftest import synthetic_rows, write_tsv
+from conftest import free_port, write_glue_dir
 
 HERE = Path(__file__).resolve().parent
 LAUNCH = HERE / "dist_launch.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +36,7 @@ def no_dropout_bert(tiny_models, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def odd_data(tmp_path_factory) -> Path:
     """70 training examples: batch 16 leaves a short last batch (6) that does not split evenly."""
-    d = tmp_path_factory.mktemp("odd")
-    write_tsv(d / "train.tsv", synthetic_rows(70, 5))
-    write_tsv(d / "validation.tsv", synthetic_rows(24, 6))
-    write_tsv(d / "test.tsv", synthetic_rows(24, 7))
-    return d
+    return write_glue_dir(tmp_path_factory.mktemp("odd"), 70, 24, 24, seed=5)
 
 
 def train_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from loralab.errors import LoralabError
 from loralab.study.folder import StudyFolder
 from loralab.study.ray_executor import strip_output_dir
@@ -55,12 +55,6 @@ def test_each_worker_gets_its_own_gpu(tiny_models, tiny_data, tmp_path, monkeypa
 
 def test_ray_flags_leave_the_output_dir_to_the_task():
     assert strip_output_dir(["--rank", "4", "--output-dir", "/s/runs/x", "--seed", "1"]) == ["--rank", "4", "--seed", "1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import synthetic_rows, write_tsv
+from conftest import free_port, write_glue_dir
 
 optuna = pytest.importorskip("optuna", reason="needs the tune extra: pip install 'loralab[tune]'")
 
@@ -28,11 +27,7 @@ GOOD_LR, BAD_LR = 5e-3, 1e-6  # full fine-tuning of the tiny BERT: learns within
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tune-data")
-    write_tsv(d / "train.tsv", synthetic_rows(160, 0))
-    write_tsv(d / "validation.tsv", synthetic_rows(64, 1))
-    write_tsv(d / "test.tsv", synthetic_rows(32, 2))
-    return d
+    return write_glue_dir(tmp_path_factory.mktemp("tune-data"), 160, 64, 32)
 
 
 def write_search(tmp_path: Path, model: Path, data: Path, name: str = "s", **top) -> Path:
@@ -155,9 +150,7 @@ def postgres_url(tmp_path_factory):
             pytest.skip("running as root and there is no `postgres` user to run the server as")
         os.chown(root, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     pgdata = root / "data"
     quiet = {"capture_output": True, "text": True, "timeout": 120}
     r = subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(pgdata), "-U", "loralab", "--auth=trust",
