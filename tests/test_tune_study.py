@@ -60,3 +60,11 @@ def test_tuned_study_runs_its_seeds_at_the_best_setting(tmp_path, tiny_models):
     runs = {r["cell"]: out / r["dir"] for r in study["runs"]}
     assert json.loads((runs["full"] / "results.json").read_text())["lr"] == GOOD_LR
     assert json.loads((runs["full"] / "results.json").read_text())["test"] is not None  # the study scores test
+
+    from loralab.study.report import build
+
+    build(out)
+    report = (out / "report.md").read_text()
+    assert "## Tuning" in report and "lr=0.005" in report, report
+    assert json.loads((out / "report.json").read_text())["tuning"] == tuning
+    assert tuning["full"]["search_seconds"] > 0 and f"{tuning['full']['search_seconds']:,.0f} training seconds" in report

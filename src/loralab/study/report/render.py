@@ -74,6 +74,11 @@ def build(root: str | Path) -> dict[str, Path]:
     doc.p("Options of each cell on top of the study's `base` (resolved options in `study.json`):")
     doc.table(["cell", "options"], opts)
 
+    tuning = _read_tuning(study.root)
+    if tuning:
+        _tuning_section(doc, tuning, study_seconds=sum(
+            float(x.run.results.get("train_seconds") or 0) for x in study.runs if x.run is not None))
+
     doc.h(2, f"Against the baseline ({study.baseline})")
     doc.p(f"Accuracy difference on {split} (cell − baseline, seed-averaged per example, on the seeds both cells "
           f"have); 95% CI: paired bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed "
@@ -141,8 +146,36 @@ def build(root: str | Path) -> dict[str, Path]:
         "against_baseline": {pr.a: pr.comparison.to_dict() for pr in r.vs_baseline},
         "pairs": [{"a": pr.a, "b": pr.b, "option": pr.option, **pr.comparison.to_dict()} for pr in r.pairs],
         "error_analysis": analysis_result and {"run": best_run.id, **analysis_result},
+        "tuning": tuning or None,
     })
     return {k: root / k for k in ("report.md", "report.html", "summary.csv", "report.json")}
+
+
+def _read_tuning(root: Path) -> dict[str, Any]:
+    """The study's ``tuning.json`` (written by a study with ``tune:``), or ``{}``."""
+    from ...tune.study import TUNING_FILE
+
+    path = Path(root) / TUNING_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _tuning_section(doc: Doc, tuning: dict[str, Any], study_seconds: float) -> None:
+    """The tuned values of each cell and what the searches cost, next to what the seeds cost."""
+    doc.h(2, "Tuning")
+    search_seconds = sum(float(t.get("search_seconds") or 0) for t in tuning.values())
+    trials = sum(int(t.get("trials") or 0) for t in tuning.values())
+    doc.p(f"Each tuned cell's setting was searched first (Optuna, on validation only; search folders under "
+          f"`tune/`), then its seeds ran at the best setting. Search cost: {trials} finished trials, "
+          f"{search_seconds:,.0f} training seconds in all, against {study_seconds:,.0f} for the study's runs.")
+    rows = []
+    for cell, t in tuning.items():
+        metric = next((k for k in t if k.startswith("validation_")), "validation_accuracy")
+        value = t.get(metric)
+        rows.append([cell, ", ".join(f"{k}={_value(v)}" for k, v in t.get("params", {}).items()),
+                     "–" if value is None else f"{value:.4f} ({metric.removeprefix('validation_')})",
+                     f"{t.get('trial', '–')}", str(t.get("trials", "–")), f"{float(t.get('search_seconds') or 0):,.0f}",
+                     ", ".join(f"{k}={_value(v)}" for k, v in (t.get("search_base") or {}).items()) or "(study base)"])
+    doc.table(["cell", "tuned values", "best validation", "best trial", "trials", "search s", "search options"], rows)
 
 
 def _comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list[list[str]]]:
