@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -167,3 +170,23 @@ def tiny_run_config(model_dir: Path, data_dir: Path, out: Path, **overrides):
     }
     values.update(overrides)
     return RunConfig.from_flat(values)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A local Ray cluster of 2 CPUs on loopback, started as a user would (``ray start --head``)."""
+    pytest.importorskip("ray")
+    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    if ray_bin is None:
+        pytest.skip("the ray command is not installed")
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("ray")
+    # a loopback-only test cluster: no token authentication, whatever ~/.ray holds from other use
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
+    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                            "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
+                            "--disable-usage-stats", f"--temp-dir={tmp}"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stdout + start.stderr
+    yield f"127.0.0.1:{port}"
+    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from loralab.errors import LoralabError
 from loralab.study.folder import StudyFolder
 from loralab.study.ray_executor import strip_output_dir
@@ -55,26 +53,6 @@ def test_each_worker_gets_its_own_gpu(tiny_models, tiny_data, tmp_path, monkeypa
 
 def test_ray_flags_leave_the_output_dir_to_the_task():
     assert strip_output_dir(["--rank", "4", "--output-dir", "/s/runs/x", "--seed", "1"]) == ["--rank", "4", "--seed", "1"]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A local Ray cluster of 2 CPUs on loopback, started as a user would (``ray start --head``)."""
-    pytest.importorskip("ray")
-    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-    if ray_bin is None:
-        pytest.skip("the ray command is not installed")
-    port = free_port()
-    tmp = tmp_path_factory.mktemp("ray")
-    # a loopback-only test cluster: no token authentication, whatever ~/.ray holds from other use
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
-    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                            "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
-                            "--disable-usage-stats", f"--temp-dir={tmp}"],
-                           env=env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stdout + start.stderr
-    yield f"127.0.0.1:{port}"
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 @pytest.mark.ray

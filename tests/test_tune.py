@@ -245,3 +245,40 @@ def test_report_final_seeds(tmp_path, tiny_models, data):
     assert all(x["test"] is not None and x["data"]["train_examples"] == 100 for x in results)  # final: test scored
     assert {x["lr"] for x in results} == {best.params["lr"]}
     assert "Best setting retrained with 2 seeds" in md and "| test | 2 |" in md
+
+
+@pytest.mark.ray
+def test_search_on_a_ray_cluster_prunes_lands_trials_and_continues(ray_cluster, tmp_path, tiny_models, data):
+    """``--executor ray``: trials run as Ray tasks, the pruner on the driver stops the bad one, run
+    directories land in the search folder, and a second command continues the same search."""
+    from loralab.tune.spec import load_spec
+    from loralab.tune.storage import open_storage, open_study
+
+    pruner = {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 2}
+    search = write_search(tmp_path, tiny_models["bert"], data, pruner=pruner)
+    out = tmp_path / "out"
+    url = f"sqlite:///{tmp_path}/ray.db"
+    study = open_study(load_spec(search), open_storage(url))
+    study.enqueue_trial({"lr": GOOD_LR})  # the good trial first: the median to beat
+    study.enqueue_trial({"lr": BAD_LR})
+    ray_env = {**env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    cmd = tune_cmd(str(search), "--out", str(out), "--storage", url, "--executor", "ray", "--address", ray_cluster,
+                   "--threads", "1")
+    r = subprocess.run([*cmd, "--trials", "2", "--jobs", "1"], env=ray_env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    good, bad = study.get_trials(deepcopy=False)
+    assert good.state == optuna.trial.TrialState.COMPLETE and bad.state == optuna.trial.TrialState.PRUNED
+    assert good.user_attrs["node"] and good.user_attrs["seconds"] > 0
+    results = json.loads((Path(bad.user_attrs["run_dir"]) / "results.json").read_text())
+    assert results["epochs"] == 2 and "pruned by the median pruner" in results["stopped"]["reason"]
+    good_results = json.loads((Path(good.user_attrs["run_dir"]) / "results.json").read_text())
+    assert good_results["epochs"] == 4 and good.value == good_results["validation"]["accuracy"]
+    assert good_results["test"] is None  # a trial never sees the test split, on Ray too
+    again = subprocess.run([*cmd, "--trials", "4", "--jobs", "2"], env=ray_env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    done = finished(study)
+    assert len(done) == 4 and len({t.user_attrs["run_dir"] for t in done}) == 4
+    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(Path(t.user_attrs["run_dir"]).name
+                                                                        for t in done), "no staging left"

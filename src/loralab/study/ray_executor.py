@@ -139,22 +139,30 @@ def train_in_task(run_id: str, flags: list[str], threads: int, processes: int, e
         # the training process dies with the Ray worker running this task: a cancelled task leaves no orphan
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env=env, preexec_fn=functools.partial(parent_death_signal, signal.SIGKILL))  # noqa: PLW1509
-        archive = None
-        if proc.returncode == 0 and (out / "results.json").is_file():
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                tar.add(out, arcname=".")  # the run directory's contents
-            archive = buf.getvalue()
+        archive = pack_dir(out) if proc.returncode == 0 and (out / "results.json").is_file() else None
         return {"returncode": proc.returncode, "log": proc.stdout.decode("utf-8", "replace"), "archive": archive,
                 "node": socket.gethostname()}
 
 
-def land(folder: StudyFolder, run_id: str, archive: bytes) -> None:
-    """Unpack a finished run into a hidden staging folder of the study, then rename it into place
-    (``artifacts.atomic_dir``: a folder already there, incomplete and not made by loralab, is replaced)."""
-    with atomic_dir(folder.run_dir(run_id), overwrite=True) as staging, \
-            tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+def pack_dir(path: Path) -> bytes:
+    """A finished run directory's contents as a tar archive, to travel through Ray's object store."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(path, arcname=".")
+    return buf.getvalue()
+
+
+def land_archive(path: Path, archive: bytes) -> None:
+    """Unpack a run directory archive into a hidden staging folder beside ``path``, then rename it
+    into place (``artifacts.atomic_dir``: a folder already there, incomplete and not made by loralab,
+    is replaced)."""
+    with atomic_dir(path, overwrite=True) as staging, tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(staging, filter="data")
+
+
+def land(folder: StudyFolder, run_id: str, archive: bytes) -> None:
+    """Land a finished run of the study in its folder (see :func:`land_archive`)."""
+    land_archive(folder.run_dir(run_id), archive)
 
 
 def _append_log(folder: StudyFolder, run: PlannedRun, result: dict) -> None:

@@ -4,6 +4,7 @@ validation metric. The test split is left out of every trial (``test_split=False
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,22 @@ def sample(spec: TuneSpec, trial) -> dict[str, Any]:
 
 def run_trial(spec: TuneSpec, trial, out_dir: Path) -> TrialOutcome:
     """Train the trial's run directory; prune after an epoch when the pruner says so."""
-    from ..api import StopRun, train  # noqa: PLC0415
-    from ..study.spec import train_flags  # noqa: PLC0415
 
-    params = sample(spec, trial)
-    run_dir = trial_dir(out_dir, trial.number)
+    def report(value: float, epoch: int) -> bool:
+        trial.report(value, step=epoch)
+        return trial.should_prune()
+
+    return train_trial(spec, sample(spec, trial), trial.number, trial_dir(out_dir, trial.number), report)
+
+
+def train_trial(spec: TuneSpec, params: dict[str, Any], number: int, run_dir: Path,
+                report: Callable[[float, int], bool]) -> TrialOutcome:
+    """Train one trial with sampled ``params`` into ``run_dir``. After each epoch but the last,
+    ``report(value, epoch)`` gives the pruner the validation metric and says whether to stop: the
+    same code whether the pruner is in this process or reached through Ray (:mod:`.ray_executor`)."""
+    from ..api import StopRun, train
+    from ..study.spec import train_flags
+
     config = spec.trial_config(params).override({"output_dir": str(run_dir), "progress": False})
     column = EPOCH_METRICS.get(spec.metric)
     pruner_name, _ = spec.pruner_options()
@@ -47,10 +59,10 @@ def run_trial(spec: TuneSpec, trial, out_dir: Path) -> TrialOutcome:
     def on_epoch(row: dict) -> None:
         if column is None or pruner_name == "none" or row.get(column) is None:
             return
-        trial.report(float(row[column]), step=int(row["epoch"]))
-        if int(row["epoch"]) < config.train.epochs and trial.should_prune():  # the last epoch: nothing to save
-            raise StopRun(f"pruned by the {pruner_name} pruner after epoch {row['epoch']} "
-                          f"({column} {float(row[column]):.4f}, trial {trial.number})")
+        epoch, value = int(row["epoch"]), float(row[column])
+        if report(value, epoch) and epoch < config.train.epochs:  # the last epoch: nothing to save
+            raise StopRun(f"pruned by the {pruner_name} pruner after epoch {epoch} "
+                          f"({column} {value:.4f}, trial {number})")
 
     result = train(config, command=["loralab", "train", *train_flags(config)], on_epoch=on_epoch,
                    test_split=False)

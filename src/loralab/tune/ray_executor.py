@@ -1,0 +1,206 @@
+"""``loralab tune SEARCH.yaml --executor ray``: the search's trials as Ray tasks, so Ray spreads a
+search over every machine of a cluster.
+
+The driver (the machine that ran ``loralab tune``) owns the Optuna study: it asks for each trial,
+submits it as a Ray task with its resources, and tells the result, so the budget, the sampler and
+the storage behave as for a local worker (:mod:`.runner`; the storage may be the default SQLite
+file, which only the driver's node touches). Pruning decisions stay there too: after each epoch a
+task reports its validation value to a small Ray actor pinned to the driver's node, which records
+it in the storage and answers "prune or go on" from the search's pruner.
+
+As in the study's Ray executor (:mod:`loralab.study.ray_executor`), no shared filesystem is
+needed: a task trains into a temporary folder on its node and returns the run directory as a tar
+archive, which the driver lands atomically in ``trials/trial-NNNN``. Killing the driver ends its
+tasks; re-running the command fails the trials that were in flight (they no longer count) and
+continues the search.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import LoralabError
+from ..study.ray_executor import import_ray, land_archive, pack_dir
+from . import require_optuna
+from .objective import TRIALS_DIR, sample, train_trial, trial_dir
+from .runner import (
+    MAX_CONSECUTIVE_FAILURES,
+    WorkerOutcome,
+    live_trials,
+    resolve_storage,
+    sweep_staging,
+    tell,
+    write_tune_file,
+)
+from .spec import TuneSpec
+from .storage import (
+    ATTR_HOST,
+    ATTR_PID,
+    ATTR_RUN_DIR,
+    ATTR_SURPLUS,
+    Heartbeat,
+    TuneError,
+    fail_interrupted,
+    host,
+    open_storage,
+    open_study,
+    redact,
+)
+
+
+class PruningReporter:
+    """The Ray actor that answers a task's per-epoch report from the search's pruner."""
+
+    def __init__(self, spec: TuneSpec, url: str) -> None:
+        optuna = require_optuna()
+        from .runner import make_pruner
+
+        # a plain sampler: Trial() calls the sampler's before_trial, which must not touch a trial the driver asked for
+        self.study = optuna.load_study(study_name=spec.name, storage=open_storage(url),
+                                       sampler=optuna.samplers.RandomSampler(), pruner=make_pruner(spec))
+
+    def report(self, trial_id: int, value: float, epoch: int) -> bool:
+        trial = require_optuna().trial.Trial(self.study, trial_id)
+        trial.report(value, step=epoch)
+        return trial.should_prune()
+
+
+def run_search_on_ray(spec: TuneSpec, out_dir: str | Path, storage: str | None = None, trials: int | None = None,
+                      threads: int | None = None, jobs: int | None = None, address: str | None = None,
+                      gpus_per_trial: int | None = None, echo: Callable[[str], None] = print) -> WorkerOutcome:
+    """Run the search's remaining trials as Ray tasks, at most ``jobs`` at once (default: as many
+    as the cluster's CPUs hold at ``threads`` each)."""
+    ray = import_ray()
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    budget = trials or spec.trials
+    if spec.sampler_options()[0] == "grid":
+        budget = min(budget, spec.grid_size())
+    url = resolve_storage(out_dir, storage)
+    study = open_study(spec, open_storage(url))
+    write_tune_file(spec, out_dir, url, budget)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        return _search(ray, spec, study, out_dir, url, budget, threads or 1, jobs, gpus_per_trial, echo)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _search(ray, spec: TuneSpec, study, out_dir: Path, url: str, budget: int, threads: int, jobs: int | None,
+            gpus_per_trial: int | None, echo: Callable[[str], None]) -> WorkerOutcome:
+    optuna = require_optuna()
+    TrialState = optuna.trial.TrialState
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    t0 = time.perf_counter()
+    resources = ray.cluster_resources()
+    gpus = gpus_per_trial if gpus_per_trial is not None else (1 if resources.get("GPU", 0) > 0 else 0)
+    if gpus > resources.get("GPU", 0):
+        raise TuneError(f"--gpus-per-run {gpus}: the Ray cluster has {int(resources.get('GPU', 0))} GPU(s)")
+    if threads > resources.get("CPU", 0):
+        raise TuneError(f"--threads {threads}: the Ray cluster has {int(resources.get('CPU', 0))} CPUs")
+    jobs = jobs or max(1, int(resources.get("CPU", 0) // threads))
+    outcome = WorkerOutcome(interrupted=fail_interrupted(study))
+    if outcome.interrupted:
+        echo(f"failed {len(outcome.interrupted)} trial(s) of killed workers: {outcome.interrupted}")
+    sweep_staging(out_dir, study)
+    here = ray.get_runtime_context().get_node_id()
+    reporter = ray.remote(PruningReporter).options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(spec, url)
+    task = ray.remote(trial_in_task).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
+    echo(f"search {spec.name}: {len(live_trials(study))} of {budget} trials done or running -> {out_dir} "
+         f"(storage {redact(url)}; Ray cluster of {int(resources.get('CPU', 0))} CPUs, "
+         f"{int(resources.get('GPU', 0))} GPUs; up to {jobs} trials at once)")
+    pending: dict = {}
+    failures_in_row = 0
+    try:
+        while True:
+            while len(pending) < jobs and len(live_trials(study)) < budget and not _grid_done(optuna, study):
+                trial = study.ask()
+                trial.set_user_attr(ATTR_HOST, host())
+                trial.set_user_attr(ATTR_PID, os.getpid())
+                if len([t for t in live_trials(study) if t.number < trial.number]) >= budget:
+                    trial.set_user_attr(ATTR_SURPLUS, True)  # another worker claimed the last trial first
+                    tell(study, trial, state=TrialState.FAIL)
+                    break
+                trial.set_user_attr(ATTR_RUN_DIR, str(trial_dir(out_dir, trial.number)))
+                beat = Heartbeat(study._storage, trial._trial_id).__enter__()  # noqa: SLF001
+                ref = task.remote(spec, sample(spec, trial), trial.number, trial._trial_id, reporter,  # noqa: SLF001
+                                  threads)
+                pending[ref] = (trial, beat)
+            if not pending:
+                break
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            trial, beat = pending.pop(ref)
+            beat.__exit__(None, None, None)
+            try:
+                result = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - a task that died (node lost, out of memory) is one failed trial
+                result = {"error": f"ray task failed: {type(e).__name__}: {e}"}
+            if result.get("error"):
+                trial.set_user_attr("error", result["error"])
+                tell(study, trial, state=TrialState.FAIL)
+                outcome.failed.append(trial.number)
+                echo(f"trial {trial.number} FAILED: {result['error']}")
+                failures_in_row += 1
+                if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
+                    raise TuneError(f"{spec.source}: {failures_in_row} trials failed in a row; "
+                                    f"last: {result['error']}")
+                continue
+            failures_in_row = 0
+            land_archive(trial_dir(out_dir, trial.number), result["archive"])
+            trial.set_user_attr("epochs", result["epochs"])
+            trial.set_user_attr("seconds", round(result["seconds"], 1))
+            trial.set_user_attr("node", result["node"])
+            if result["pruned"]:
+                tell(study, trial, state=TrialState.PRUNED)
+                outcome.pruned.append(trial.number)
+            else:
+                tell(study, trial, result["value"])
+            outcome.finished.append(trial.number)
+            echo(f"trial {trial.number} {'pruned' if result['pruned'] else 'done'} on {result['node']}: "
+                 f"{spec.metric} {result['value']:.4f} after {result['epochs']} epoch(s), {result['seconds']:.0f}s, "
+                 f"{trial.params} | {len(live_trials(study))}/{budget}")
+    except BaseException:
+        for ref, (trial, beat) in pending.items():  # the trials in flight never finished: they do not count
+            ray.cancel(ref, force=True)
+            beat.__exit__(None, None, None)
+            tell(study, trial, state=TrialState.FAIL)
+        raise
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+def _grid_done(optuna, study) -> bool:
+    sampler = study.sampler
+    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+
+
+def trial_in_task(spec: TuneSpec, params: dict[str, Any], number: int, trial_id: int, reporter,
+                  threads: int) -> dict:
+    """Body of the Ray task (runs on a worker node): train the trial in a temporary folder, asking
+    ``reporter`` after each epoch whether to prune; return its outcome and the run directory as a
+    tar archive (or the one-line error)."""
+    import socket
+
+    import ray
+    import torch
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="loralab-ray-trial-") as tmp:
+        run_dir = Path(tmp) / TRIALS_DIR / f"trial-{number:04d}"
+        try:
+            result = train_trial(spec, params, number, run_dir,
+                                 lambda value, epoch: ray.get(reporter.report.remote(trial_id, value, epoch)))
+        except LoralabError as e:
+            return {"error": str(e)}
+        return {"value": result.value, "pruned": result.pruned, "epochs": result.epochs, "seconds": result.seconds,
+                "archive": pack_dir(result.run_dir), "node": socket.gethostname()}
