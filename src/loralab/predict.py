@@ -21,10 +21,10 @@ def add_inference_flags(parser) -> None:
     and ``loralab serve``."""
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                         help="fp32 (default) reproduces the run's prediction files exactly; bf16 autocast is "
-                             "about 2x faster for batches on CPUs with AMX and on GPUs, and may flip near-ties")
+                             "faster on CPUs with AMX and on GPUs (bench/RESULTS.md), and may flip near-ties")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile with frozen weights: a few %% to 30 %% more throughput on CPU "
-                             "after a warm-up of about 15 s")
+                        help="torch.compile with frozen weights: more throughput after a warm-up "
+                             "(bench/RESULTS.md)")
 
 
 class Predictor:
@@ -37,13 +37,12 @@ class Predictor:
         self.model = model.to(device).eval()
         if compile:
             # Inductor with freezing: the weights become constants, folded and pre-packed for
-            # oneDNN/MKL, and the small operators between the matmuls are fused. On the 2-core CPU
-            # this took merged MiniLM from 488 to 502 sentences/s in fp32 (bench/RESULTS.md), after
-            # a warm-up of about 15 s; dynamic shapes, so new batch shapes rarely recompile. Only for
-            # a model that no longer changes: a Predictor's.
+            # oneDNN/MKL, and the small operators between the matmuls are fused (the gain and the
+            # warm-up: bench/RESULTS.md); dynamic shapes, so new batch shapes rarely recompile. Only
+            # for a model that no longer changes: a Predictor's.
             self.model = torch.compile(self.model, dynamic=True, options={"freezing": True})
-        # fp32 (default) reproduces a run's prediction files exactly; bf16 autocast is ~2.5x faster
-        # on CPUs with AVX-512 BF16/AMX and on GPUs, at the cost of rare flips on near-ties.
+        # fp32 (default) reproduces a run's prediction files exactly; bf16 autocast is faster on CPUs
+        # with AVX-512 BF16/AMX and on GPUs (bench/RESULTS.md), at the cost of rare flips on near-ties.
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.precision = precision
         self.compiled = compile
