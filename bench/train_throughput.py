@@ -30,9 +30,9 @@ import torch
 from loralab.backbones import build_model, load_tokenizer
 from loralab.config import DataConfig, MethodConfig
 from loralab.data import PadCollator, encode, load_data
+from loralab.data.sampler import LengthGroupedBatchSampler
 from loralab.inference import batched_logits
 from loralab.methods import apply_method
-from loralab.sampler import LengthGroupedBatchSampler
 from loralab.trainer import linear_schedule, make_optimizer, step_context
 
 

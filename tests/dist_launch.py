@@ -18,7 +18,8 @@ from pathlib import Path
 def _instrument(mode: str, out: Path) -> None:
     import torch
 
-    from loralab import sampler, trainer
+    from loralab import trainer
+    from loralab.data import sampler
 
     rank = int(os.environ.get("RANK", "0"))
     if mode in ("trace", "trace-and-kill"):

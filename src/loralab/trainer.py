@@ -24,11 +24,11 @@ from .checkpoint import Checkpoints, set_rng_state
 from .config import RunConfig
 from .cpu_dropout import swap_cpu_dropout
 from .data import EncodedDataset, PadCollator
+from .data.sampler import LengthGroupedBatchSampler, RankMicroBatches
 from .errors import ConfigError
 from .inference import batched_logits, eval_mode
 from .metrics import classification_metrics
 from .runtime import autocast, fast_matmuls, lean_autocast, lean_autocast_dtype, resolve_precision
-from .sampler import LengthGroupedBatchSampler, RankMicroBatches
 
 log = logging.getLogger(__name__)
 

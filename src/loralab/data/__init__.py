@@ -1,0 +1,53 @@
+"""Everything between a data file and a padded batch: reading and validating datasets (FILE:LINE
+errors), the label set, the hub fallback, subsampling, tokenisation with its on-disk cache,
+padding, and which examples each process trains on at each step.
+
+One module per concern:
+
+- :mod:`.readers` — one .tsv/.csv/.jsonl file into validated rows; ``predict --file`` text lines; file hashes;
+- :mod:`.labels` — which label set a run uses (``--labels``, SST-2's ``{0, 1}``, the training file's);
+- :mod:`.splits` — :class:`Split` and :class:`DataBundle` in memory; the ``--train-size`` subsample;
+- :mod:`.load` — :func:`load_data`: from a ``DataConfig`` to a ``DataBundle`` (:func:`split_paths` finds the files);
+- :mod:`.hub` — SST-2 from the Hugging Face hub when no local data is given (online only);
+- :mod:`.tokens` — tokenisation, the token cache, :class:`EncodedDataset`;
+- :mod:`.batching` — dynamic padding, the training collator, length-sorted inference batches;
+- :mod:`.sampler` — global batches and each rank's micro-batches (imported as ``loralab.data.sampler``).
+
+The names below are the package's public surface; importers use ``from loralab.data import ...``.
+"""
+
+from __future__ import annotations
+
+from .batching import PadCollator, length_sorted_batches, pad_batch
+from .hub import HUB_SST2, HUB_SST2_TEST
+from .labels import SST2_LABEL_NAMES, SST2_LABELS
+from .load import SPLITS, load_data, split_paths
+from .readers import FORMATS, read_records, read_text_lines, sha256_file
+from .splits import DataBundle, Split, stratified_subsample
+from .tokens import CACHE_ENV, EncodedDataset, cache_dir, encode, encode_cached, tokenizer_fingerprint
+
+__all__ = [
+    "CACHE_ENV",
+    "FORMATS",
+    "HUB_SST2",
+    "HUB_SST2_TEST",
+    "SPLITS",
+    "SST2_LABELS",
+    "SST2_LABEL_NAMES",
+    "DataBundle",
+    "EncodedDataset",
+    "PadCollator",
+    "Split",
+    "cache_dir",
+    "encode",
+    "encode_cached",
+    "length_sorted_batches",
+    "load_data",
+    "pad_batch",
+    "read_records",
+    "read_text_lines",
+    "sha256_file",
+    "split_paths",
+    "stratified_subsample",
+    "tokenizer_fingerprint",
+]
