@@ -122,9 +122,12 @@ def test_csv_with_quotes_and_custom_columns(tmp_path):
     bundle = load_data(cfg, seed=0)
     assert bundle.train.texts == ['a "great" film, truly', "plain bad", "multi\nline"]
     assert bundle.labels == ["neg", "pos"] and bundle.train.labels == [1, 0, 1]
-    assert bundle.train.lines == [2, 3, 4]
     (d / "validation.csv").write_text("review,sentiment\nfine,pos\nmeh,neutral\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"validation.csv:3: label 'neutral'"):
+        load_data(cfg, seed=0)
+    # the line of an error counts the lines of a multi-line record before it
+    (d / "validation.csv").write_text('review,sentiment\n"multi\nline",pos\nmeh,neutral\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"validation.csv:4: label 'neutral'"):
         load_data(cfg, seed=0)
     # a declared label set admits labels the training file lacks
     bundle = load_data(DataConfig(data_dir=str(d), text_column="review", label_column="sentiment",

@@ -183,7 +183,7 @@ def fit(
     checkpoint is written as configured, and ``cfg.train.resume`` continues from the latest one.
 
     Under ``torchrun`` / ``accelerate launch`` every rank runs this with the same arguments; each
-    trains on its share of every global batch (:mod:`loralab.sampler`), validation is scored on
+    trains on its share of every global batch (:mod:`loralab.data.sampler`), validation is scored on
     every rank over the whole split and rank 0's figures are used by all, so that every rank
     keeps the same best epoch."""
     from accelerate import Accelerator  # noqa: PLC0415

@@ -36,7 +36,7 @@ def load_hub_sst2() -> DataBundle:
         ) from None
 
     def mk(name: str, texts: list[str], labels: list[int], src: str) -> Split:
-        return Split(name, list(texts), [int(v) for v in labels], src, None, list(range(1, len(texts) + 1)))
+        return Split(name, list(texts), [int(v) for v in labels], src, None)
 
     return DataBundle(
         mk("train", glue["train"]["sentence"], glue["train"]["label"], "hub:glue/sst2/train"),

@@ -70,9 +70,7 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
                 if lab not in index:
                     raise DataError(paths[s], line, f"label {lab!r} is not one of {labels}{hint}")
                 ids.append(index[lab])
-            splits[s] = Split(
-                s, [t for _, t, _ in rows], ids, str(paths[s]), sha256_file(paths[s]), [ln for ln, _, _ in rows]
-            )
+            splits[s] = Split(s, [t for _, t, _ in rows], ids, str(paths[s]), sha256_file(paths[s]))
         bundle = DataBundle(splits["train"], splits["validation"], splits.get("test"), names, labels, "files")
     if cfg.train_size is not None:
         bundle.train = stratified_subsample(bundle.train, cfg.train_size, seed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import DataError
 
@@ -20,7 +20,6 @@ class Split:
     labels: list[int]
     path: str
     sha256: str | None = None
-    lines: list[int] = field(default_factory=list)  # file line of each example (1-based)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -33,7 +32,6 @@ class Split:
             [self.labels[i] for i in indices],
             self.path,
             self.sha256,
-            [self.lines[i] for i in indices] if self.lines else [],
         )
 
 
