@@ -280,6 +280,23 @@ def test_model_card_has_data_hashes_method_metrics_interval_and_command(exports,
     assert f"| `model.safetensors` | `{sha}` |" in card
 
 
+def test_model_card_metadata_parses_with_the_run_eval_results(exports, runs):
+    from huggingface_hub import ModelCard
+
+    results = json.loads((runs["gpt2-lora"] / "results.json").read_text())
+    data = ModelCard.load(exports["gpt2-lora"] / "README.md").data
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-classification"
+    assert {"loralab", "text-classification", "lora"} <= set(data.tags)
+    assert data.model_name == "gpt2-lora" and data.base_model is None  # a local folder is no hub id
+    assert {r.task_type for r in data.eval_results} == {"text-classification"}
+    got = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
+    for split in ("validation", "test"):
+        assert got[(split, "accuracy")] == pytest.approx(results[split]["accuracy"])
+        assert got[(split, "f1")] == pytest.approx(results[split]["f1"])
+    adapter = ModelCard.load(exports["gpt2-lora-adapter"] / "README.md").data
+    assert adapter.library_name == "peft" and "peft" in adapter.tags and len(adapter.eval_results) == 4
+
+
 def test_card_of_a_full_run_does_not_mention_lora_merging(exports):
     card = (exports["distilbert-full"] / "README.md").read_text()
     assert "method: full" in card and "merged" not in card

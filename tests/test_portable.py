@@ -57,6 +57,9 @@ def test_adapter_export_names_its_base_by_hub_id_and_holds_no_local_path(minilm_
     local = (str(minilm_folder()), str(run.parent), str(Path.home()))
     provenance = meta.pop("provenance")
     assert provenance["source_run"] == str(run.resolve())
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(folder / "README.md").data.base_model == MINILM_HUB_ID  # the Hub's metadata too
     for text in (json.dumps(config), json.dumps(meta), (folder / "README.md").read_text()):
         assert not any(p in text for p in local), text[:400]
 

@@ -9,6 +9,7 @@ import json
 import loralab
 from conftest import tiny_run_config
 from loralab.cli import main as cli_main
+from loralab.table import md_cell
 
 
 def test_table_rows_come_from_the_run_directories(tiny_models, tiny_data, tmp_path, capsys):
@@ -32,3 +33,8 @@ def test_table_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
     assert cli_main(["table", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("loralab: error:")
+
+
+def test_markdown_cells_escape_pipes_and_flatten_newlines():
+    assert md_cell("a|b\nc") == "a\\|b c"
+    assert md_cell(3) == "3"

@@ -103,7 +103,7 @@ class MultiAdapterPredictor:
 
     def __init__(self, backbone: str, model: nn.Module, tokenizer, device: torch.device, batch_size: int = 32,
                  precision: str = "fp32", mixed: bool = True) -> None:
-        from .backbones import head_module_names, max_positions  # noqa: PLC0415
+        from .backbones import head_module_names
 
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"--precision must be fp32 or bf16, got {precision!r}")
@@ -116,7 +116,6 @@ class MultiAdapterPredictor:
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.compiled = False
         self.mixed = mixed
-        self.max_positions = max_positions(model.config)
         self.routing = Routing()
         self.head_names = head_module_names(model)
         self.heads = {}
@@ -133,9 +132,9 @@ class MultiAdapterPredictor:
     def from_runs(cls, run_dirs: Sequence[str | Path], names: Sequence[str] | None = None, device: str = "auto",
                   batch_size: int | None = None, precision: str = "fp32", mixed: bool = True) -> MultiAdapterPredictor:
         """Load the backbone of the first run once, then every run as an adapter."""
-        from . import artifacts as A  # noqa: PLC0415
-        from .backbones import build_model  # noqa: PLC0415
-        from .runtime import pick_device  # noqa: PLC0415
+        from . import artifacts as A
+        from .backbones import build_model, saved_tokenizer
+        from .runtime import pick_device
 
         if not run_dirs:
             raise AdapterError("no LoRA runs to serve")
@@ -148,11 +147,7 @@ class MultiAdapterPredictor:
                                    "(two runs with the same folder name; give them names as NAME=RUN)")
             seen[name] = d
         first_dir, first_meta, _ = runs[0]
-        from transformers import AutoTokenizer  # noqa: PLC0415
-
-        tokenizer = AutoTokenizer.from_pretrained(first_dir / A.TOKENIZER_DIR)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = saved_tokenizer(first_dir / A.TOKENIZER_DIR)
         backbone = first_meta["config"]["model"]["model"]
         for d, meta, _ in runs[1:]:  # checked before the backbone is loaded
             _check_backbone(backbone, first_dir, d, meta)
@@ -171,13 +166,14 @@ class MultiAdapterPredictor:
         return self._add(run_dir, meta, results, name or adapter_name(run_dir))
 
     def _add(self, run_dir: Path, meta: dict, results: dict, name: str) -> Adapter:
-        from . import artifacts as A  # noqa: PLC0415
+        from . import artifacts as A
+        from .backbones import length_cap
 
         check_adapter_name(name)
         if name in self.adapters:
             raise AdapterError(f"{run_dir}: an adapter named {name!r} is already served ({self.adapters[name].run_dir})")
         labels = list(meta["label_names"])
-        max_length = min(int(meta["config"]["data"]["max_length"]), self.max_positions)
+        max_length = length_cap(meta["config"]["data"]["max_length"], self.model.config)
         with self._lock:  # the model's modules are read and changed: no batch runs meanwhile
             layers, head_states = load_adapter_tensors(run_dir / A.ADAPTER_DIR, self.model, self.head_names)
             where = run_dir / A.ADAPTER_DIR / ADAPTER_WEIGHTS

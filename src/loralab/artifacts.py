@@ -59,7 +59,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -92,7 +92,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise RunDirError(f"{path}: already exists (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    os.chmod(staging, 0o777 & ~_umask())
+    os.chmod(staging, file_mode(directory=True))
     try:
         yield staging
         if path.exists():
@@ -117,10 +117,12 @@ def remove_staging(path: str | Path) -> int:
     return len(stale)
 
 
-def _umask() -> int:
+def file_mode(directory: bool = False) -> int:
+    """The mode a plain ``open()`` (``mkdir()`` with ``directory``) gives: 0666 (0777) less the
+    process umask. Files written through a temporary file would otherwise stay 0600."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return (0o777 if directory else 0o666) & ~mask
 
 
 def _json_default(o):
@@ -209,37 +211,63 @@ def save_weights(model, method: str, run_dir: Path, tokenizer) -> None:
     tokenizer.save_pretrained(run_dir / TOKENIZER_DIR)
 
 
+def require_safetensors(run_dir: Path, meta: dict) -> None:
+    """Refuse a run whose trained weights are not in safetensors (nothing is ever unpickled)."""
+    method = meta["config"]["method"]["method"]
+    if method == "lora":
+        needed = run_dir / ADAPTER_DIR / "adapter_model.safetensors"
+        ok = needed.exists()
+    elif method == "full":
+        needed = run_dir / MODEL_DIR / "*.safetensors"
+        ok = any((run_dir / MODEL_DIR).glob("*.safetensors"))
+    else:
+        needed = run_dir / WEIGHTS_FILE
+        ok = needed.exists()
+    if not ok:
+        raise RunDirError(f"{needed}: not found (weights are only read from safetensors)")
+
+
 def load_model(run_dir: Path, run_config: dict, merge: bool = True):
-    """Rebuild a run's model from its directory: ``(model, tokenizer)``, in eval mode on CPU.
+    """Rebuild a run's model from its directory: ``(model, tokenizer)``, in eval mode on CPU. The
+    one way a model is built from a run directory (``predict``, ``serve``, ``export``, the
+    predictions a run writes of itself).
 
     ``merge=True`` folds LoRA into the backbone weights, so adapters cost nothing at inference.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+    from transformers import AutoModelForSequenceClassification
 
-    from .backbones import build_model, quiet_transformers  # noqa: PLC0415
+    from .backbones import build_model, quiet_transformers, saved_tokenizer
 
+    require_safetensors(run_dir, run_config)
     method = run_config["config"]["method"]["method"]
     label_names = run_config["label_names"]
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / TOKENIZER_DIR)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    base = run_config["config"]["model"]["model"]
+    tokenizer = saved_tokenizer(run_dir / TOKENIZER_DIR)
     if method == "full":
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(run_dir / MODEL_DIR, use_safetensors=True)
+    elif method == "lora":
+        model = lora_model(base, label_names, run_dir / ADAPTER_DIR, tokenizer.pad_token_id, merge=merge)
     else:
-        model = build_model(run_config["config"]["model"]["model"], label_names, tokenizer.pad_token_id)
-        if method == "lora":
-            from peft import PeftModel  # noqa: PLC0415
+        from safetensors.torch import load_file
 
-            model = PeftModel.from_pretrained(model, run_dir / ADAPTER_DIR)
-            if merge:
-                model = model.merge_and_unload()
-        else:
-            from safetensors.torch import load_file  # noqa: PLC0415
-
-            tensors = load_file(str(run_dir / WEIGHTS_FILE))
-            missing = set(tensors) - {n for n, _ in model.named_parameters()}
-            if missing:
-                raise RunDirError(f"{run_dir / WEIGHTS_FILE}: parameters not in the model: {sorted(missing)[:3]}")
-            model.load_state_dict(tensors, strict=False)
+        model = build_model(base, label_names, tokenizer.pad_token_id)
+        tensors = load_file(str(run_dir / WEIGHTS_FILE))
+        missing = set(tensors) - {n for n, _ in model.named_parameters()}
+        if missing:
+            raise RunDirError(f"{run_dir / WEIGHTS_FILE}: parameters not in the model: {sorted(missing)[:3]}")
+        model.load_state_dict(tensors, strict=False)
     return model.eval(), tokenizer
+
+
+def lora_model(base: str, label_names: list[str], adapter_dir: Path, pad_token_id: int | None, merge: bool = True):
+    """The backbone ``base`` with the peft adapter in ``adapter_dir`` (a run's ``adapter/`` or an
+    adapter export), merged into its weights unless ``merge=False``."""
+    from peft import PeftModel
+
+    from .backbones import build_model, quiet_transformers
+
+    model = build_model(base, label_names, pad_token_id)
+    with quiet_transformers():
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    return model.merge_and_unload() if merge else model

