@@ -72,18 +72,18 @@ def run_metadata(run_dir: Path, meta: dict, results: dict) -> dict:
 
 def read_lora_run(run_dir: str | Path) -> tuple[Path, dict, dict]:
     """``(run_dir, config.json, results.json)`` of a complete LoRA run with safetensors weights."""
-    from . import artifacts as A  # noqa: PLC0415
+    from . import artifacts
 
     run_dir = Path(run_dir)
-    A.check_run_dir(run_dir)
-    meta = A.read_json(run_dir / A.CONFIG_FILE)
+    artifacts.check_run_dir(run_dir)
+    meta = artifacts.read_json(run_dir / artifacts.CONFIG_FILE)
     method = meta["config"]["method"]["method"]
     if method != "lora":
         raise AdapterError(f"{run_dir}: a {method} run, not LoRA: only LoRA runs share a backbone as adapters")
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        if not (run_dir / A.ADAPTER_DIR / name).is_file():
-            raise AdapterError(f"{run_dir / A.ADAPTER_DIR / name}: not found (adapters are read from safetensors only)")
-    return run_dir, meta, A.read_json(run_dir / A.RESULTS_FILE)
+        if not (run_dir / artifacts.ADAPTER_DIR / name).is_file():
+            raise AdapterError(f"{run_dir / artifacts.ADAPTER_DIR / name}: not found (adapters are read from safetensors only)")
+    return run_dir, meta, artifacts.read_json(run_dir / artifacts.RESULTS_FILE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class MultiAdapterPredictor:
     def from_runs(cls, run_dirs: Sequence[str | Path], names: Sequence[str] | None = None, device: str = "auto",
                   batch_size: int | None = None, precision: str = "fp32", mixed: bool = True) -> MultiAdapterPredictor:
         """Load the backbone of the first run once, then every run as an adapter."""
-        from . import artifacts as A
+        from . import artifacts
         from .backbones import build_model, saved_tokenizer
         from .runtime import pick_device
 
@@ -147,7 +147,7 @@ class MultiAdapterPredictor:
                                    "(two runs with the same folder name; give them names as NAME=RUN)")
             seen[name] = d
         first_dir, first_meta, _ = runs[0]
-        tokenizer = saved_tokenizer(first_dir / A.TOKENIZER_DIR)
+        tokenizer = saved_tokenizer(first_dir / artifacts.TOKENIZER_DIR)
         backbone = first_meta["config"]["model"]["model"]
         for d, meta, _ in runs[1:]:  # checked before the backbone is loaded
             _check_backbone(backbone, first_dir, d, meta)
@@ -166,7 +166,7 @@ class MultiAdapterPredictor:
         return self._add(run_dir, meta, results, name or adapter_name(run_dir))
 
     def _add(self, run_dir: Path, meta: dict, results: dict, name: str) -> Adapter:
-        from . import artifacts as A
+        from . import artifacts
         from .backbones import length_cap
 
         check_adapter_name(name)
@@ -175,8 +175,8 @@ class MultiAdapterPredictor:
         labels = list(meta["label_names"])
         max_length = length_cap(meta["config"]["data"]["max_length"], self.model.config)
         with self._lock:  # the model's modules are read and changed: no batch runs meanwhile
-            layers, head_states = load_adapter_tensors(run_dir / A.ADAPTER_DIR, self.model, self.head_names)
-            where = run_dir / A.ADAPTER_DIR / ADAPTER_WEIGHTS
+            layers, head_states = load_adapter_tensors(run_dir / artifacts.ADAPTER_DIR, self.model, self.head_names)
+            where = run_dir / artifacts.ADAPTER_DIR / ADAPTER_WEIGHTS
             heads = {h: head_copy(self.heads[h].template, head_states[h], where).to(self.device)
                      for h in self.head_names}
             uid, self._next_uid = self._next_uid, self._next_uid + 1

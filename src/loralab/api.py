@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts as A
+from . import artifacts
 from .backbones import build_model, check_max_length, load_config, load_tokenizer
 from .checkpoint import Checkpoints, checkpoint_dir
 from .config import RunConfig
@@ -64,16 +64,16 @@ class Run:
         return Predictor.from_run(self.run_dir, device=device, merge=merge)
 
     def predictions(self, split: str = "validation") -> list[dict]:
-        return A.read_predictions(self.run_dir / f"predictions_{split}.csv")
+        return artifacts.read_predictions(self.run_dir / f"predictions_{split}.csv")
 
     def metrics(self) -> list[dict]:
-        return A.read_metrics(self.run_dir / A.METRICS_FILE)
+        return artifacts.read_metrics(self.run_dir / artifacts.METRICS_FILE)
 
 
 def load_run(run_dir: str | Path) -> Run:
-    run_dir = A.check_run_dir(run_dir)
-    meta = A.read_json(run_dir / A.CONFIG_FILE)
-    return Run(run_dir, RunConfig.from_dict(meta["config"]), meta, A.read_json(run_dir / A.RESULTS_FILE))
+    run_dir = artifacts.check_run_dir(run_dir)
+    meta = artifacts.read_json(run_dir / artifacts.CONFIG_FILE)
+    return Run(run_dir, RunConfig.from_dict(meta["config"]), meta, artifacts.read_json(run_dir / artifacts.RESULTS_FILE))
 
 
 def inspect_params(config: RunConfig, label_names: list[str] | None = None) -> ParamTable:
@@ -111,7 +111,7 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
     out_dir = Path(tc.output_dir) if tc.output_dir else default_output_dir(config)
     if out_dir.exists() and not tc.overwrite:
         hint = "it is complete" if tc.resume else "pass --overwrite to replace it"
-        raise A.RunDirError(f"{out_dir}: already exists ({hint})")
+        raise artifacts.RunDirError(f"{out_dir}: already exists ({hint})")
     device = pick_device(tc.device)
     # loralab owns mixed precision (--precision, resolved in the trainer): the accelerator never adds its own
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
@@ -127,7 +127,7 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
         if not tc.resume and main:
             checkpoints.remove()  # a fresh run never continues an older one's checkpoint
     if tc.resume and main:
-        A.remove_staging(out_dir)  # left by the killed attempt
+        artifacts.remove_staging(out_dir)  # left by the killed attempt
 
     check_max_length(load_config(config.model.model, data.label_names), config.data.max_length)
     seed_everything(tc.seed)
@@ -142,7 +142,7 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
     pad = tokenizer.pad_token_id
 
     meta = {
-        "schema_version": A.SCHEMA_VERSION,
+        "schema_version": artifacts.SCHEMA_VERSION,
         "config": config.to_dict(),
         "lr": config.lr,
         "label_names": data.label_names,
@@ -154,18 +154,18 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
         "command": command if command is not None else sys.argv,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    stage = A.atomic_dir(out_dir, overwrite=tc.overwrite) if main else contextlib.nullcontext(None)
+    stage = artifacts.atomic_dir(out_dir, overwrite=tc.overwrite) if main else contextlib.nullcontext(None)
     with stage as staging:
         trackers = None
         if main:
-            A.atomic_write_json(staging / A.CONFIG_FILE, meta)
+            artifacts.atomic_write_json(staging / artifacts.CONFIG_FILE, meta)
             if report_to:
                 trackers = Trackers(report_to, out_dir.name, staging, {**config.to_flat(), "lr": config.lr})
 
         progress: dict = {"fit": None, "epochs": 0}
 
         def on_log(res) -> None:
-            A.atomic_write_csv(staging / A.METRICS_FILE, A.METRICS_COLUMNS, res.history)
+            artifacts.atomic_write_csv(staging / artifacts.METRICS_FILE, artifacts.METRICS_COLUMNS, res.history)
             if trackers is not None:
                 trackers.log_history(res.history)
             progress["fit"] = res
@@ -224,10 +224,10 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
               meta: dict, memory: PeakMemory, t_start: float, stopped: dict | None = None) -> dict:
     """Save weights, score validation/test with the model *reloaded from disk* (so that the
     prediction files are exactly what ``loralab predict`` gives), write results and plots."""
-    A.save_weights(model, config.method.method, staging, tokenizer)
-    A.atomic_write_csv(staging / A.METRICS_FILE, A.METRICS_COLUMNS, fitted.history)
+    artifacts.save_weights(model, config.method.method, staging, tokenizer)
+    artifacts.atomic_write_csv(staging / artifacts.METRICS_FILE, artifacts.METRICS_COLUMNS, fitted.history)
     t_eval = time.perf_counter()
-    predictor = Predictor(*A.load_model(staging, meta), meta["label_names"], config.data.max_length,
+    predictor = Predictor(*artifacts.load_model(staging, meta), meta["label_names"], config.data.max_length,
                           config.train.eval_batch_size, pick_device(config.train.device))
     split_results: dict[str, dict | None] = {"validation": None, "test": None}
     for split in (data.validation, data.test):
@@ -241,11 +241,11 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
             {"text": t, "label": y, "prediction": int(p.argmax()), "confidence": f"{p.max():.6f}"}
             for t, y, p in zip(split.texts, split.labels, probs)
         ]
-        A.atomic_write_csv(staging / f"predictions_{split.name}.csv", A.PREDICTION_COLUMNS, rows)
+        artifacts.atomic_write_csv(staging / f"predictions_{split.name}.csv", artifacts.PREDICTION_COLUMNS, rows)
     eval_seconds = time.perf_counter() - t_eval
     epochs_run = len(fitted.epoch_seconds)
     results = {
-        "schema_version": A.SCHEMA_VERSION,
+        "schema_version": artifacts.SCHEMA_VERSION,
         "model": config.model.model,
         "method": config.method.method,
         "validation": split_results["validation"],
@@ -280,5 +280,5 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
         plot_curves(fitted.history, staging, title)
     plot_confusion(results["validation"]["confusion_matrix"], meta["label_names"],
                    staging / "confusion_matrix.png", f"{title} · validation")
-    A.atomic_write_json(staging / A.RESULTS_FILE, results)  # last: marks the run complete
+    artifacts.atomic_write_json(staging / artifacts.RESULTS_FILE, results)  # last: marks the run complete
     return results

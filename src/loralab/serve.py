@@ -49,14 +49,9 @@ def load_predictor(path: str | Path, device: str = "auto", batch_size: int | Non
     ``info`` describes what is served (shown by ``/health`` and the web page). ``precision`` and
     ``compile`` are the :class:`~loralab.predict.Predictor`'s.
     """
-    from . import artifacts as A  # noqa: PLC0415
+    from .artifacts import CONFIG_FILE, check_run_dir, read_json
     from .backbones import length_cap
-    from .export import (  # noqa: PLC0415
-        is_model_folder,
-        load_export_predictor,
-        read_export_meta,
-        require_safetensors,
-    )
+    from .export import is_model_folder, load_export_predictor, read_export_meta
     from .predict import Predictor  # noqa: PLC0415
 
     path = Path(path)
@@ -69,9 +64,8 @@ def load_predictor(path: str | Path, device: str = "auto", batch_size: int | Non
         info = {"source": "export" if meta else "model folder", "base_model": meta.get("base_model"),
                 "method": meta.get("method")}
     else:
-        A.check_run_dir(path)
-        meta = A.read_json(path / A.CONFIG_FILE)
-        require_safetensors(path, meta)
+        check_run_dir(path)
+        meta = read_json(path / CONFIG_FILE)
         predictor = Predictor.from_run(path, device=device, merge=True, batch_size=batch_size, precision=precision,
                                        compile=compile)
         # a run may ask for more tokens than the model has positions: long texts would crash it
@@ -93,7 +87,7 @@ def load_adapters(paths, device: str = "auto", batch_size: int | None = None, pr
     import torch  # noqa: PLC0415
 
     from .adapters import MultiAdapterPredictor, adapter_name, expand_runs  # noqa: PLC0415
-    from .export import require_safetensors  # noqa: PLC0415
+    from .artifacts import require_safetensors
 
     runs = expand_runs([str(p) for p in paths])
     for _, run_dir in runs:

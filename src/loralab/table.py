@@ -15,7 +15,7 @@ import io
 import sys
 from pathlib import Path
 
-from . import artifacts as A
+from . import artifacts
 
 COLUMNS = ("run", "method", "settings", "epochs (best)", "val acc", "val F1", "test acc", "test F1",
            "trainable params", "trainable %", "s/epoch", "train s", "peak memory", "processes x threads")
@@ -45,8 +45,8 @@ def settings_of(config: dict, lr: float | None) -> str:
 
 
 def row_of(run_dir: Path) -> dict:
-    run_dir = A.check_run_dir(run_dir)
-    meta, res = A.read_json(run_dir / A.CONFIG_FILE), A.read_json(run_dir / A.RESULTS_FILE)
+    run_dir = artifacts.check_run_dir(run_dir)
+    meta, res = artifacts.read_json(run_dir / artifacts.CONFIG_FILE), artifacts.read_json(run_dir / artifacts.RESULTS_FILE)
     val, test = res.get("validation") or {}, res.get("test") or {}
     timing, params = res.get("timing") or {}, res.get("params") or {}
     dist = res.get("distributed") or meta.get("distributed") or {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from .. import artifacts as A
+from .. import artifacts
 from ..study.stats import wilson_interval
 from ..table import md_cell
 from .portable import base_is_on_hub, base_model_id, head_names
@@ -25,7 +25,7 @@ def accuracy_from_predictions(path: Path) -> tuple[int, int] | None:
     """``(correct, n)`` from a run's ``predictions_<split>.csv``; None if the file is absent or empty."""
     if not path.exists():
         return None
-    rows = A.read_predictions(path)
+    rows = artifacts.read_predictions(path)
     if not rows:
         return None
     return sum(r["label"] == r["prediction"] for r in rows), len(rows)

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from .. import artifacts as A
+from .. import artifacts
 from ..backbones import portable_name
 
 
@@ -56,6 +56,6 @@ def saved_modules(names: list[str] | None, weights: Path) -> list[str] | None:
 
 def head_names(run) -> list[str]:
     """The head modules a LoRA run's adapter holds (what its export lists as ``modules_to_save``)."""
-    adapter = run.run_dir / A.ADAPTER_DIR
+    adapter = run.run_dir / artifacts.ADAPTER_DIR
     config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     return saved_modules(config.get("modules_to_save"), adapter / "adapter_model.safetensors") or []

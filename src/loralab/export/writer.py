@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import artifacts as A
+from .. import artifacts
 from ..artifacts import require_safetensors
 from ..backbones import length_cap
 from ..data import sha256_file
@@ -59,7 +59,7 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, overwr
         log.info("method %s has no adapter: exporting the full model (--merge changes nothing)", method)
     require_safetensors(run.run_dir, run.meta)
 
-    with A.atomic_dir(out, overwrite=overwrite) as staging:
+    with artifacts.atomic_dir(out, overwrite=overwrite) as staging:
         if kind == "adapter":
             _write_adapter(run, staging)
             max_length, checked = run.config.data.max_length, 0
@@ -67,12 +67,12 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, overwr
             max_length = _write_merged(run, staging)
             checked = _verify(run, staging)
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        A.atomic_write_json(staging / EXPORT_FILE, _export_meta(run, kind, files, max_length))
-        A.atomic_write_text(staging / CARD_FILE, model_card(run, kind, files, out.name, max_length))
+        artifacts.atomic_write_json(staging / EXPORT_FILE, _export_meta(run, kind, files, max_length))
+        artifacts.atomic_write_text(staging / CARD_FILE, model_card(run, kind, files, out.name, max_length))
         bad = [p.name for p in staging.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if bad:
             raise ExportError(f"{out}: refusing to write pickle weights ({', '.join(bad)})")
-        mode = A.file_mode()
+        mode = artifacts.file_mode()
         for p in staging.iterdir():  # libraries write some files 0600: an export is meant to be shared
             p.chmod(mode)
     log.info("exported %s (%s) to %s", run.run_dir, kind, out)
@@ -90,7 +90,7 @@ def _write_merged(run, staging: Path) -> int:
     """Write the merged model and tokenizer; returns the text length in tokens."""
     from ..backbones import ensure_pad_token, quiet_transformers
 
-    model, tokenizer = A.load_model(run.run_dir, run.meta, merge=True)
+    model, tokenizer = artifacts.load_model(run.run_dir, run.meta, merge=True)
     names = run.label_names
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
@@ -107,13 +107,13 @@ def _write_merged(run, staging: Path) -> int:
 def _write_adapter(run, staging: Path) -> None:
     """Copy the run's peft adapter and tokenizer, its config naming the base by hub id and exactly
     the head modules the adapter file holds."""
-    src = run.run_dir / A.ADAPTER_DIR
+    src = run.run_dir / artifacts.ADAPTER_DIR
     shutil.copy2(src / "adapter_model.safetensors", staging / "adapter_model.safetensors")
     config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_model_id(run)
     config["modules_to_save"] = saved_modules(config.get("modules_to_save"), src / "adapter_model.safetensors")
-    A.atomic_write_json(staging / "adapter_config.json", config)
-    for p in sorted((run.run_dir / A.TOKENIZER_DIR).iterdir()):
+    artifacts.atomic_write_json(staging / "adapter_config.json", config)
+    for p in sorted((run.run_dir / artifacts.TOKENIZER_DIR).iterdir()):
         if p.is_file():
             shutil.copy2(p, staging / p.name)
 
@@ -126,7 +126,7 @@ def _verify(run, staging: Path) -> int:
     if not path.exists():
         log.warning("%s: not found; the export is not checked against the run", path)
         return 0
-    rows = A.read_predictions(path)[:VERIFY_EXAMPLES]
+    rows = artifacts.read_predictions(path)[:VERIFY_EXAMPLES]
     if not rows:
         return 0
     predictor = load_export_predictor(staging, device="cpu")
