@@ -10,7 +10,7 @@ built from a config with random weights. By default that is BERT-base (12 layers
 heads, FFN 3072) over the bert-base-uncased vocabulary, which MiniLM's tokenizer (the embedded
 default, so no download) shares; ``--model`` takes any folder or hub id with a ``config.json``
 instead. LoRA (rank 8 on query/value by default, as in the reference projects) is applied by
-``loralab.methods.apply_method`` and the epoch runs through ``loralab.trainer.fit``: the sampler,
+``loralab.methods.apply_method`` and the epoch runs through ``loralab.training.loop.fit``: the sampler,
 dynamic padding, precision (bf16 autocast on GPUs that support it), TF32, fused AdamW, pinned
 memory and non-blocking copies are exactly those of ``loralab train``.
 
@@ -33,7 +33,7 @@ from loralab.config import DataConfig, MethodConfig, RunConfig, TrainConfig
 from loralab.data import encode, load_data
 from loralab.methods import apply_method, param_table
 from loralab.runtime import PeakMemory, pick_device, resolve_precision
-from loralab.trainer import fit
+from loralab.training.loop import fit
 
 #: bert-base-uncased's architecture (its config.json, less the weights).
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -42,7 +42,7 @@ BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, 
 
 def random_model(model: str | None, vocab_size: int, pad_token_id: int, seed: int):
     """A randomly initialised sequence classifier: BERT-base by default, else ``model``'s config."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig  # noqa: PLC0415
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
 
     if model:
         config = AutoConfig.from_pretrained(resolve_model(model), num_labels=2)

@@ -3,8 +3,9 @@
     python bench/lora_impl.py --steps 30                      # MiniLM-L6, batch 32, 128 tokens
     python bench/lora_impl.py --quick --model path/to/tiny    # a smoke run (a few tiny steps)
 
-Both impls start from the same backbone and head, see the same random batches and run the same
-AdamW steps (forward, backward, step). The impls alternate over ``--repeats`` rounds (after an
+Both impls start from the same backbone and head, see the same random batches and run the
+trainer's own step (``loralab.training.step.TrainStep``: loss, backward, clipping, AdamW and
+schedule, inside the trainer's step context, as in ``fit``). The impls alternate over ``--repeats`` rounds (after an
 untimed warm-up) so that background load hits both alike; each impl's median round is reported.
 Prints one table: impl, steps/s, samples/s, the throughput ratio scratch/peft, the last
 loss, and each round's seconds (their spread shows how noisy the machine was).
@@ -13,16 +14,20 @@ loss, and each round's seconds (their spread shows how noisy the machine was).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import time
 
 import torch
+from accelerate import Accelerator
 
 from loralab.backbones import build_model, load_tokenizer, quiet_transformers
 from loralab.config import MethodConfig
 from loralab.methods import apply_method, param_table
-from loralab.trainer import make_optimizer
+from loralab.training.batches import TokenBatches
+from loralab.training.loop import linear_schedule, make_optimizer
+from loralab.training.step import TrainStep
 
 IMPLS = ("peft", "scratch")
 
@@ -58,14 +63,14 @@ def make_batches(n: int, batch_size: int, seq_len: int, vocab_size: int, seed: i
     ]
 
 
-def train_steps(model, optimizer, batches: list[dict]) -> float:
-    """Run one optimizer step per batch; returns the last loss."""
+def train_steps(step: TrainStep, batches: list[dict]) -> float:
+    """Run one optimizer step per batch (the trainer's step); returns the last loss."""
     loss = torch.tensor(float("nan"))
     for batch in batches:
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss, _ = step.loss(TokenBatches.logits, batch)
+        step.backward(loss)
+        step.clip()
+        step.update()
     return float(loss.detach())
 
 
@@ -83,23 +88,27 @@ def main(argv: list[str] | None = None) -> None:
     timed = make_batches(args.steps, args.batch_size, seq_len, vocab, args.seed + 2)
 
     runs = {}
+    contexts = contextlib.ExitStack()  # each model's step context, for the life of main()
+    accelerator = Accelerator(cpu=True, mixed_precision="no")
+    total = args.warmup + args.steps * args.repeats
     for impl in IMPLS:
         model = apply_method(copy.deepcopy(base), MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank,
                                                                  dropout=0.1, impl=impl))
-        model.train()
-        optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.01)
+        optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.01, fused=True)
+        step = TrainStep(model, optimizer, linear_schedule(optimizer, int(0.06 * total), total), accelerator, None)
+        step.model.train()
+        contexts.enter_context(step.context())
         torch.manual_seed(args.seed)
-        train_steps(model, optimizer, warm)
-        runs[impl] = (model, optimizer, param_table(model).trainable)
+        train_steps(step, warm)
+        runs[impl] = (step, param_table(model).trainable)
 
     seconds: dict[str, list[float]] = {impl: [] for impl in IMPLS}
     last_loss: dict[str, float] = {}
     for _ in range(args.repeats):
         for impl in IMPLS:
-            model, optimizer, _ = runs[impl]
             torch.manual_seed(args.seed)
             t0 = time.perf_counter()
-            last_loss[impl] = train_steps(model, optimizer, timed)
+            last_loss[impl] = train_steps(runs[impl][0], timed)
             seconds[impl].append(time.perf_counter() - t0)
 
     print(f"model {args.model}: {args.steps} steps x {args.repeats} rounds, batch {args.batch_size}, "
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [("impl", "trainable", "steps/s", "samples/s", "scratch/peft", "last loss", "seconds per round")]
     rate = {impl: args.steps / statistics.median(seconds[impl]) for impl in IMPLS}
     for impl in IMPLS:
-        rows.append((impl, f"{runs[impl][2]:,}", f"{rate[impl]:.3f}", f"{rate[impl] * args.batch_size:.1f}",
+        rows.append((impl, f"{runs[impl][1]:,}", f"{rate[impl]:.3f}", f"{rate[impl] * args.batch_size:.1f}",
                      f"{rate[impl] / rate['peft']:.3f}", f"{last_loss[impl]:.4f}",
                      " ".join(f"{s:.2f}" for s in seconds[impl])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

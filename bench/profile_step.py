@@ -4,9 +4,10 @@ and the operators that dominate, from ``torch.profiler``.
     python bench/profile_step.py --data-dir ../shared/data/sst2 --steps 60
     python bench/profile_step.py --quick --model tests/...   # smoke mode (used by the tests)
 
-The step is the trainer's: the same sampler (dynamic padding, length-grouped batches), the same
-optimizer factory and schedule, gradient clipping and ``zero_grad(set_to_none=True)``. Part 1 times
-each phase with a clock over ``--steps`` steps; part 2 profiles a further ``--profile-steps`` steps
+The step is the trainer's own: the same sampler (dynamic padding, length-grouped batches) and
+batch building, the same optimizer factory and schedule, and every step runs through
+``loralab.training.step.TrainStep`` (loss, backward, clipping, update) inside its step context, as
+in ``fit``. Part 1 times each phase with a clock over ``--steps`` steps; part 2 profiles a further ``--profile-steps`` steps
 and sums each operator's *self* CPU time into categories, so that "the model's own matmuls" can be
 told from everything else. Defaults are the trainer's CPU settings (fused AdamW, loralab's CPU
 dropout, and with ``--bf16`` its lean autocast); ``--no-fused`` / ``--no-cpu-dropout`` /
@@ -22,13 +23,16 @@ import time
 from collections import defaultdict
 
 import torch
+from accelerate import Accelerator
 
 from loralab.backbones import build_model, load_tokenizer
 from loralab.config import DataConfig, MethodConfig
-from loralab.data import PadCollator, encode, load_data
-from loralab.data.sampler import LengthGroupedBatchSampler
+from loralab.data import encode, load_data
 from loralab.methods import apply_method
-from loralab.trainer import linear_schedule, make_optimizer, step_context
+from loralab.data.sampler import LengthGroupedBatchSampler
+from loralab.training.batches import TokenBatches, device_batch
+from loralab.training.loop import linear_schedule, make_optimizer
+from loralab.training.step import TrainStep
 
 #: Operator name → category (first match wins; names are aten:: ops and autograd nodes).
 CATEGORIES = (
@@ -77,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="loralab's cheaper CPU dropout mask (--no-cpu-dropout: torch's own)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast")
     ap.add_argument("--lean", action=argparse.BooleanOptionalAction, default=True,
-                    help="with --bf16: the trainer's lean autocast (runtime.lean_autocast: frozen weights held in bf16, no "
+                    help="with --bf16: the trainer's lean autocast (training.step.lean_autocast: frozen weights held in bf16, no "
                          "peft input casts); --no-lean gives plain autocast, to compare")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (as train --compile)")
     ap.add_argument("--top", type=int, default=15, help="operators listed")
@@ -99,16 +103,15 @@ def main(argv: list[str] | None = None) -> None:
     ids = encode(tok, data.train.texts, args.max_length)
     labels = data.train.labels
     sampler = LengthGroupedBatchSampler([len(x) for x in ids], args.batch_size, 0, group_by_length=True)
-    collate = PadCollator(tok.pad_token_id)
+    task = TokenBatches(ids, labels, [], tok.pad_token_id, args.batch_size)
     total = 5 + args.steps + args.profile_steps
     opt = make_optimizer(model, 2e-3, 0.01, fused=args.fused)
-    sched = linear_schedule(opt, int(0.06 * total), total)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    model.train()
+    train = TrainStep(model, opt, linear_schedule(opt, int(0.06 * total), total),
+                      Accelerator(cpu=True, mixed_precision="no"), torch.bfloat16 if args.bf16 else None,
+                      max_grad_norm=1.0, compile=args.compile)
+    train.model.train()
     stack = contextlib.ExitStack()  # the trainer's step context, for the life of main()
-    stack.enter_context(step_context(model, torch.device("cpu"), torch.bfloat16 if args.bf16 else None,
-                                     cpu_dropout=args.cpu_dropout, lean=args.lean))
-    forward = torch.compile(model) if args.compile else model
+    stack.enter_context(train.context(cpu_dropout=args.cpu_dropout, lean=args.lean))
 
     def batches():
         epoch = 0
@@ -124,18 +127,15 @@ def main(argv: list[str] | None = None) -> None:
     def step(clock: bool) -> None:
         nonlocal tokens
         t0 = time.perf_counter()
-        batch = collate([(ids[i], labels[i]) for i in next(source)])
+        batch = device_batch(task, next(source), train.device)
         t1 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = forward(**batch).loss
+        loss, _ = train.loss(task.logits, batch)
         t2 = time.perf_counter()
-        loss.backward()
+        train.backward(loss)
         t3 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        train.clip()
         t4 = time.perf_counter()
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        train.update()
         t5 = time.perf_counter()
         if clock:
             tokens += batch["input_ids"].numel()

@@ -4,13 +4,16 @@
     python bench/train_throughput.py --quick --model tests/...   # smoke mode (used by the tests)
 
 (a) reference: every sentence padded to 128 tokens, random batches, fp32 (as the reference
-    projects do with the stock Trainer);
-(b) loralab: dynamic padding + length-grouped batches, fp32, with the trainer's CPU settings
-    (fused AdamW, the cheaper dropout mask of ``loralab.cpu_dropout``);
-(c) loralab + bf16 autocast (CPU AVX-512 BF16 / GPU), when ``--bf16`` is given.
-Each trains LoRA (same backbone, rank, data subset, seed and number of optimizer steps) and then
-scores the validation set; the table gives samples/s, real and padded tokens/s, the ratio to (a),
-validation accuracy, and achieved FLOP/s against the machine's measured matmul peak.
+    projects do with the stock Trainer): the trainer's step (``loralab.training.step.TrainStep``)
+    with stock torch around it (for-loop AdamW, torch's dropout);
+(b) loralab: ``loralab.training.loop.fit`` itself (dynamic padding, length-grouped batches, fp32,
+    fused AdamW, the cheaper CPU dropout mask), for one epoch;
+(c) loralab + bf16 autocast (CPU AVX-512 BF16 / GPU; ``fit`` with ``--precision bf16``), when
+    ``--bf16`` is given.
+Each trains LoRA (same backbone, rank, seed) on the same ``--steps`` x ``--batch-size`` training
+examples (the first of the ``--train-size`` subset: one epoch, ``--steps`` optimizer steps) and
+then scores the validation set; the table gives samples/s, real and padded tokens/s, the ratio to
+(a), validation accuracy, and achieved FLOP/s against the machine's measured matmul peak.
 
 FLOPs: a LoRA step costs about 4 x P FLOP per token processed (forward 2P, backward through the
 frozen weights 2P; the adapter terms are negligible), P = non-embedding parameters of the
@@ -20,20 +23,23 @@ backbone. "useful" counts real tokens only; "executed" counts padded tokens too.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import time
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 
 from loralab.backbones import build_model, load_tokenizer
-from loralab.config import DataConfig, MethodConfig
+from loralab.config import DataConfig, MethodConfig, RunConfig, TrainConfig
 from loralab.data import PadCollator, encode, load_data
 from loralab.data.sampler import LengthGroupedBatchSampler
 from loralab.inference import batched_logits
 from loralab.methods import apply_method
-from loralab.trainer import linear_schedule, make_optimizer, step_context
+from loralab.data.sampler import LengthGroupedBatchSampler
+from loralab.training.batches import TokenBatches
+from loralab.training.loop import fit, linear_schedule, make_optimizer
+from loralab.training.step import TrainStep
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -49,71 +55,75 @@ def non_embedding_params(model) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "wte" not in n and "wpe" not in n)
 
 
-def run_pipeline(name, args, tok, data, steps, reference: bool, bf16: bool, impl: str = "peft") -> dict:
+def run_pipeline(name, args, tok, data, reference: bool, bf16: bool, impl: str = "peft") -> dict:
     torch.manual_seed(args.seed)
     model = build_model(args.model, data.label_names, tok.pad_token_id)
-    model = apply_method(model, MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank, impl=impl,
-                                              target_modules=args.targets.split(",")))
+    method = MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank, impl=impl,
+                          target_modules=args.targets.split(","))
+    model = apply_method(model, method)
     p_flops = 4 * non_embedding_params(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    L = args.max_length
-    ids = encode(tok, data.train.texts, L)
-    labels = data.train.labels
+    n = min(args.steps * args.batch_size, len(data.train))
+    ids = encode(tok, data.train.texts[:n], args.max_length)
+    labels = data.train.labels[:n]
+    val_ids = encode(tok, data.validation.texts, args.max_length)
+    lengths = [len(x) for x in ids]
     if reference:
-        # pad to max_length in the dataset itself, as the reference projects do
-        ids = [x + [tok.pad_token_id] * (L - len(x)) for x in ids]
-        sampler = LengthGroupedBatchSampler([len(x) for x in ids], args.batch_size, args.seed, group_by_length=False)
+        seconds, steps, padded_tokens, acc = reference_epoch(model, args, tok, ids, labels, val_ids, data)
     else:
-        sampler = LengthGroupedBatchSampler([len(x) for x in ids], args.batch_size, args.seed, group_by_length=True)
-    collate = PadCollator(tok.pad_token_id)
-    real_len = [int(np.sum(np.asarray(x) != tok.pad_token_id)) if reference else len(x) for x in ids]
-    # loralab's trainer on CPU: fused AdamW, the cheaper dropout mask and (bf16) lean autocast; the
-    # reference: stock torch
-    opt = make_optimizer(model, 2e-3, 0.01, fused=not reference)
-    sched = linear_schedule(opt, int(0.06 * steps), steps)
-    model.train()
-    dtype = torch.bfloat16 if bf16 else None
-    with contextlib.nullcontext() if reference else step_context(model, torch.device("cpu"), dtype):
-        done, samples, real_tokens, padded_tokens, epoch = 0, 0, 0, 0, 0
-        t = time.perf_counter()
-        while done < steps:
-            epoch += 1
-            sampler.set_epoch(epoch)
-            for idx in sampler:
-                batch = collate([(ids[i], labels[i]) for i in idx])
-                if reference:  # reference attention mask: real tokens only
-                    batch["attention_mask"] = (batch["input_ids"] != tok.pad_token_id).long()
-                    batch["attention_mask"][:, 0] = 1
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    loss = model(**batch).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                samples += len(idx)
-                real_tokens += sum(real_len[i] for i in idx)
-                padded_tokens += batch["input_ids"].numel()
-                done += 1
-                if done == steps:
-                    break
-        seconds = time.perf_counter() - t
-    val_ids = encode(tok, data.validation.texts, L)
-    logits = batched_logits(model, val_ids, 64, tok.pad_token_id, torch.device("cpu"))
-    acc = float((logits.argmax(1) == np.asarray(data.validation.labels)).mean())
+        cfg = RunConfig(data=DataConfig(data_dir=args.data_dir, max_length=args.max_length), method=method,
+                        train=TrainConfig(epochs=1, batch_size=args.batch_size, lr=2e-3, device="cpu",
+                                          precision="bf16" if bf16 else "fp32", seed=args.seed, progress=False,
+                                          log_every=10**9))
+        res = fit(model, ids, labels, val_ids, data.validation.labels, cfg, tok.pad_token_id)
+        seconds, steps, acc = res.epoch_seconds[0], res.steps, res.best_validation_accuracy
+        # fit's first epoch pads each of these batches to its longest sentence
+        batches = LengthGroupedBatchSampler(lengths, args.batch_size, args.seed, group_by_length=True)
+        padded_tokens = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    real_tokens = sum(lengths)
     return {
-        "pipeline": name, "seconds": seconds, "samples_s": samples / seconds, "real_tok_s": real_tokens / seconds,
-        "padded_tok_s": padded_tokens / seconds, "val_acc": acc, "examples": samples,
+        "pipeline": name, "seconds": seconds, "samples_s": n / seconds, "real_tok_s": real_tokens / seconds,
+        "padded_tok_s": padded_tokens / seconds, "val_acc": acc, "examples": n, "steps": steps,
         "useful_flops": p_flops * real_tokens / seconds, "executed_flops": p_flops * padded_tokens / seconds,
         "flop_per_token": p_flops,
     }
+
+
+def reference_epoch(model, args, tok, ids, labels, val_ids, data) -> tuple[float, int, int, float]:
+    """One epoch as the reference projects train: every sentence padded to ``--max-length`` in the
+    dataset itself, random batches, stock torch around the trainer's step. Returns seconds, steps,
+    padded tokens and validation accuracy."""
+    pad, length = tok.pad_token_id, args.max_length
+    padded = [x + [pad] * (length - len(x)) for x in ids]
+    sampler = LengthGroupedBatchSampler([length] * len(ids), args.batch_size, args.seed, group_by_length=False)
+    collate = PadCollator(pad)
+    opt = make_optimizer(model, 2e-3, 0.01, fused=False)
+    step = TrainStep(model, opt, linear_schedule(opt, int(0.06 * len(sampler)), len(sampler)),
+                     Accelerator(cpu=True, mixed_precision="no"), None, max_grad_norm=1.0)
+    step.model.train()
+    steps = padded_tokens = 0
+    t = time.perf_counter()
+    for idx in sampler:
+        batch = collate([(padded[i], labels[i]) for i in idx])
+        batch["attention_mask"] = (batch["input_ids"] != pad).long()  # the reference's mask: real tokens only
+        batch["attention_mask"][:, 0] = 1
+        loss, _ = step.loss(TokenBatches.logits, batch)
+        step.backward(loss)
+        step.clip()
+        step.update()
+        steps += 1
+        padded_tokens += batch["input_ids"].numel()
+    seconds = time.perf_counter() - t
+    logits = batched_logits(model, val_ids, 64, pad, torch.device("cpu"))
+    return seconds, steps, padded_tokens, float((logits.argmax(1) == np.asarray(data.validation.labels)).mean())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="minilm-l6")
     ap.add_argument("--data-dir", default=os.environ.get("LORALAB_DATA_DIR"))
-    ap.add_argument("--train-size", type=int, default=8000, help="subset the batches are drawn from")
-    ap.add_argument("--steps", type=int, default=150, help="optimizer steps per pipeline")
+    ap.add_argument("--train-size", type=int, default=8000,
+                    help="stratified subset loaded; its first --steps x --batch-size sentences are trained on")
+    ap.add_argument("--steps", type=int, default=150, help="optimizer steps per pipeline (one epoch)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--targets", default="qv", help="--target-modules (default qv: the reference projects' query/value)")
@@ -130,14 +140,14 @@ def main() -> None:
         data.validation = data.validation.subset(range(min(64, len(data.validation))))
     tok = load_tokenizer(args.model)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    rows = [run_pipeline(f"reference (pad {args.max_length}, random, fp32)", args, tok, data, args.steps, True, False),
-            run_pipeline("loralab (dynamic, grouped, fp32)", args, tok, data, args.steps, False, False)]
+    rows = [run_pipeline(f"reference (pad {args.max_length}, random, fp32)", args, tok, data, True, False),
+            run_pipeline("loralab (dynamic, grouped, fp32)", args, tok, data, False, False)]
     if args.scratch:
-        rows.append(run_pipeline("loralab scratch-LoRA (fp32)", args, tok, data, args.steps, False, False, "scratch"))
+        rows.append(run_pipeline("loralab scratch-LoRA (fp32)", args, tok, data, False, False, "scratch"))
     if args.bf16:
-        rows.append(run_pipeline("loralab (dynamic, grouped, bf16)", args, tok, data, args.steps, False, True))
+        rows.append(run_pipeline("loralab (dynamic, grouped, bf16)", args, tok, data, False, True))
     base = rows[0]["samples_s"]
-    print(f"model {args.model}  threads {torch.get_num_threads()}  steps {args.steps}  batch {args.batch_size}  "
+    print(f"model {args.model}  threads {torch.get_num_threads()}  steps {rows[0]['steps']}  batch {args.batch_size}  "
           f"LoRA r{args.rank} {args.targets}  train subset {len(data.train)}  FLOP/token {rows[0]['flop_per_token'] / 1e6:.1f} M")
     print(f"measured matmul peak (2048^2): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
     head = f"{'pipeline':36} {'samples/s':>9} {'x ref':>6} {'real tok/s':>10} {'padded tok/s':>12} {'val acc':>7} {'useful GFLOP/s':>14} {'% fp32 peak':>11}"

@@ -18,8 +18,9 @@ from pathlib import Path
 def _instrument(mode: str, out: Path) -> None:
     import torch
 
-    from loralab import trainer
     from loralab.data import sampler
+    from loralab.training import loop
+    from loralab.training import step as train_step
 
     rank = int(os.environ.get("RANK", "0"))
     if mode in ("trace", "trace-and-kill"):
@@ -34,9 +35,9 @@ def _instrument(mode: str, out: Path) -> None:
                     yield mb
 
         sampler.RankMicroBatches.__iter__ = traced
-        trainer.RankMicroBatches = sampler.RankMicroBatches
+        loop.RankMicroBatches = sampler.RankMicroBatches
 
-        original_fit = trainer.fit
+        original_fit = loop.fit
 
         def fit_and_hash(model, *args, **kwargs):
             result = original_fit(model, *args, **kwargs)
@@ -49,12 +50,12 @@ def _instrument(mode: str, out: Path) -> None:
             (out / f"steps-rank{rank}.txt").write_text(str(result.steps))
             return result
 
-        trainer.fit = fit_and_hash
+        loop.fit = fit_and_hash
         import loralab.api
 
         loralab.api.fit = fit_and_hash
     if mode == "crash-rank1" and rank == 1:
-        original_loss = trainer.micro_loss
+        original_loss = train_step.micro_loss
         calls = {"n": 0}
 
         def failing(*args, **kwargs):
@@ -63,7 +64,7 @@ def _instrument(mode: str, out: Path) -> None:
                 raise RuntimeError("injected failure on rank 1")
             return original_loss(*args, **kwargs)
 
-        trainer.micro_loss = failing
+        train_step.micro_loss = failing
     if mode.startswith("kill-at-step-"):
         # SIGKILL this process when the optimizer is about to take step N (after earlier checkpoints)
         target = int(mode.rsplit("-", 1)[1])

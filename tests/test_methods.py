@@ -114,7 +114,7 @@ def test_lora_is_a_noop_at_init(tiny_models, family):
 
 @pytest.mark.parametrize("method", ["head", "lora", "prelayer"])
 def test_frozen_parameters_do_not_move_after_a_step(tiny_models, family, method):
-    from loralab.trainer import make_optimizer
+    from loralab.training.loop import make_optimizer
 
     _, model, tok = build(tiny_models, family, method=method)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

@@ -27,7 +27,7 @@ from loralab.methods import apply_method, param_table
 from loralab.methods.lora import peft_config
 from loralab.methods.scratch_lora import LoRALinear, ScratchLoraModel, inject_scratch_lora, load_scratch_adapter
 from loralab.predict import Predictor
-from loralab.trainer import make_optimizer
+from loralab.training.loop import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "positive"]

@@ -57,10 +57,10 @@ def test_bad_config_files_are_one_line_naming_the_file(tmp_path, capsys, content
 
 
 def test_patience_stops_and_restores_the_best_epoch(tiny_models, tiny_data, tmp_path, monkeypatch):
-    from loralab import trainer
+    from loralab.training import loop
 
     accuracies = iter([0.6, 0.5, 0.55, 0.9, 0.9, 0.9])  # no improvement after epoch 1
-    real = trainer.classification_metrics
+    real = loop.classification_metrics
 
     def scripted(labels, logits):
         m = real(labels, logits)
@@ -68,7 +68,7 @@ def test_patience_stops_and_restores_the_best_epoch(tiny_models, tiny_data, tmp_
             m["accuracy"] = next(accuracies)
         return m
 
-    monkeypatch.setattr(trainer, "classification_metrics", scripted)
+    monkeypatch.setattr(loop, "classification_metrics", scripted)
     cfg = tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "p", epochs=6, patience=2)
     result = loralab.train(cfg)
     assert result.results["epochs"] == 3 and result.results["best_epoch"] == 1
@@ -157,11 +157,11 @@ def test_sigterm_is_handled_like_ctrl_c(tiny_models, tmp_path):
 
 
 def test_progress_without_a_terminal_is_plain_log_lines(caplog):
-    from loralab.trainer import LineProgress, _progress
+    from loralab.training.progress import LineProgress, progress_bar
 
-    assert isinstance(_progress(10, 0, "epoch 1/1", enabled=True), LineProgress)  # pytest's stderr is no tty
+    assert isinstance(progress_bar(10, 0, "epoch 1/1", enabled=True), LineProgress)  # pytest's stderr is no tty
     bar = LineProgress(100, 0, "epoch 1/3", every=0.0)
-    with caplog.at_level("INFO", logger="loralab.trainer"):
+    with caplog.at_level("INFO", logger="loralab.training.progress"):
         bar.set_postfix(loss="0.6931")
         bar.update(25)
         bar.close()

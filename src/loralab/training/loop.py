@@ -3,32 +3,30 @@
 The loop is written against ``accelerate.Accelerator`` so that the same code runs on one CPU,
 one GPU, or data-parallel under ``accelerate launch`` / ``torchrun``: the accelerator places the
 model, shards the batches and syncs gradients; only the main process logs and writes. It holds
-no global state: everything it needs comes in as arguments.
+no global state: everything it needs comes in as arguments. Each optimizer step is a
+:class:`~loralab.training.step.TrainStep`, the one the benchmarks time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoints, set_rng_state
-from .config import RunConfig
-from .cpu_dropout import swap_cpu_dropout
-from .data import EncodedDataset, PadCollator
-from .data.sampler import LengthGroupedBatchSampler, RankMicroBatches
-from .errors import ConfigError
-from .inference import batched_logits, eval_mode
-from .metrics import classification_metrics
-from .runtime import autocast, fast_matmuls, lean_autocast, lean_autocast_dtype, resolve_precision
+from ..checkpoint import Checkpoints, set_rng_state
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..metrics import classification_metrics
+from ..runtime import resolve_precision
+from ..data.sampler import LengthGroupedBatchSampler, RankMicroBatches
+from .batches import CachedHeadBatches, TokenBatches, device_batch
+from .progress import progress_bar
+from .step import TrainStep, set_frozen_modules_eval
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,8 @@ class FitResult:
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; no weight decay on biases and normalisation weights.
-    ``fused=True`` (CUDA and CPU) runs the update as one kernel per parameter group: on CPU 0.4 ms
-    instead of 2.0 ms per LoRA r8 step for the for-loop version."""
+    ``fused=True`` (CUDA and CPU) runs the update as one kernel per parameter group, which is
+    faster than the for-loop version on CPU too (bench/RESULTS.md)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -61,108 +59,13 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
     """Linear warm-up from 0 to the peak learning rate, then linear decay to 0."""
-    from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415
+    from transformers import get_linear_schedule_with_warmup
 
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, 1))
 
 
-@contextlib.contextmanager
-def step_context(model: nn.Module, device: torch.device, autocast_dtype: torch.dtype | None,
-                 cpu_dropout: bool = True, lean: bool = True) -> Iterator[None]:
-    """What the trainer wraps an epoch's optimizer steps in (the benchmarks too, to time the same
-    step; their flags turn each part off to compare):
-
-    - on CPU, ``nn.Dropout`` modules use a cheaper mask (cpu_dropout.py: torch's mask was 21-32 %
-      of a LoRA step's operator time there); the original modules are back afterwards;
-    - under autocast, :func:`~loralab.runtime.lean_autocast` (frozen weights held in low
-      precision, no peft input casts); fp32 again afterwards, for validation and saving;
-    - on CUDA, TF32 matmuls (:func:`~loralab.runtime.fast_matmuls`), off again for evaluation.
-    """
-    with contextlib.ExitStack() as stack:
-        if cpu_dropout and device.type == "cpu":
-            stack.enter_context(swap_cpu_dropout(model))
-        if lean:
-            stack.enter_context(lean_autocast(model, autocast_dtype))
-        stack.enter_context(fast_matmuls(device))
-        yield
-
-
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-
-def set_frozen_modules_eval(model: nn.Module, method: str) -> None:
-    """For ``head``, the frozen backbone runs in eval mode (no dropout), as for any frozen
-    feature extractor; the other methods train with the model's own dropout."""
-    if method == "head":
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        getattr(base, base.base_model_prefix).eval()
-
-
-class TokenBatches:
-    """The usual path: batches of token ids, dynamically padded, through the whole model."""
-
-    def __init__(self, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int) -> None:
-        self.dataset = EncodedDataset(list(train_ids), list(train_labels))
-        self.collate = PadCollator(pad_token_id)
-        self.val_ids, self.pad, self.eval_batch_size = val_ids, pad_token_id, eval_batch_size
-
-    def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-    def val_logits(self, model: nn.Module, device: torch.device) -> np.ndarray:
-        return batched_logits(model, self.val_ids, self.eval_batch_size, self.pad, device)
-
-
-class CachedHeadBatches:
-    """``head`` on one process: backbone features computed once, batches of features through the
-    head only. Same batches (the sampler sees the token lengths) and the same dropout calls as
-    :class:`TokenBatches`, so the training is the same, only cheaper."""
-
-    def __init__(self, model, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int,
-                 device: torch.device) -> None:
-        from .headcache import extract_features  # noqa: PLC0415
-
-        feats = extract_features(model, train_ids, eval_batch_size, pad_token_id, device)
-        self.dataset = torch.utils.data.TensorDataset(feats, torch.as_tensor(list(train_labels)))
-        self.val_features = extract_features(model, val_ids, eval_batch_size, pad_token_id, device)
-
-    @staticmethod
-    def collate(batch: list) -> dict:
-        feats, labels = zip(*batch)
-        return {"features": torch.stack(feats), "labels": torch.stack(labels)}
-
-    def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        from .headcache import head_logits  # noqa: PLC0415
-
-        return head_logits(model, batch["features"])
-
-    @torch.inference_mode()
-    def val_logits(self, model: nn.Module, device: torch.device) -> np.ndarray:
-        from .headcache import head_logits  # noqa: PLC0415
-
-        with eval_mode(model):
-            return head_logits(model, self.val_features.to(device)).float().cpu().numpy()
-
-
-def micro_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, global_count: int,
-               parts: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss to back-propagate for one micro-batch, and the (detached) summed loss of its real
-    examples for logging.
-
-    Scaled so that, once DDP has averaged the gradients over ``world_size`` ranks and the
-    accumulation steps have added up, the gradient is that of the mean loss over the global
-    batch's ``global_count`` real examples: the same optimisation on 1 or N processes, with or
-    without accumulation. Weight-0 fill rows contribute nothing. With one process and no
-    accumulation it is exactly the model's own mean cross-entropy (bit-identical to before), and
-    ``weights`` (all ones then) may be None.
-    """
-    if parts == 1:
-        loss = nn.functional.cross_entropy(logits, labels)
-        return loss, loss.detach().float() * labels.shape[0]
-    per_example = nn.functional.cross_entropy(logits, labels, reduction="none") * weights
-    summed = per_example.sum()
-    return summed * (world_size / global_count), summed.detach().float()
 
 
 def fit(
@@ -186,7 +89,7 @@ def fit(
     trains on its share of every global batch (:mod:`loralab.data.sampler`), validation is scored on
     every rank over the whole split and rank 0's figures are used by all, so that every rank
     keeps the same best epoch."""
-    from accelerate import Accelerator  # noqa: PLC0415
+    from accelerate import Accelerator
 
     tc = cfg.train
     result = FitResult()
@@ -211,29 +114,22 @@ def fit(
         task = TokenBatches(train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size)
     global_batches = LengthGroupedBatchSampler([len(x) for x in train_ids], tc.batch_size, tc.seed, tc.group_by_length)
     micro = RankMicroBatches(global_batches, world, rank, tc.grad_accum)
-    parts = world * tc.grad_accum
     optimizer = make_optimizer(model, cfg.lr, tc.weight_decay, fused=device.type in ("cuda", "cpu"))
     total = micro.steps_per_epoch * tc.epochs
-    # The scheduler is stepped once per optimizer step by every rank; it is not given to accelerate,
-    # whose wrapper would step it once per process (the loader is not sharded by accelerate either).
     scheduler = linear_schedule(optimizer, int(tc.warmup_ratio * total), total)
-    scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    forward = torch.compile(model) if tc.compile else model
-    lean_dtype = lean_autocast_dtype(autocast_dtype, accelerator.distributed_type.value)
-    pin = device.type == "cuda"
+    step = TrainStep(model, optimizer, scheduler, accelerator, autocast_dtype, max_grad_norm=tc.max_grad_norm,
+                     grad_accum=tc.grad_accum, compile=tc.compile)
+    unwrapped = step.unwrapped
 
     pos = _Position()
     best_state: dict[str, torch.Tensor] | None = None
     resumed = checkpoints.load(cfg.to_dict()) if (checkpoints is not None and tc.resume) else None
     if resumed is not None:
         unwrapped.load_state_dict(resumed["trainable"], strict=False)
-        optimizer.load_state_dict(resumed["optimizer"])
+        step.optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
-        if scaler is not None and resumed.get("scaler"):
-            scaler.load_state_dict(resumed["scaler"])
+        if step.scaler is not None and resumed.get("scaler"):
+            step.scaler.load_state_dict(resumed["scaler"])
         best_state = resumed["best_state"]
         pos = _Position(**resumed["position"])
         for key, value in resumed["result"].items():
@@ -246,9 +142,10 @@ def fit(
     def save_checkpoint() -> None:
         def state() -> dict:
             return {"config": cfg.to_dict(), "trainable": trainable_state(unwrapped),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None, "best_state": best_state,
-                    "position": dataclasses.asdict(pos), "result": dataclasses.asdict(result)}
+                    "optimizer": step.optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": step.scaler.state_dict() if step.scaler is not None else None,
+                    "best_state": best_state, "position": dataclasses.asdict(pos),
+                    "result": dataclasses.asdict(result)}
 
         checkpoints.save(result.steps, state, accelerator.wait_for_everyone)
 
@@ -263,44 +160,30 @@ def fit(
             pos = _Position(epoch=epoch, elapsed=pos.elapsed)
         # the sampler counts epochs from 0 (as accelerate's data loader did for it: same batches as before)
         micro.set_epoch(epoch - 1, start=pos.batches_done)
-        model.train()
+        step.model.train()
         set_frozen_modules_eval(unwrapped, cfg.method.method)
         t0 = time.perf_counter() - pos.epoch_elapsed
-        bar = _progress(micro.steps_per_epoch, pos.batches_done, f"epoch {epoch}/{tc.epochs}",
-                        enabled=tc.progress and main)
+        bar = progress_bar(micro.steps_per_epoch, pos.batches_done, f"epoch {epoch}/{tc.epochs}",
+                           enabled=tc.progress and main)
         # the logging window: summed loss of the real examples trained on, and their number
         window = torch.tensor([pos.window_loss, pos.window_count], dtype=torch.float32, device=device)
-        with step_context(unwrapped, device, lean_dtype):  # undone before validation
+        with step.context():  # undone before validation
             if pos.batches_done == 0:
                 # the draw a torch DataLoader makes when an epoch's iteration starts: runs keep the
                 # dropout masks (hence the metrics) of runs made when batches came from a DataLoader
                 torch.empty((), dtype=torch.int64).random_()
             for mb in micro:
-                items = [task.dataset[i] for i in mb.indices]
-                batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin)
-                         for k, v in task.collate(items).items()}
-                weights = torch.tensor(mb.weights, device=device) if parts > 1 else None  # all ones on 1 process
-                sync = contextlib.nullcontext() if mb.last_of_step else accelerator.no_sync(model)
-                with sync:
-                    with autocast(device, autocast_dtype):
-                        loss, logged = micro_loss(task.logits(forward, batch), batch["labels"], weights,
-                                                  mb.global_count, parts, world)
-                    accelerator.backward(scaler.scale(loss) if scaler is not None else loss)
+                batch = device_batch(task, mb.indices, device)
+                weights = torch.tensor(mb.weights, device=device) if step.parts > 1 else None  # all ones on 1 process
+                with step.sync(mb.last_of_step):
+                    loss, logged = step.loss(task.logits, batch, weights, mb.global_count)
+                    step.backward(loss)
                 window[0] += logged  # stays on the device: no host sync per step
                 window[1] += sum(mb.weights)
                 if not mb.last_of_step:
                     continue
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if tc.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                step.clip()
+                step.update()
                 result.steps += 1
                 pos.batches_done += 1
                 pos.seen += mb.global_count
@@ -389,7 +272,7 @@ def _from_main(values: dict, world_size: int) -> dict:
     non-deterministic kernels made the ranks' scores differ in the last digit)."""
     if world_size == 1:
         return values
-    from accelerate.utils import broadcast_object_list  # noqa: PLC0415
+    from accelerate.utils import broadcast_object_list
 
     box = [values]
     broadcast_object_list(box, from_process=0)
@@ -400,45 +283,3 @@ def _row(step: int, epoch: int, kind: str, start: float, **values) -> dict:
     row = {"step": step, "epoch": epoch, "kind": kind, "elapsed_seconds": round(time.perf_counter() - start, 3)}
     row.update(values)
     return row
-
-
-def _progress(total: int, done: int, desc: str, enabled: bool):
-    """A tqdm bar on a terminal; elsewhere (a log file, a job scheduler) plain log lines."""
-    if not enabled:
-        return None
-    if not sys.stderr.isatty():
-        return LineProgress(total, done, desc)
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    return tqdm(total=total, initial=done, desc=desc, unit="step", dynamic_ncols=True, leave=False)
-
-
-class LineProgress:
-    """Progress as one log line every ``every`` seconds (and at the end), for output that is not a
-    terminal: no carriage returns in log files. The same calls as the tqdm bar it replaces."""
-
-    def __init__(self, total: int, done: int, desc: str, every: float = 30.0) -> None:
-        self.total, self.n, self.desc, self.every = total, done, desc, every
-        self.start_n, self.t0 = done, time.perf_counter()
-        self.last, self.postfix = self.t0, ""
-
-    def set_postfix(self, refresh: bool = False, **values) -> None:
-        self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if now - self.last >= self.every:
-            self.last = now
-            self._line(now)
-
-    def _line(self, now: float) -> None:
-        rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
-        left = (self.total - self.n) / rate if rate > 0 else 0.0
-        log.info("%s: step %d/%d (%d%%)%s, %.1f steps/s, %d:%02d left", self.desc, self.n, self.total,
-                 100 * self.n // max(self.total, 1), f", {self.postfix}" if self.postfix else "", rate,
-                 int(left) // 60, int(left) % 60)
-
-    def close(self) -> None:
-        if self.n > self.start_n:  # one closing line per epoch
-            self._line(time.perf_counter())
