@@ -28,8 +28,8 @@ from accelerate import Accelerator
 from loralab.backbones import build_model, load_tokenizer
 from loralab.config import DataConfig, MethodConfig
 from loralab.data import encode, load_data
-from loralab.methods import apply_method
 from loralab.data.sampler import LengthGroupedBatchSampler
+from loralab.methods import apply_method
 from loralab.training.batches import TokenBatches, device_batch
 from loralab.training.loop import linear_schedule, make_optimizer
 from loralab.training.step import TrainStep

@@ -36,7 +36,6 @@ from loralab.data import PadCollator, encode, load_data
 from loralab.data.sampler import LengthGroupedBatchSampler
 from loralab.inference import batched_logits
 from loralab.methods import apply_method
-from loralab.data.sampler import LengthGroupedBatchSampler
 from loralab.training.batches import TokenBatches
 from loralab.training.loop import fit, linear_schedule, make_optimizer
 from loralab.training.step import TrainStep

@@ -20,10 +20,10 @@ from torch import nn
 
 from ..checkpoint import Checkpoints, set_rng_state
 from ..config import RunConfig
+from ..data.sampler import LengthGroupedBatchSampler, RankMicroBatches
 from ..errors import ConfigError
 from ..metrics import classification_metrics
 from ..runtime import resolve_precision
-from ..data.sampler import LengthGroupedBatchSampler, RankMicroBatches
 from .batches import CachedHeadBatches, TokenBatches, device_batch
 from .progress import progress_bar
 from .step import TrainStep, set_frozen_modules_eval
