@@ -154,12 +154,12 @@ def measure(server: Server, name: str, adapters: list[str | None], texts: list[s
 def time_forwards(runs: list[str], rounds: int, batch: int, threads: int | None) -> None:
     """Milliseconds per batch of the model alone: one merged run, all runs mixed, all per adapter.
     The three are timed in turn within each round, so a busy machine slows them alike."""
-    import statistics  # noqa: PLC0415
+    import statistics
 
-    import torch  # noqa: PLC0415
+    import torch
 
-    from loralab.adapters import MultiAdapterPredictor  # noqa: PLC0415
-    from loralab.predict import Predictor  # noqa: PLC0415
+    from loralab.adapters import MultiAdapterPredictor
+    from loralab.predict import Predictor
 
     if threads:
         torch.set_num_threads(threads)
@@ -186,8 +186,8 @@ def time_forwards(runs: list[str], rounds: int, batch: int, threads: int | None)
 
 def check_against_runs(runs: list[str], n: int) -> None:
     """Mixed batches vs each run's own prediction file (written by the trainer's evaluation)."""
-    from loralab.adapters import MultiAdapterPredictor  # noqa: PLC0415
-    from loralab.artifacts import read_predictions  # noqa: PLC0415
+    from loralab.adapters import MultiAdapterPredictor
+    from loralab.artifacts import read_predictions
 
     model = MultiAdapterPredictor.from_runs(runs, device="cpu")
     rows = {name: read_predictions(Path(run) / "predictions_validation.csv")[:n] for name, run in

@@ -134,7 +134,7 @@ def test_wilson_interval_matches_scipy_and_the_closed_form():
 
 
 def test_export_uses_the_statistics_wilson_interval():
-    import loralab.export  # noqa: PLC0415
+    import loralab.export
 
     assert loralab.export.wilson_interval is wilson_interval
 

@@ -103,7 +103,7 @@ def test_run_ids_are_deterministic_distinct_and_follow_the_config(tmp_path):
 def test_run_id_hashes_the_learning_rate_in_force(tmp_path, monkeypatch):
     """`lr` left unset means the method's default: the id follows the default, and spelling the
     default out is the same configuration (same id; two such cells are rejected as duplicates)."""
-    import loralab.study.spec as spec_module  # noqa: PLC0415
+    import loralab.study.spec as spec_module
 
     base = {"data_dir": str(tmp_path)}
     unset = make_plan(spec(base=base), tmp_path / "out").runs[0].id
@@ -120,9 +120,9 @@ def test_run_id_hashes_the_target_modules_training_resolves(tmp_path, monkeypatc
     """LoRA's target modules enter the id as training resolves them: `null` is the `qv` preset
     (same id, and two such cells are duplicates), and when a family's preset changes, the runs
     that used it get new ids: for a local model (MiniLM, a BERT) and for a hub id alike."""
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
-    from loralab import backbones  # noqa: PLC0415
+    from loralab import backbones
 
     base = {"data_dir": str(tmp_path)}
 

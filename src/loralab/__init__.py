@@ -21,7 +21,7 @@ _EXPORTS = {
     "TrainConfig": "config",
     "LoralabError": "errors", "ConfigError": "errors", "DataError": "errors", "RunDirError": "errors",
 }
-__all__ = [  # noqa: RUF022
+__all__ = [
     "ConfigError", "DataConfig", "DataError", "LoralabError", "MethodConfig", "ModelConfig", "Run", "RunConfig",
     "RunDirError", "RunResult", "TrainConfig", "inspect_params", "load_run", "train",
 ]

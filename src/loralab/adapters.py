@@ -221,8 +221,8 @@ class MultiAdapterPredictor:
     def logits(self, items: Sequence[tuple[str, str]]) -> list[np.ndarray | None]:
         """One logits vector per ``(adapter name, text)`` item, in order (each of its adapter's
         label count); ``None`` for an adapter that is not (or no longer) loaded."""
-        from .data import encode, length_sorted_batches  # noqa: PLC0415
-        from .runtime import autocast  # noqa: PLC0415
+        from .data import encode, length_sorted_batches
+        from .runtime import autocast
 
         out: list[np.ndarray | None] = [None] * len(items)
         with self._lock, torch.inference_mode():
@@ -245,7 +245,7 @@ class MultiAdapterPredictor:
         return out
 
     def _forward(self, rows, ids, adapters, out, autocast) -> None:
-        from .data import pad_batch  # noqa: PLC0415
+        from .data import pad_batch
 
         input_ids, mask = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id)
         segments, start = [], 0
@@ -266,7 +266,7 @@ class MultiAdapterPredictor:
     def predict(self, items: Sequence[tuple[str, str]]) -> list[dict | None]:
         """One dict per item, in order: adapter, text, label, label_name, confidence, probabilities;
         ``None`` for an adapter that is not loaded."""
-        from .metrics import softmax  # noqa: PLC0415
+        from .metrics import softmax
 
         res: list[dict | None] = []
         for (name, text), z in zip(items, self.logits(items), strict=True):
@@ -307,7 +307,7 @@ def check_adapter_name(name: str) -> None:
 
 
 def _check_backbone(backbone: str, first: Path | None, run_dir: Path, meta: dict) -> None:
-    from .backbones import resolve_model  # noqa: PLC0415
+    from .backbones import resolve_model
 
     other = meta["config"]["model"]["model"]
     if other != backbone and resolve_model(other) != resolve_model(backbone):
@@ -319,8 +319,8 @@ def _check_backbone(backbone: str, first: Path | None, run_dir: Path, meta: dict
 def expand_runs(paths: Sequence[str]) -> list[tuple[str | None, Path]]:
     """``(name or None, run_dir)`` for each argument: a run directory, ``NAME=RUN``, or a study
     folder (all its complete LoRA runs, in run-id order)."""
-    from .artifacts import CONFIG_FILE, RESULTS_FILE, read_json  # noqa: PLC0415
-    from .study.folder import RUNS_DIR, STUDY_FILE  # noqa: PLC0415
+    from .artifacts import CONFIG_FILE, RESULTS_FILE, read_json
+    from .study.folder import RUNS_DIR, STUDY_FILE
 
     out: list[tuple[str | None, Path]] = []
     for arg in paths:

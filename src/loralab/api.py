@@ -101,7 +101,7 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
     (``val_accuracy``, ``val_loss``); raising :class:`StopRun` there ends training early, e.g. to
     prune a search trial. ``test_split=False`` leaves the test split out (not encoded, scored or
     written): a search's trials must never see test data."""
-    from accelerate import Accelerator  # noqa: PLC0415
+    from accelerate import Accelerator
 
     t_start = time.perf_counter()
     tc = config.train

@@ -126,7 +126,7 @@ def file_mode(directory: bool = False) -> int:
 
 
 def _json_default(o):
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     if isinstance(o, np.integer):
         return int(o)
@@ -188,9 +188,9 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def save_weights(model, method: str, run_dir: Path, tokenizer) -> None:
     """Write the trained weights in the method's format (see the module docstring)."""
-    from safetensors.torch import save_file  # noqa: PLC0415
+    from safetensors.torch import save_file
 
-    from .backbones import head_module_names, quiet_transformers  # noqa: PLC0415
+    from .backbones import head_module_names, quiet_transformers
 
     if method == "lora":
         # LoRA never trains the embeddings; saying so keeps peft from asking the hub whether the

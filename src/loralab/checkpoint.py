@@ -132,7 +132,7 @@ class Checkpoints:
             raise CheckpointError(
                 f"{folder}: no random-number state for rank {self.rank}; the checkpoint was taken with "
                 f"{_saved_world(folder)} process(es)") from None
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the same one-line error
+        except Exception as e:  # any unreadable file is the same one-line error
             raise CheckpointError(f"{folder}: unreadable checkpoint ({type(e).__name__}: {e})") from None
         if state.get("world_size") != self.world_size:
             raise CheckpointError(

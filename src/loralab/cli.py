@@ -53,7 +53,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
     owner = {f.name for cls in GROUPS.values() for f in fields(cls)}
     base = RunConfig()
     if getattr(args, "config", None):
-        from .config import read_config_file  # noqa: PLC0415
+        from .config import read_config_file
 
         base = read_config_file(args.config)
     return base.override({k: v for k, v in vars(args).items() if k in owner})
@@ -81,7 +81,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__  # noqa: PLC0415
+    from . import __version__
 
     p = Parser(prog="loralab", description="LoRA and baseline fine-tuning of text classifiers.")
     p.add_argument("--version", action="version", version=f"loralab {__version__}")
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.set_defaults(func=cmd_inspect)
 
-    from .predict import add_inference_flags  # noqa: PLC0415  (torch: only when the parser is built)
+    from .predict import add_inference_flags  # torch: only when the parser is built
 
     pr = sub.add_parser("predict", help="predict labels with a trained run (or several LoRA runs side by side)",
                         usage="loralab predict RUN [TEXT ...] [--file F|-] [options]\n"
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .api import train  # noqa: PLC0415
+    from .api import train
 
     config = _config_from_args(args)
     result = train(config, command=["loralab", *args.argv])
@@ -151,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .api import inspect_params  # noqa: PLC0415
+    from .api import inspect_params
 
     table = inspect_params(_config_from_args(args))
     if args.json:
@@ -162,7 +162,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .api import load_run  # noqa: PLC0415
+    from .api import load_run
     from .data import read_text_lines
 
     texts = list(args.texts)
@@ -177,7 +177,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if any(not t.strip() for t in texts):
         raise LoralabError("predict: empty text")
     if len(args.run) > 1:
-        from .predict import predict_side_by_side  # noqa: PLC0415
+        from .predict import predict_side_by_side
 
         if args.compile:
             raise LoralabError("predict: --compile serves one run; it does not apply to several --run")
@@ -190,8 +190,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 for name, p in row["adapters"].items():
                     print(f"{name}\t{p['label_name']}\t{p['confidence']:.4f}\t{row['text']}")
         return 0
-    from .exported import is_model_folder  # noqa: PLC0415
-    from .predict import Predictor  # noqa: PLC0415
+    from .exported import is_model_folder
+    from .predict import Predictor
 
     run = args.run[0]
     run_dir = run if is_model_folder(run) else load_run(run).run_dir  # an export, or a run

@@ -305,12 +305,12 @@ def read_config_file(path: str) -> RunConfig:
     """The run config of ``--config FILE``: a YAML file with the keys of a study's ``base``
     (flat, or grouped as ``data:``/``model:``/``method:``/``train:``), or a run's ``config.json``,
     which replays that run (everything but where it was written). Errors name the file and key."""
-    import json  # noqa: PLC0415
+    import json
 
-    import yaml  # noqa: PLC0415
+    import yaml
 
     try:
-        text = open(path, encoding="utf-8").read()  # noqa: SIM115
+        text = open(path, encoding="utf-8").read()
     except OSError as e:
         raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from None
     try:

@@ -104,8 +104,8 @@ class MultiHead(nn.Module):
 
 def load_adapter_tensors(adapter_dir: Path, model: nn.Module, heads: list[str]):
     """``(layers, head_states)`` from a peft adapter folder, checked against ``model``."""
-    from safetensors.torch import load_file  # noqa: PLC0415
-    from transformers.pytorch_utils import Conv1D  # noqa: PLC0415
+    from safetensors.torch import load_file
+    from transformers.pytorch_utils import Conv1D
 
     config_path = adapter_dir / ADAPTER_CONFIG
     try:

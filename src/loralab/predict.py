@@ -57,7 +57,7 @@ class Predictor:
                  batch_size: int | None = None, precision: str = "fp32", compile: bool = False) -> Predictor:
         """Load a run directory (complete or being finalised) in this process; an export (merged or
         adapter, :mod:`loralab.exported`) loads too."""
-        from .exported import is_model_folder, load_export_predictor  # noqa: PLC0415
+        from .exported import is_model_folder, load_export_predictor
 
         run_dir = Path(run_dir)
         if is_model_folder(run_dir):
@@ -100,7 +100,7 @@ def predict_side_by_side(runs: Sequence[str | Path], texts: Sequence[str], devic
     """Each LoRA run's answer for each text, from one backbone with the runs as adapters (mixed
     batches, see :mod:`loralab.adapters`): ``[{"text", "adapters": {name: {label, label_name,
     confidence}}}]`` in text order, adapters in the order given."""
-    from .adapters import MultiAdapterPredictor, adapter_name, expand_runs  # noqa: PLC0415
+    from .adapters import MultiAdapterPredictor, adapter_name, expand_runs
 
     named = expand_runs([str(r) for r in runs])
     model = MultiAdapterPredictor.from_runs([d for _, d in named], [n or adapter_name(d) for n, d in named],

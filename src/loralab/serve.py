@@ -52,7 +52,7 @@ def load_predictor(path: str | Path, device: str = "auto", batch_size: int | Non
     from .artifacts import CONFIG_FILE, check_run_dir, read_json
     from .backbones import length_cap
     from .export import is_model_folder, load_export_predictor, read_export_meta
-    from .predict import Predictor  # noqa: PLC0415
+    from .predict import Predictor
 
     path = Path(path)
     if not path.is_dir():
@@ -72,7 +72,7 @@ def load_predictor(path: str | Path, device: str = "auto", batch_size: int | Non
         predictor.max_length = length_cap(predictor.max_length, predictor.model.config)
         info = {"source": "run", "base_model": meta["config"]["model"]["model"],
                 "method": meta["config"]["method"]["method"]}
-    import torch  # noqa: PLC0415
+    import torch
 
     info.update(name=path.resolve().name, label_names=list(predictor.label_names),
                 max_length=predictor.max_length, device=str(predictor.device), threads=torch.get_num_threads(),
@@ -84,9 +84,9 @@ def load_adapters(paths, device: str = "auto", batch_size: int | None = None, pr
                   mixed: bool = True):
     """``(predictor, info)`` for many LoRA runs over one backbone: run directories, ``NAME=RUN``
     or study folders (all their LoRA runs); see :class:`~loralab.adapters.MultiAdapterPredictor`."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from .adapters import MultiAdapterPredictor, adapter_name, expand_runs  # noqa: PLC0415
+    from .adapters import MultiAdapterPredictor, adapter_name, expand_runs
     from .artifacts import require_safetensors
 
     runs = expand_runs([str(p) for p in paths])
@@ -107,7 +107,7 @@ def load_adapters(paths, device: str = "auto", batch_size: int | None = None, pr
 
 def is_multi(args: argparse.Namespace) -> bool:
     """Whether ``loralab serve`` serves adapters over one backbone (rather than one merged model)."""
-    from .study.folder import STUDY_FILE  # noqa: PLC0415
+    from .study.folder import STUDY_FILE
 
     return (len(args.paths) > 1 or bool(args.adapter_root) or args.default_adapter is not None
             or args.adapter_batching != "mixed" or any((Path(p) / STUDY_FILE).is_file() for p in args.paths))
@@ -119,7 +119,7 @@ def is_multi(args: argparse.Namespace) -> bool:
 
 
 def add_parser(subparsers) -> None:
-    from .predict import add_inference_flags  # noqa: PLC0415
+    from .predict import add_inference_flags
 
     d = ServeLimits()
     p = subparsers.add_parser(
@@ -165,14 +165,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
     try:
-        import fastapi  # noqa: F401, PLC0415
-        import uvicorn  # noqa: PLC0415
+        import fastapi  # noqa: F401
+        import uvicorn
     except ImportError as e:
         raise LoralabError(f"serve needs the serve extra ({e.name} is missing): pip install 'loralab[serve]'") from None
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-        import torch  # noqa: PLC0415
+        import torch
 
         torch.set_num_threads(args.threads)
     roots = []

@@ -50,14 +50,14 @@ class Trackers:
         self.tb = self.mlflow = None
         tags = study_tags()
         if "tensorboard" in names:
-            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+            from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=str(logdir / "tensorboard"))
             self.tb.add_text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(params.items())))
             for key, value in tags.items():
                 self.tb.add_text(f"tags/{key}", str(value))
         if "mlflow" in names:
-            import mlflow  # noqa: PLC0415
+            import mlflow
 
             self.mlflow = mlflow  # MLFLOW_TRACKING_URI or MLflow's default (sqlite:///mlflow.db in the cwd)
             experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or tags.get("study") or "loralab"

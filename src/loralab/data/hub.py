@@ -28,7 +28,7 @@ def load_hub_sst2() -> DataBundle:
     try:
         glue = load_dataset(*HUB_SST2)
         test = load_dataset(HUB_SST2_TEST, split="test")
-    except Exception as e:  # noqa: BLE001 - any hub failure becomes one clear line
+    except Exception as e:  # any hub failure becomes one clear line
         raise DataError(
             "--data-dir", None,
             f"no data given and the Hugging Face hub is unreachable ({type(e).__name__}); "

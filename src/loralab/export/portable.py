@@ -49,7 +49,7 @@ def saved_modules(names: list[str] | None, weights: Path) -> list[str] | None:
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as f:
-        keys = [k.removeprefix("base_model.model.") for k in f.keys()]  # noqa: SIM118 - not a dict
+        keys = [k.removeprefix("base_model.model.") for k in f.keys()]  # not a dict
     held = [n for n in dict.fromkeys(names) if any(re.search(rf"(^|\.){re.escape(n)}\.", k) for k in keys)]
     return held or list(dict.fromkeys(names))
 

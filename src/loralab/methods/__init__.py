@@ -28,7 +28,7 @@ def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
     family = family_of(model.config)
     heads = head_module_names(model)
     if cfg.method == "lora":
-        from .lora import inject_lora  # noqa: PLC0415
+        from .lora import inject_lora
 
         return inject_lora(model, cfg, family, heads)
     for p in model.parameters():

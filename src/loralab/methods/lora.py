@@ -15,9 +15,9 @@ from ..config import MethodConfig
 
 def peft_config(model_config, cfg: MethodConfig, heads: list[str]):
     """The ``peft.LoraConfig`` equivalent of ``cfg`` for this model."""
-    from peft import LoraConfig  # noqa: PLC0415
+    from peft import LoraConfig
 
-    from . import lora_settings  # noqa: PLC0415
+    from . import lora_settings
 
     targets, layers, family = lora_settings(model_config, cfg)
     return LoraConfig(
@@ -35,14 +35,14 @@ def peft_config(model_config, cfg: MethodConfig, heads: list[str]):
 
 
 def inject_lora(model: nn.Module, cfg: MethodConfig, family: Family, heads: list[str]) -> nn.Module:
-    from ..errors import ConfigError  # noqa: PLC0415
+    from ..errors import ConfigError
 
     pconf = peft_config(model.config, cfg, heads)
     if cfg.impl == "scratch":
-        from .scratch_lora import inject_scratch_lora  # noqa: PLC0415
+        from .scratch_lora import inject_scratch_lora
 
         return inject_scratch_lora(model, pconf)
-    from peft import get_peft_model  # noqa: PLC0415
+    from peft import get_peft_model
 
     try:
         peft_model = get_peft_model(model, pconf)

@@ -192,7 +192,7 @@ class ScratchLoraModel(nn.Module):
 
     def save_pretrained(self, save_directory: str | Path, **_ignored) -> None:
         """Write a standard peft adapter folder (``PeftModel.from_pretrained`` loads it)."""
-        from safetensors.torch import save_file  # noqa: PLC0415
+        from safetensors.torch import save_file
 
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ class ScratchLoraModel(nn.Module):
 def inject_scratch_lora(model: nn.Module, pconf: LoraConfig) -> ScratchLoraModel:
     """Freeze ``model``, wrap the modules that ``pconf`` targets in :class:`LoRALinear` and make
     the head modules (``pconf.modules_to_save``) trainable. ``pconf`` is not modified."""
-    from ..backbones import portable_name  # noqa: PLC0415
+    from ..backbones import portable_name
 
     conf = copy.deepcopy(pconf)
     # as peft's get_peft_model: the base model's name ("" for a model built from a config → None),
@@ -219,7 +219,7 @@ def load_scratch_adapter(model: nn.Module, adapter_dir: str | Path, is_trainable
 
     As ``PeftModel.from_pretrained``: the result is frozen and in eval mode unless ``is_trainable``.
     """
-    from safetensors.torch import load_file  # noqa: PLC0415
+    from safetensors.torch import load_file
 
     adapter_dir = Path(adapter_dir)
     config_path, weights_path = adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS

@@ -67,11 +67,11 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
     stops with the app's lifespan). ``allowed_hosts`` restricts the ``Host`` header (DNS-rebinding
     protection for a loopback server).
     """
-    from fastapi import FastAPI, Request  # noqa: PLC0415
-    from fastapi.responses import HTMLResponse, JSONResponse, Response  # noqa: PLC0415
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-    from .. import __version__  # noqa: PLC0415
-    from ..errors import LoralabError  # noqa: PLC0415
+    from .. import __version__
+    from ..errors import LoralabError
 
     multi = hasattr(predictor, "adapters") and hasattr(predictor, "remove")
     limits = limits or ServeLimits()
@@ -86,7 +86,7 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
     roots = [Path(r).resolve() for r in adapter_roots]
     state = {"default": None}
     if multi:
-        from ..adapters import UnknownAdapterError  # noqa: PLC0415
+        from ..adapters import UnknownAdapterError
 
         if default_adapter is not None and default_adapter not in predictor.adapters:
             raise UnknownAdapterError(f"--default-adapter {default_adapter}: no such adapter (served: "
@@ -109,7 +109,7 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
     app.state.batcher = batcher
     app.state.limits = limits
     if allowed_hosts:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware  # noqa: PLC0415
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
@@ -195,7 +195,7 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
                              409: {"model": error_model, "description": "the name is taken"},
                              422: {"model": error_model, "description": "not a LoRA run over this backbone"}})
         async def add_adapter(request: Request):
-            from pydantic import BaseModel, ConfigDict, ValidationError  # noqa: PLC0415
+            from pydantic import BaseModel, ConfigDict, ValidationError
 
             class AddAdapter(BaseModel):
                 model_config = ConfigDict(extra="forbid", strict=True)

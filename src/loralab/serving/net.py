@@ -32,7 +32,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread (tests, benchmarks); yields its base URL.
     ``port=0`` picks a free port. The server stops when the block exits."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
     sock = bind_socket(host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))

@@ -42,9 +42,9 @@ class RequestError(Exception):
 def request_models(multi: bool = False):
     """``(request, response, error)`` pydantic models of ``POST /predict``; ``multi``: the
     variant of a multi-adapter server (``adapter`` / ``adapters`` fields, per-adapter answers)."""
-    from typing import Literal  # noqa: PLC0415
+    from typing import Literal
 
-    from pydantic import BaseModel, ConfigDict, Field  # noqa: PLC0415
+    from pydantic import BaseModel, ConfigDict, Field
 
     class PredictRequest(BaseModel):
         """Texts to classify, one review each."""
@@ -92,7 +92,7 @@ def request_models(multi: bool = False):
 def parse_request(body: bytes, limits: ServeLimits, model):
     """Validate a ``/predict`` body against ``model`` (the request schema) and ``limits``;
     return the parsed request or raise :class:`RequestError` (422 bad JSON/shape, 413 over a limit)."""
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
     if not body.strip():
         raise RequestError(422, 'empty body: send JSON like {"texts": ["a review"]}')

@@ -46,9 +46,9 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError  # noqa: PLC0415
-    from .runner import run_study  # noqa: PLC0415
-    from .spec import load_spec, make_plan  # noqa: PLC0415
+    from ..errors import ConfigError
+    from .runner import run_study
+    from .spec import load_spec, make_plan
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     overrides = {"model": args.model, "data_dir": args.data_dir}
     if spec.tune is not None:  # a tuned study: search each cell's setting first (loralab.tune.study)
-        from ..tune.study import tune_first  # noqa: PLC0415
+        from ..tune.study import tune_first
 
         spec = tune_first(spec, args, overrides)
     plan = make_plan(spec, args.out, overrides)
@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_data(plan)
     echo = lambda s: print(s, flush=True)  # noqa: E731
     if args.executor == "ray":
-        from .ray_executor import run_study_on_ray  # noqa: PLC0415
+        from .ray_executor import run_study_on_ray
 
         outcome = run_study_on_ray(plan, address=args.address, threads=args.threads, gpus_per_run=args.gpus_per_run,
                                    echo=echo)
@@ -90,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def check_data(plan) -> None:
     """Fail before starting anything if a data folder or file is missing (one check per data config)."""
-    from ..data import split_paths  # noqa: PLC0415
+    from ..data import split_paths
 
     seen = set()
     for run in plan.runs:
@@ -102,11 +102,11 @@ def check_data(plan) -> None:
 
 def dry_run_lines(plan, jobs: int) -> tuple[list[str], list[str]]:
     """The dry-run table and the errors of cells that cannot be built (e.g. a bad --layers)."""
-    from ..api import inspect_params  # noqa: PLC0415
-    from ..errors import LoralabError  # noqa: PLC0415
-    from .cost import estimate_seconds, split_sizes  # noqa: PLC0415
-    from .folder import StudyFolder  # noqa: PLC0415
-    from .runner import clock  # noqa: PLC0415
+    from ..api import inspect_params
+    from ..errors import LoralabError
+    from .cost import estimate_seconds, split_sizes
+    from .folder import StudyFolder
+    from .runner import clock
 
     folder = StudyFolder(plan.root)
     rows = [("cell", "method", "trainable", "trainable %", "train ex.", "epochs", "est. / run", "runs", "done")]
@@ -142,7 +142,7 @@ def dry_run_lines(plan, jobs: int) -> tuple[list[str], list[str]]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build  # noqa: PLC0415
+    from .report import build
 
     paths = build(args.dir)
     print("written: " + ", ".join(str(p) for p in paths.values()))

@@ -38,7 +38,7 @@ EXTRA_HINT = "pip install 'loralab[ray]'"
 
 def import_ray():
     try:
-        import ray  # noqa: PLC0415
+        import ray
     except ImportError:
         raise StudyError(f"--executor ray needs Ray: {EXTRA_HINT}") from None
     return ray
@@ -94,7 +94,7 @@ def _run(ray, plan: StudyPlan, folder: StudyFolder, threads: int, gpus_per_run: 
         secs = time.perf_counter() - started
         try:
             result = ray.get(ref)
-        except Exception as e:  # noqa: BLE001 - a task that died (node lost, out of memory) is one failed run
+        except Exception as e:  # a task that died (node lost, out of memory) is one failed run
             result = {"returncode": -1, "log": f"ray task failed: {type(e).__name__}: {e}\n", "archive": None}
         _append_log(folder, run, result)
         if result["returncode"] == 0 and result["archive"] is not None:
@@ -128,8 +128,8 @@ def strip_output_dir(flags: list[str]) -> list[str]:
 def train_in_task(run_id: str, flags: list[str], threads: int, processes: int, extra_env: dict | None = None) -> dict:
     """Body of the Ray task (runs on a worker node): train into a temporary folder with a fresh
     ``loralab train`` process, return its exit code, its output and the run directory as a tar archive."""
-    import socket  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
+    import socket
+    import subprocess
 
     with tempfile.TemporaryDirectory(prefix="loralab-ray-") as tmp:
         out = Path(tmp) / run_id

@@ -69,13 +69,13 @@ def visible_gpus() -> list[str]:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
-    import torch  # noqa: PLC0415
+    import torch
 
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
 def default_gpus_per_run() -> int:
-    import torch  # noqa: PLC0415
+    import torch
 
     return 1 if torch.cuda.is_available() else 0
 

@@ -54,7 +54,7 @@ class Interval:
 def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """Student-t interval of the mean: ``mean ± t(level, n-1) · std / sqrt(n)``.
     With one value the std and the interval are NaN (one seed says nothing about seed spread)."""
-    from scipy.stats import t  # noqa: PLC0415
+    from scipy.stats import t
 
     x = np.asarray([v for v in values if v is not None], dtype=np.float64)
     n = len(x)
@@ -74,7 +74,7 @@ def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, f
     Unlike the normal approximation it stays inside [0, 1] and is sensible at 0% and 100%.
     Raises ``ValueError`` for ``n < 1`` or ``correct`` outside ``[0, n]``.
     """
-    from scipy.stats import binomtest  # noqa: PLC0415
+    from scipy.stats import binomtest
 
     if n <= 0:
         raise ValueError("n must be positive")
@@ -86,7 +86,7 @@ def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, f
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Exact two-sided McNemar p-value: ``binomtest(b, b + c, 0.5)``; 1.0 with no discordant pair."""
-    from scipy.stats import binomtest  # noqa: PLC0415
+    from scipy.stats import binomtest
 
     if b + c == 0:
         return 1.0
@@ -100,8 +100,8 @@ def sign_flip_test(diffs: Sequence[int]) -> float:
     built exactly: for each magnitude ``m`` occurring ``n_m`` times, ``m · (2·Binomial(n_m, ½) −
     n_m)``, convolved over the magnitudes. p = P(|T| ≥ |observed|).
     """
-    from scipy.signal import fftconvolve  # noqa: PLC0415
-    from scipy.stats import binom  # noqa: PLC0415
+    from scipy.signal import fftconvolve
+    from scipy.stats import binom
 
     d = np.asarray(diffs, dtype=np.int64)
     d = d[d != 0]
@@ -151,7 +151,7 @@ def min_detectable_effect(diffs: Sequence[float], alpha: float = ALPHA, power: f
     shrinks with more examples (``n``) and with more seeds (averaging lowers ``s_d``). NaN when
     the differences have no spread (the cells agree on every example, or ``n < 2``).
     """
-    from scipy.stats import norm  # noqa: PLC0415
+    from scipy.stats import norm
 
     x = np.asarray(diffs, dtype=np.float64)
     if len(x) < 2:

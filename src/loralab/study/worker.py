@@ -37,7 +37,7 @@ def parent_death_signal(sig: int) -> None:
     used as ``preexec_fn`` of the training processes a worker or a Ray task starts."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes  # noqa: PLC0415
+            import ctypes
 
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
         except (OSError, AttributeError):
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     die_with_parent(args.parent_pid)
     if args.threads:
-        import torch  # noqa: PLC0415
+        import torch
 
         torch.set_num_threads(args.threads)
     folder = StudyFolder(Path(args.study))
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.run_id}: removed the staging folder of an earlier, killed attempt", flush=True)
         if folder.run_dir(args.run_id).exists():
             flags = [*flags, "--overwrite"]  # an incomplete folder not made by loralab: replace it
-        from ..checkpoint import checkpoint_dir  # noqa: PLC0415
-        from ..cli import main as cli_main  # noqa: PLC0415
+        from ..checkpoint import checkpoint_dir
+        from ..cli import main as cli_main
 
         if (checkpoint_dir(folder.run_dir(args.run_id)) / "latest.json").is_file():
             print(f"{args.run_id}: resuming from the checkpoint of an earlier, killed attempt", flush=True)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _torchrun(processes: int, flags: list[str]) -> int:
-    import subprocess  # noqa: PLC0415
+    import subprocess
 
     cmd = [*train_launcher(processes), "train", *flags]
     print("launching: " + " ".join(cmd), flush=True)

@@ -13,7 +13,7 @@ EXTRA_HINT = "hyper-parameter search needs Optuna: pip install 'loralab[tune]'"
 def require_optuna():
     """Import and return ``optuna``, or fail with one line naming the extra."""
     try:
-        import optuna  # noqa: PLC0415
+        import optuna
     except ImportError:
         raise LoralabError(EXTRA_HINT) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)

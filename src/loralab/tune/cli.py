@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError  # noqa: PLC0415
+    from ..errors import ConfigError
 
     for name in ("jobs", "threads", "trials"):  # --gpus-per-run may be 0
         value = getattr(args, name)
@@ -74,10 +74,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from . import require_optuna  # noqa: PLC0415
-    from .runner import resolve_storage, run_jobs, run_worker  # noqa: PLC0415
-    from .spec import DEFAULT_OUT_ROOT, load_spec  # noqa: PLC0415
-    from .storage import open_storage, open_study  # noqa: PLC0415
+    from . import require_optuna
+    from .runner import resolve_storage, run_jobs, run_worker
+    from .spec import DEFAULT_OUT_ROOT, load_spec
+    from .storage import open_storage, open_study
 
     require_optuna()
     spec = load_spec(args.target)
@@ -106,7 +106,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build  # noqa: PLC0415
+    from .report import build
 
     paths = build(args.dir, storage=args.storage, final_seeds=args.final_seeds, threads=args.threads,
                   echo=lambda s: print(s, flush=True))

@@ -132,8 +132,8 @@ def _search(ray, spec: TuneSpec, study, out_dir: Path, url: str, budget: int, th
                     tell(study, trial, state=TrialState.FAIL)
                     break
                 trial.set_user_attr(ATTR_RUN_DIR, str(trial_dir(out_dir, trial.number)))
-                beat = Heartbeat(study._storage, trial._trial_id).__enter__()  # noqa: SLF001
-                ref = task.remote(spec, sample(spec, trial), trial.number, trial._trial_id, reporter,  # noqa: SLF001
+                beat = Heartbeat(study._storage, trial._trial_id).__enter__()
+                ref = task.remote(spec, sample(spec, trial), trial.number, trial._trial_id, reporter,
                                   threads)
                 pending[ref] = (trial, beat)
             if not pending:
@@ -143,7 +143,7 @@ def _search(ray, spec: TuneSpec, study, out_dir: Path, url: str, budget: int, th
             beat.__exit__(None, None, None)
             try:
                 result = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - a task that died (node lost, out of memory) is one failed trial
+            except Exception as e:  # a task that died (node lost, out of memory) is one failed trial
                 result = {"error": f"ray task failed: {type(e).__name__}: {e}"}
             if result.get("error"):
                 trial.set_user_attr("error", result["error"])

@@ -120,7 +120,7 @@ def run_worker(spec: TuneSpec, out_dir: str | Path, storage: str | None = None, 
     study = open_study(spec, open_storage(url))
     write_tune_file(spec, out_dir, url, budget)
     if threads:
-        import torch  # noqa: PLC0415
+        import torch
 
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -151,7 +151,7 @@ def run_worker(spec: TuneSpec, out_dir: str | Path, storage: str | None = None, 
             break
         trial.set_user_attr(ATTR_RUN_DIR, str(out_dir / TRIALS_DIR / f"trial-{trial.number:04d}"))
         try:
-            with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
+            with Heartbeat(study._storage, trial._trial_id):
                 result = run_trial(spec, trial, out_dir)
         except (KeyboardInterrupt, SystemExit):
             tell(study, trial, state=TrialState.FAIL)
@@ -197,7 +197,7 @@ def tell(study, trial, value: float | None = None, state=None) -> None:
 
 def sweep_staging(out_dir: Path, study) -> int:
     """Remove hidden staging folders of trials that are no longer running (killed attempts)."""
-    import shutil  # noqa: PLC0415
+    import shutil
 
     TrialState = require_optuna().trial.TrialState
     trials_dir = out_dir / TRIALS_DIR
@@ -215,7 +215,7 @@ def sweep_staging(out_dir: Path, study) -> int:
 def run_jobs(spec_path: str, out_dir: Path, url: str, jobs: int, trials: int | None, threads: int | None,
              echo: Callable[[str], None] = print) -> int:
     """``--jobs N``: N worker processes on this machine sharing the storage; returns the worst exit code."""
-    from ..study.runner import default_threads  # noqa: PLC0415
+    from ..study.runner import default_threads
 
     threads = threads or default_threads(jobs)
     (out_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)

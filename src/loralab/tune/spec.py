@@ -102,7 +102,7 @@ class TuneSpec:
 
     # ---- validation --------------------------------------------------------------------------
     def validate(self) -> None:
-        from ..study.spec import check_name_and_description  # noqa: PLC0415
+        from ..study.spec import check_name_and_description
 
         check_name_and_description(self.name, self.description, self._err)
         for key, value in (("base", self.base), ("final", self.final)):
@@ -280,7 +280,7 @@ class TuneSpec:
 
 def load_spec(path: str | Path) -> TuneSpec:
     """Read and validate a search YAML file."""
-    import yaml  # noqa: PLC0415
+    import yaml
 
     path = Path(path)
     try:

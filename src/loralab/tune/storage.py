@@ -69,7 +69,7 @@ def driver_url(url: str) -> str:
     ``tune`` extra's driver), name psycopg2 explicitly so that the plain URL works."""
     if not url.startswith("postgresql://"):
         return url
-    import importlib.util  # noqa: PLC0415
+    import importlib.util
 
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
         return "postgresql+psycopg2://" + url[len("postgresql://"):]
@@ -80,7 +80,7 @@ def open_study(spec, storage, create: bool = True):
     """The search's Optuna study (named after the spec), created on first use; a study of the same
     name made from another base/space/metric/sampler/pruner is refused."""
     optuna = require_optuna()
-    from .runner import make_pruner, make_sampler  # noqa: PLC0415
+    from .runner import make_pruner, make_sampler
 
     kw = {"study_name": spec.name, "storage": storage, "sampler": make_sampler(spec), "pruner": make_pruner(spec)}
     if create:
@@ -122,12 +122,12 @@ def fail_interrupted(study) -> list[int]:
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     optuna.storages.fail_stale_trials(study)  # heartbeat-based, any host
     here = host()
-    storage = study._storage  # noqa: SLF001 - Optuna has no public per-trial state setter for this
+    storage = study._storage  # Optuna has no public per-trial state setter for this
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get(ATTR_PID)
         if t.user_attrs.get(ATTR_HOST) == here and isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid):
             try:
-                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)  # noqa: SLF001
+                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker failed it first
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))

@@ -78,10 +78,10 @@ def tuned_spec(study, root: str | Path, overrides: dict[str, Any] | None = None,
                echo: Callable[[str], None] = print):
     """Run (or resume) each cell's search and return the study with every tuned cell set to its
     best values (grid cells become named cells); writes ``tuning.json`` in the study folder."""
-    from ..artifacts import atomic_write_json  # noqa: PLC0415
-    from . import require_optuna  # noqa: PLC0415
-    from .runner import run_worker  # noqa: PLC0415
-    from .storage import TuneError, open_storage, open_study  # noqa: PLC0415
+    from ..artifacts import atomic_write_json
+    from . import require_optuna
+    from .runner import run_worker
+    from .storage import TuneError, open_storage, open_study
 
     require_optuna()
     overrides = {_norm(k): v for k, v in (overrides or {}).items() if v is not None}
@@ -117,7 +117,7 @@ def tuned_spec(study, root: str | Path, overrides: dict[str, Any] | None = None,
 def tune_first(study, args, overrides: dict[str, Any]):
     """``loralab study run`` on a study with ``tune:``: with ``--dry-run``, say what would be
     searched and plan the untuned cells; else run the searches and return the tuned study."""
-    from ..study.spec import DEFAULT_OUT_ROOT  # noqa: PLC0415
+    from ..study.spec import DEFAULT_OUT_ROOT
 
     searches = cell_searches(study, overrides)
     if args.dry_run:
