@@ -240,17 +240,22 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        self.normalize()
         self.validate()
 
+    def normalize(self) -> None:
+        """The one rewrite of a given option: ``none`` evaluates the untrained model, so its
+        config says 0 epochs whatever ``--epochs`` says (recorded as run, and hashed as such)."""
+        if self.method.method == "none":
+            self.train.epochs = 0
+
     def validate(self) -> None:
+        """Check every option and their combinations; changes nothing."""
         for group in GROUPS:
             getattr(self, group).validate()
         if self.method.method != "none" and self.train.epochs == 0:
             raise ConfigError(f"--epochs 0 trains nothing with --method {self.method.method}; "
                               "to evaluate the untrained model use --method none")
-        if self.method.method == "none" and self.train.epochs:
-            # "none" evaluates the untrained model: no epochs are run whatever --epochs says.
-            self.train.epochs = 0
 
     @property
     def lr(self) -> float:
