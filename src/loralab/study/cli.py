@@ -47,8 +47,9 @@ def add_parser(subparsers) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError  # noqa: PLC0415
+    from .plan import make_plan
     from .runner import run_study  # noqa: PLC0415
-    from .spec import load_spec, make_plan  # noqa: PLC0415
+    from .spec import load_spec
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")

@@ -36,7 +36,7 @@ def sample(spec: TuneSpec, trial) -> dict[str, Any]:
 def run_trial(spec: TuneSpec, trial, out_dir: Path) -> TrialOutcome:
     """Train the trial's run directory; prune after an epoch when the pruner says so."""
     from ..api import StopRun, train  # noqa: PLC0415
-    from ..study.spec import train_flags  # noqa: PLC0415
+    from ..study.plan import train_flags
 
     params = sample(spec, trial)
     run_dir = trial_dir(out_dir, trial.number)
