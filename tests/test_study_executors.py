@@ -16,9 +16,10 @@ import pytest
 
 from loralab.errors import LoralabError
 from loralab.study.folder import StudyFolder
+from loralab.study.plan import make_plan
 from loralab.study.ray_executor import strip_output_dir
 from loralab.study.runner import plan_gpus
-from loralab.study.spec import load_spec, make_plan
+from loralab.study.spec import load_spec
 
 
 def write_study(tmp: Path, model: Path, data: Path, name: str = "exec", seeds: str = "[1]") -> Path:

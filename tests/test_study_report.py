@@ -17,8 +17,9 @@ import pytest
 from loralab.artifacts import METRICS_COLUMNS, PREDICTION_COLUMNS, atomic_write_csv
 from loralab.study.aggregate import load_study, summarize
 from loralab.study.folder import StudyFolder
+from loralab.study.plan import make_plan
 from loralab.study.report import build, collect, one_option_pairs
-from loralab.study.spec import StudySpec, make_plan
+from loralab.study.spec import StudySpec
 
 N = 40
 LABELS = [i % 2 for i in range(N)]

@@ -25,8 +25,9 @@ import pytest
 
 from loralab.cli import main as cli_main
 from loralab.study.folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
+from loralab.study.plan import make_plan
 from loralab.study.runner import run_study
-from loralab.study.spec import load_spec, make_plan
+from loralab.study.spec import load_spec
 
 DEADLINE_S = 120
 
@@ -147,3 +148,21 @@ def test_stale_staging_is_removed_unless_its_run_is_being_written(tmp_path):
     with file_lock(folder.lock_path("cell-seed2-89abcdef")):
         assert folder.sweep_stale_staging() == 2
     assert sorted(p.name for p in folder.runs_dir.iterdir()) == sorted([live.name, kept.name])
+
+
+def test_a_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
+    """Held by another process: a non-blocking attempt raises BlockingIOError; once the holder is
+    killed with SIGKILL, the lock is free (the OS releases it, nothing is left to clean up)."""
+    path = tmp_path / "locks" / "run.lock"
+    code = ("import sys, time; from pathlib import Path; from loralab.study.folder import file_lock\n"
+            "with file_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BlockingIOError), file_lock(path, blocking=False):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=DEADLINE_S)
+    with file_lock(path, blocking=False):
+        pass

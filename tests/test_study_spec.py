@@ -12,7 +12,9 @@ from loralab.cli import _config_from_args, build_parser
 from loralab.cli import main as cli_main
 from loralab.config import DEFAULT_LR, RunConfig
 from loralab.errors import ConfigError
-from loralab.study.spec import StudySpec, load_spec, make_plan, run_id
+from loralab.study.identity import run_id
+from loralab.study.plan import make_plan
+from loralab.study.spec import StudySpec, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "studies").glob("*.yaml"))
@@ -103,13 +105,13 @@ def test_run_ids_are_deterministic_distinct_and_follow_the_config(tmp_path):
 def test_run_id_hashes_the_learning_rate_in_force(tmp_path, monkeypatch):
     """`lr` left unset means the method's default: the id follows the default, and spelling the
     default out is the same configuration (same id; two such cells are rejected as duplicates)."""
-    import loralab.study.spec as spec_module
+    import loralab.study.identity as identity_module
 
     base = {"data_dir": str(tmp_path)}
     unset = make_plan(spec(base=base), tmp_path / "out").runs[0].id
     spelled = make_plan(spec(base={**base, "lr": DEFAULT_LR["lora"]}), tmp_path / "out").runs[0].id
     assert unset == spelled
-    monkeypatch.setitem(spec_module.DEFAULT_LR, "lora", DEFAULT_LR["lora"] / 2)
+    monkeypatch.setitem(identity_module.DEFAULT_LR, "lora", DEFAULT_LR["lora"] / 2)
     assert make_plan(spec(base=base), tmp_path / "out").runs[0].id != unset
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="same configuration"):

@@ -1,4 +1,5 @@
-"""Error analysis over a run's saved predictions, and ``loralab analyze RUN [--compare RUN2]``.
+"""Error analysis over a run's saved predictions: the measures, and the tables they are shown in
+(``loralab analyze`` itself, with its files, is :mod:`loralab.analyze`).
 
 Every function below is a pure function of *prediction rows*: dicts with ``text``, ``label``,
 ``prediction`` and ``confidence`` (the top softmax probability), as stored in a run's
@@ -24,15 +25,11 @@ Every function below is a pure function of *prediction rows*: dicts with ``text`
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from .artifacts import CONFIG_FILE, atomic_dir, check_run_dir, read_predictions
 from .errors import LoralabError
 
 LENGTH_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
@@ -239,7 +236,7 @@ def _bucket(b: Bucket) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering
+# Tables of text (analysis.md and the study report)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -250,7 +247,7 @@ def tables(result: dict, label_names: Sequence[str] | None = None, name_a: str =
         return label_names[i] if label_names and 0 <= i < len(label_names) else str(i)
 
     def bucket_rows(buckets: list[dict]) -> list[list[str]]:
-        return [[b["name"], str(b["n"]), _pct(b["accuracy"]), _pct(b["majority"]), _pct(b["error_share"])]
+        return [[b["name"], str(b["n"]), pct(b["accuracy"]), pct(b["majority"]), pct(b["error_share"])]
                 for b in buckets]
 
     head = ["bucket", "n", "accuracy", "majority label", "share of errors"]
@@ -263,7 +260,7 @@ def tables(result: dict, label_names: Sequence[str] | None = None, name_a: str =
     out.append((
         f"Calibration ({cal['n_bins']} equal-width bins; ECE {cal['ece']:.4f})",
         ["confidence bin", "n", "accuracy", "mean confidence", "gap"],
-        [[f"({b['low']:.1f}, {b['high']:.1f}]", str(b["n"]), _pct(b["accuracy"]), _pct(b["confidence"]),
+        [[f"({b['low']:.1f}, {b['high']:.1f}]", str(b["n"]), pct(b["accuracy"]), pct(b["confidence"]),
           f"{100 * (b['accuracy'] - b['confidence']):+.1f} pt"] for b in cal["bins"]],
     ))
     out.append((
@@ -275,10 +272,10 @@ def tables(result: dict, label_names: Sequence[str] | None = None, name_a: str =
         c = result["compare"]
         out.append((
             f"{name_a} against {name_b} ({c['n']} examples)", ["", "count", "share"],
-            [["both right", str(c["both_right"]), _pct(c["both_right"] / c["n"])],
-             [f"only {name_a} right", str(c["only_a"]), _pct(c["only_a"] / c["n"])],
-             [f"only {name_b} right", str(c["only_b"]), _pct(c["only_b"] / c["n"])],
-             ["both wrong", str(c["both_wrong"]), _pct(c["both_wrong"] / c["n"])]],
+            [["both right", str(c["both_right"]), pct(c["both_right"] / c["n"])],
+             [f"only {name_a} right", str(c["only_a"]), pct(c["only_a"] / c["n"])],
+             [f"only {name_b} right", str(c["only_b"]), pct(c["only_b"] / c["n"])],
+             ["both wrong", str(c["both_wrong"]), pct(c["both_wrong"] / c["n"])]],
         ))
         for key, right, wrong in (("examples_only_a", name_a, name_b), ("examples_only_b", name_b, name_a)):
             conf_key = "confidence_b" if key.endswith("_a") else "confidence_a"
@@ -290,153 +287,5 @@ def tables(result: dict, label_names: Sequence[str] | None = None, name_a: str =
     return out
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def cell(s: str) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
-             "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def reliability_png(result: dict, title: str) -> bytes:
-    """Reliability diagram: accuracy per confidence bin against the diagonal, counts below."""
-    import io  # noqa: PLC0415
-
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    cal = result["calibration"]
-    width = 1.0 / cal["n_bins"]
-    fig, (ax, axn) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
-    lows = [b["low"] for b in cal["bins"]]
-    ax.bar(lows, [b["accuracy"] for b in cal["bins"]], width=width, align="edge", edgecolor="black",
-           color="C0", alpha=0.8, label="accuracy")
-    ax.scatter([b["confidence"] for b in cal["bins"]], [b["accuracy"] for b in cal["bins"]], color="C3", zorder=3,
-               s=18, label="(mean confidence, accuracy)")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{title}\nECE {cal['ece']:.3f}, {result['examples']} examples", fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
-    axn.bar(lows, [b["n"] for b in cal["bins"]], width=width, align="edge", edgecolor="black", color="C7")
-    axn.set_xlim(0, 1)
-    axn.set_xlabel("confidence (top softmax probability)")
-    axn.set_ylabel("examples")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def render_markdown(result: dict, title: str, label_names: Sequence[str] | None = None,
-                    name_a: str = "A", name_b: str = "B") -> str:
-    parts = [f"# {title}", "",
-             f"{result['examples']} examples, accuracy {_pct(result['accuracy'])}, "
-             f"ECE {result['calibration']['ece']:.4f}.", "",
-             "Buckets, negation and contrast words, and the calibration bins are defined in "
-             "`loralab.analysis` (docs/studies.md).", ""]
-    for heading, headers, rows in tables(result, label_names, name_a, name_b, k=TOP_K):
-        parts += [f"## {heading}", "", markdown_table(headers, rows), ""]
-        if heading.startswith("Calibration"):
-            parts += ["![reliability diagram](reliability.png)", ""]
-    return "\n".join(parts)
-
-
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: loralab analyze RUN [--compare RUN2] [--split validation|test]
-# ---------------------------------------------------------------------------------------------
-
-
-def run_predictions(run_dir: Path, split: str | None) -> tuple[str, list[dict]]:
-    """The rows of ``predictions_<split>.csv`` (default: test if the run has it, else validation)."""
-    run_dir = check_run_dir(run_dir)
-    if split is None:
-        split = "test" if (run_dir / "predictions_test.csv").is_file() else "validation"
-    path = run_dir / f"predictions_{split}.csv"
-    if not path.is_file():
-        raise LoralabError(f"{run_dir}: no {split} predictions ({path.name})")
-    try:
-        return split, read_predictions(path)
-    except (KeyError, ValueError) as e:
-        raise LoralabError(f"{path}: unreadable predictions ({e})") from None
-
-
-def label_names_of(run_dir: Path) -> list[str] | None:
-    try:
-        return list(json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))["label_names"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def write_analysis(out_dir: Path, result: dict, markdown: str, png: bytes) -> None:
-    """analysis.md, analysis.json and reliability.png, replacing ``out_dir`` atomically."""
-    with atomic_dir(out_dir, overwrite=True) as staging:
-        (staging / "analysis.md").write_text(markdown, encoding="utf-8")
-        (staging / "analysis.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        (staging / "reliability.png").write_bytes(png)
-
-
-def summary_lines(result: dict, name_a: str, name_b: str | None) -> list[str]:
-    def line(title: str, buckets: list[dict]) -> str:
-        return f"{title}: " + " | ".join(f"{b['name']} {_pct(b['accuracy'])} (n={b['n']})" for b in buckets)
-
-    cal = result["calibration"]
-    lines = [f"accuracy {_pct(result['accuracy'])} on {result['examples']} examples; "
-             f"ECE {cal['ece']:.4f} (mean confidence {_pct(cal['mean_confidence'])})",
-             line("length", result["length"]), line("negation", result["negation"]),
-             line("contrast", result["contrast"])]
-    if result["confident_mistakes"]:
-        m = result["confident_mistakes"][0]
-        lines.append(f"most confident mistake ({m['confidence']:.3f}): {m['text'].strip()}")
-    if "compare" in result:
-        c = result["compare"]
-        lines.append(f"against {name_b}: both right {c['both_right']}, only {name_a} right {c['only_a']}, "
-                     f"only {name_b} right {c['only_b']}, both wrong {c['both_wrong']}")
-    return lines
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run)
-    split, rows = run_predictions(run_dir, args.split)
-    compare_rows, name_b = None, None
-    if args.compare:
-        _, compare_rows = run_predictions(Path(args.compare), split)
-        name_b = Path(args.compare).name
-    if args.top < 1:
-        raise LoralabError(f"--top must be at least 1, got {args.top}")
-    result = analyze(rows, args.top, compare_rows)
-    result["run"], result["split"] = str(run_dir), split
-    if args.compare:
-        result["compare_run"] = str(args.compare)
-    name_a = run_dir.name
-    labels = label_names_of(run_dir)
-    out_dir = Path(args.out) if args.out else run_dir / "analysis"
-    markdown = render_markdown(result, f"Error analysis: {name_a} ({split})", labels, name_a, name_b or "B")
-    write_analysis(out_dir, result, markdown, reliability_png(result, f"{name_a} · {split}"))
-    print(f"run: {run_dir} ({split})")
-    print("\n".join(summary_lines(result, name_a, name_b)))
-    print(f"written: {out_dir}/analysis.md, analysis.json, reliability.png")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "analyze", help="error analysis of a run's predictions (length, negation, calibration, ...)",
-        description="Error analysis of a run's saved predictions: accuracy by sentence length, negation "
-                    "and contrast words, calibration (ECE, reliability diagram), the most confident "
-                    "mistakes, and with --compare the examples one run gets right and the other wrong.")
-    p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("--compare", metavar="RUN2", help="a second run scored on the same examples")
-    p.add_argument("--split", choices=("validation", "test"), default=None,
-                   help="which predictions (default: test if the run has them, else validation)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/analysis)")
-    p.add_argument("--top", type=int, default=TOP_K, help=f"examples listed per table (default {TOP_K})")
-    p.set_defaults(func=cmd_analyze)

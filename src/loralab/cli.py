@@ -25,7 +25,7 @@ INSPECT_GROUPS = ("model", "method")
 
 #: Sub-commands that live beside their feature: each module defines ``add_parser(subparsers)``,
 #: which registers its sub-command(s) and sets ``func`` to a handler ``(args) -> int``.
-FEATURE_COMMANDS = ("loralab.study.cli", "loralab.analysis", "loralab.export", "loralab.serve", "loralab.tune.cli",
+FEATURE_COMMANDS = ("loralab.study.cli", "loralab.analyze", "loralab.export", "loralab.serve", "loralab.tune.cli",
                     "loralab.table")
 
 

@@ -300,7 +300,7 @@ class RunConfig:
 
 
 #: Options that say where and how a run is written, not what it computes: a resumed run may
-#: change them (checkpoint.py), and a study's run id leaves them out (study/spec.py).
+#: change them (checkpoint.py), and a study's run id leaves them out (study/identity.py).
 OUTPUT_OPTIONS = ("output_dir", "overwrite", "progress", "resume", "checkpoint_every", "keep_checkpoints")
 #: Options a replayed ``config.json`` does not carry over: where the original run was written.
 NOT_REPLAYED = ("output_dir", "overwrite", "resume")

@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import artifacts
@@ -78,10 +79,15 @@ def md_cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A Markdown table: every table loralab writes (results, analysis, study and search reports)."""
+    lines = ["| " + " | ".join(md_cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(md_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]) + "\n"
 
 
 def as_csv(rows: list[dict]) -> str:

@@ -47,8 +47,9 @@ def add_parser(subparsers) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
+    from .plan import make_plan
     from .runner import run_study
-    from .spec import load_spec, make_plan
+    from .spec import load_spec
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")

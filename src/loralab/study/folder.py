@@ -21,12 +21,13 @@ lock shows that nobody is writing it.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from ..artifacts import RESULTS_FILE, atomic_write_json, read_json
 from ..errors import LoralabError
@@ -117,17 +118,17 @@ class StudyFolder:
 
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if needed), released on exit or when the
-    process dies, even by SIGKILL. Non-blocking: raises :class:`BlockingIOError` if held."""
-    import fcntl  # noqa: PLC0415 - POSIX only
-
+    """An exclusive lock on ``path`` (created, with its folder, if needed), released on exit or
+    when the process dies, even by SIGKILL (an OS lock: ``filelock`` uses ``flock``). Non-blocking:
+    raises :class:`BlockingIOError` if another holder has it (a second ``file_lock`` of the same
+    path in the same process counts as another holder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    lock = FileLock(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        lock.acquire(blocking=blocking)
+    except Timeout:
+        raise BlockingIOError(f"{path} is locked") from None
+    try:
+        yield
     finally:
-        os.close(fd)
+        lock.release()

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from ..artifacts import atomic_dir
 from .folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
+from .plan import PlannedRun, StudyPlan
 from .runner import Progress, StudyOutcome, clock, prepare, record_failure, study_env
-from .spec import PlannedRun, StudyPlan
 from .worker import parent_death_signal, train_launcher
 
 EXTRA_HINT = "pip install 'loralab[ray]'"

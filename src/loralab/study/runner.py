@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
-from .spec import PlannedRun, StudyPlan
+from .plan import PlannedRun, StudyPlan
 
 POLL_SECONDS = 0.2
 

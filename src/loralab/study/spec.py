@@ -1,4 +1,4 @@
-"""The study YAML, the typed :class:`StudySpec` it is read into, and the plan it expands to.
+"""The study YAML and the typed :class:`StudySpec` it is read into (its plan: :mod:`.plan`).
 
 A study file (every key but ``name`` optional)::
 
@@ -21,18 +21,16 @@ into a :class:`RunConfig` once, so a bad value fails here and not an hour into t
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import itertools
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DATA_DIR_ENV, DEFAULT_LR, OUTPUT_OPTIONS, TARGET_PRESETS, RunConfig
+from ..config import RunConfig
 from ..errors import ConfigError
+from .identity import resolved_identity
 
 #: The keys a study file may have at the top level.
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "cells", "seeds", "baseline", "tune")
@@ -44,13 +42,6 @@ MANAGED_OPTIONS = {
     "progress": "study runs write to a log file, without a progress bar",
     "resume": "a study resumes its killed runs from their checkpoints by itself",
 }
-#: Options left out of the run id's hash: where and how a run is written or watched (``report_to``), not
-#: what it computes. ``grad_accum`` says how each global batch is computed, not what: the same
-#: optimisation up to float summation order, like the number of processes.
-NOT_HASHED = (*OUTPUT_OPTIONS, "grad_accum", "report_to")
-#: Options holding paths: made absolute when the plan is built, so runs do not depend on the cwd.
-PATH_OPTIONS = ("data_dir", "train_file", "validation_file", "test_file")
-DEFAULT_OUT_ROOT = "studies_out"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -137,7 +128,7 @@ class StudySpec:
                 raise self._err(f"cells {seen_configs[key]!r} and {cell.name!r} are the same configuration")
             seen_configs[key] = cell.name
         if self.tune is not None:
-            from ..tune.study import cell_searches  # noqa: PLC0415
+            from ..tune.study import cell_searches
 
             cell_searches(self)
 
@@ -206,7 +197,7 @@ class StudySpec:
 
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study YAML file."""
-    import yaml  # noqa: PLC0415
+    import yaml
 
     path = Path(path)
     try:
@@ -222,180 +213,6 @@ def load_spec(path: str | Path) -> StudySpec:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
     return StudySpec.from_dict(values, source=str(path))
-
-
-# ---------------------------------------------------------------------------------------------
-# The plan: every (cell, seed) as a run with an id and a directory
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One (cell, seed) of a study: its id and its complete run configuration."""
-
-    id: str
-    cell: str
-    seed: int
-    config: RunConfig
-
-    def train_flags(self) -> list[str]:
-        return train_flags(self.config)
-
-    def command(self) -> list[str]:
-        """The equivalent ``loralab train`` command line."""
-        return ["loralab", "train", *self.train_flags()]
-
-
-@dataclass
-class StudyPlan:
-    """A validated spec bound to a study folder: the cells and the runs to execute."""
-
-    spec: StudySpec
-    root: Path
-    cells: list[Cell]
-    runs: list[PlannedRun]
-
-    @property
-    def baseline(self) -> str:
-        return self.spec.baseline_cell
-
-    def cell_configs(self) -> dict[str, dict[str, Any]]:
-        """Each cell's resolved options (flat, without the seed and the study-managed keys)."""
-        out = {}
-        for cell in self.cells:
-            flat = _identity(self.spec.cell_config(cell).to_flat())
-            flat.pop("seed", None)
-            out[cell.name] = flat
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        configs = self.cell_configs()
-        return {
-            "schema_version": 1,
-            "name": self.spec.name,
-            "source": self.spec.source,
-            "spec": self.spec.to_dict(),
-            "baseline": self.baseline,
-            "cells": [{"name": c.name, "options": c.options, "config": configs[c.name]} for c in self.cells],
-            "runs": [
-                {"id": r.id, "cell": r.cell, "seed": r.seed, "dir": f"runs/{r.id}", "command": r.command()}
-                for r in self.runs
-            ],
-        }
-
-
-def make_plan(spec: StudySpec, root: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyPlan:
-    """Bind ``spec`` to its folder (default ``studies_out/<name>``) and resolve every run.
-
-    ``overrides`` (``--model``, ``--data-dir``) replace options of ``base``; a cell or grid that
-    sets the same option is an error. The data directory falls back to ``$LORALAB_DATA_DIR`` and
-    is stored as an absolute path in every run, so the runs do not depend on the environment.
-    """
-    overrides = {_norm(k): v for k, v in (overrides or {}).items() if v is not None}
-    varied = {_norm(k) for k in spec.grid} | {_norm(k) for c in spec.cells for k in c if k != "name"}
-    for key in overrides:
-        if key in varied:
-            raise ConfigError(f"{spec.source}: --{key.replace('_', '-')} cannot be given: the study varies {key!r}")
-    base = {_norm(k): v for k, v in spec.base.items()}
-    base.update(overrides)
-    if not base.get("data_dir") and not base.get("train_file") and os.environ.get(DATA_DIR_ENV):
-        base["data_dir"] = os.environ[DATA_DIR_ENV]
-    for key in PATH_OPTIONS:
-        if base.get(key):
-            base[key] = _absolute(base[key])
-    if isinstance(base.get("model"), str) and Path(base["model"]).expanduser().exists():
-        base["model"] = _absolute(base["model"])
-    spec = dataclasses.replace(spec, base=base)
-    root = Path(root) if root is not None else Path(DEFAULT_OUT_ROOT) / spec.name
-    root = Path(_absolute(str(root)))
-    cells = spec.expand()
-    runs = []
-    for cell in cells:
-        for seed in spec.seeds:
-            config = spec.cell_config(cell, seed)
-            rid = run_id(cell.name, seed, config.to_flat())
-            config = config.override({"output_dir": str(root / "runs" / rid), "progress": False})
-            runs.append(PlannedRun(rid, cell.name, seed, config))
-    return StudyPlan(spec, root, cells, runs)
-
-
-def run_id(cell_name: str, seed: int, flat: dict[str, Any]) -> str:
-    """``<slug of the cell name>-seed<seed>-<8 hex of sha256(resolved_identity(flat))>``.
-
-    The hash covers every option except :data:`NOT_HASHED`, with the defaults a run fills in at
-    train time written out (:func:`resolved_identity`), so the same configuration always gets the
-    same id (and a finished run is found again), and any change, also of such a default, gives a
-    new one: a resumed study never mixes runs made under two defaults.
-    """
-    slug = re.sub(r"[^a-z0-9.]+", "-", cell_name.lower()).strip("-.")[:48].strip("-.") or "cell"
-    digest = hashlib.sha256(json.dumps(resolved_identity(flat), sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{slug}-seed{seed}-{digest}"
-
-
-def train_flags(config: RunConfig) -> list[str]:
-    """``loralab train`` flags that rebuild ``config``: every option that differs from its default."""
-    defaults = RunConfig().to_flat()
-    flags: list[str] = []
-    for key, value in config.to_flat().items():
-        if value == defaults[key] or value is None:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else f"--no-{key.replace('_', '-')}")
-        elif isinstance(value, list):
-            flags += [flag, ",".join(str(v) for v in value)]
-        elif isinstance(value, float):
-            flags += [flag, repr(value)]
-        else:
-            flags += [flag, str(value)]
-    return flags
-
-
-def _identity(flat: dict[str, Any]) -> dict[str, Any]:
-    """What a run computes: the flat options minus :data:`NOT_HASHED`, with the learning rate
-    resolved (``lr: null`` means the method's default, so a changed default gives a new id and a
-    cell that spells the default out is the same configuration as one that leaves it unset)."""
-    # an option that is not set (None) adds nothing: a new option with a None default keeps every id
-    out = {k: v for k, v in flat.items() if k not in NOT_HASHED and (v is not None or k == "lr")}
-    if out.get("lr") is None and out.get("method") in DEFAULT_LR:
-        out["lr"] = DEFAULT_LR[out["method"]]
-    return out
-
-
-def resolved_identity(flat: dict[str, Any]) -> dict[str, Any]:
-    """The fully resolved run configuration a run id hashes: :func:`_identity` (the learning rate
-    in force) and, for LoRA, the target modules as training resolves them: ``null`` is ``qv``,
-    and a preset becomes the family's module names when the model's ``config.json`` is on disk
-    (else the preset's names for every family, so a change of any family's preset still counts)."""
-    out = _identity(flat)
-    if out.get("method") == "lora":
-        out["target_modules"] = _resolved_targets(out.get("model"), out.get("target_modules"))
-    return out
-
-
-def _resolved_targets(model: Any, names: list[str] | None) -> Any:
-    from ..backbones import FAMILIES  # noqa: PLC0415 - imports torch: only when a plan is made
-    from ..methods import resolve_targets  # noqa: PLC0415
-
-    names = list(names) if names else None
-    family = _local_model_type(model)
-    if family in FAMILIES:
-        return resolve_targets(names, FAMILIES[family])
-    if not names or set(names) & set(TARGET_PRESETS):
-        return {name: resolve_targets(names, fam) for name, fam in sorted(FAMILIES.items())}
-    return names
-
-
-def _local_model_type(model: Any) -> str | None:
-    """``model_type`` from the model's ``config.json`` if it is a local folder (or the offline
-    default alias); None for a hub id or an unreadable folder."""
-    from ..backbones import resolve_model  # noqa: PLC0415
-
-    try:
-        path = Path(resolve_model(str(model))) / "config.json"
-        return json.loads(path.read_text(encoding="utf-8")).get("model_type") if path.is_file() else None
-    except (ConfigError, OSError, ValueError, AttributeError):
-        return None
 
 
 def _norm(key: Any) -> str:
@@ -416,7 +233,3 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "none"
     return str(value)
-
-
-def _absolute(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(str(path)))

@@ -50,7 +50,7 @@ def train_trial(spec: TuneSpec, params: dict[str, Any], number: int, run_dir: Pa
     ``report(value, epoch)`` gives the pruner the validation metric and says whether to stop: the
     same code whether the pruner is in this process or reached through Ray (:mod:`.ray_executor`)."""
     from ..api import StopRun, train
-    from ..study.spec import train_flags
+    from ..study.plan import train_flags
 
     config = spec.trial_config(params).override({"output_dir": str(run_dir), "progress": False})
     column = EPOCH_METRICS.get(spec.metric)

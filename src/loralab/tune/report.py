@@ -5,14 +5,13 @@ and test accuracy with 95 % t-intervals."""
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..artifacts import atomic_write_bytes, atomic_write_text, read_json
 from ..errors import ConfigError
+from ..plots.search import search_views
 from . import require_optuna
 from .runner import STORAGE_ENV, require_budget_file
 from .spec import MANAGED_OPTIONS, TuneSpec
@@ -24,7 +23,7 @@ PLOTS_DIR = "plots"
 
 def open_search(out_dir: Path, storage: str | None = None):
     """The spec and the Optuna study of a search folder."""
-    import os  # noqa: PLC0415
+    import os
 
     meta = require_budget_file(out_dir)
     spec = TuneSpec.from_dict(meta["spec"], source=meta.get("source", str(out_dir)))
@@ -52,47 +51,11 @@ def trial_rows(spec: TuneSpec, study, out_dir: Path) -> tuple[list[str], list[li
     return headers, rows
 
 
-def plots(study, pruned: bool) -> dict[str, tuple[bytes, str]]:
-    """Optuna's matplotlib views of the search; a view that needs more trials is left out."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    optuna = require_optuna()
-    vis = optuna.visualization.matplotlib
-    views = {
-        "history.png": (vis.plot_optimization_history, "optimisation history (best value so far)"),
-        "importances.png": (vis.plot_param_importances, "parameter importances (PED-ANOVA)"),
-        "slice.png": (vis.plot_slice, "validation metric against each parameter"),
-    }
-    if pruned:
-        views["intermediate.png"] = (vis.plot_intermediate_values, "validation metric after each epoch (pruning)")
-    out = {}
-    for name, (fn, caption) in views.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                axes = fn(study)
-            except (ValueError, RuntimeError, ZeroDivisionError):
-                continue
-        ax = axes.flat[0] if hasattr(axes, "flat") else axes
-        fig = ax.figure
-        if name == "slice.png":  # one panel per parameter, then Optuna's colour bar: leave it room
-            fig.set_size_inches(3.6 * len(getattr(axes, "flat", [axes])) + 1.5, 3.8)
-        else:
-            fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        out[name] = (buf.getvalue(), caption)
-    return out
-
-
 def final_plan(spec: TuneSpec, params: dict[str, Any], root: Path, seeds: int):
     """A one-cell study: the best setting with ``final`` applied, seeds 1..K."""
-    from ..config import RunConfig  # noqa: PLC0415
-    from ..study.spec import StudySpec, make_plan  # noqa: PLC0415
+    from ..config import RunConfig
+    from ..study.plan import make_plan
+    from ..study.spec import StudySpec
 
     flat = spec.trial_config(params).override(spec.final).to_flat()
     defaults = RunConfig().to_flat()
@@ -106,8 +69,8 @@ def final_plan(spec: TuneSpec, params: dict[str, Any], root: Path, seeds: int):
 def run_final(spec: TuneSpec, params: dict[str, Any], out_dir: Path, seeds: int, threads: int | None,
               echo: Callable[[str], None]) -> dict:
     """Train (resumably) the final runs and return their per-split t-intervals."""
-    from ..study.runner import run_study  # noqa: PLC0415
-    from ..study.stats import t_interval  # noqa: PLC0415
+    from ..study.runner import run_study
+    from ..study.stats import t_interval
 
     plan = final_plan(spec, params, out_dir / FINAL_DIR, seeds)
     outcome = run_study(plan, jobs=1, threads=threads, echo=echo)
@@ -123,7 +86,7 @@ def run_final(spec: TuneSpec, params: dict[str, Any], out_dir: Path, seeds: int,
 
 def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0, threads: int | None = None,
           echo: Callable[[str], None] = print) -> dict[str, Path]:
-    from ..study.report.document import Doc  # noqa: PLC0415
+    from ..study.report.document import Doc
 
     optuna = require_optuna()
     TrialState = optuna.trial.TrialState
@@ -158,7 +121,7 @@ def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0,
         shown = run_dir.relative_to(out_dir) if run_dir.is_relative_to(out_dir) else run_dir
         doc.p(f"Trial {best.number}: validation {spec.metric} **{best.value:.4f}**, run `{shown}`.")
         doc.table(["option", "value"], [[f"`{k}`", _fmt(v)] for k, v in best.params.items()])
-        from ..study.spec import train_flags  # noqa: PLC0415
+        from ..study.plan import train_flags
 
         doc.p("Equivalent command: `loralab train " + " ".join(train_flags(spec.trial_config(best.params))) + "`")
         if final_seeds:
@@ -176,7 +139,7 @@ def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0,
                    for split in ("validation", "test") if (iv := final[split]) is not None])
     doc.h(2, "All trials")
     doc.table(*trial_rows(spec, study, out_dir))
-    images = plots(study, pruned=pruner != "none") if complete else {}
+    images = search_views(study, pruned=pruner != "none") if complete else {}
     if images:
         doc.h(2, "Plots")
         for name, (png, caption) in images.items():

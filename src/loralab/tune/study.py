@@ -117,7 +117,7 @@ def tuned_spec(study, root: str | Path, overrides: dict[str, Any] | None = None,
 def tune_first(study, args, overrides: dict[str, Any]):
     """``loralab study run`` on a study with ``tune:``: with ``--dry-run``, say what would be
     searched and plan the untuned cells; else run the searches and return the tuned study."""
-    from ..study.spec import DEFAULT_OUT_ROOT
+    from ..study.plan import DEFAULT_OUT_ROOT
 
     searches = cell_searches(study, overrides)
     if args.dry_run:

@@ -17,7 +17,8 @@ The report reads ``study.json`` and the run directories only. What it contains:
 mailed on its own.
 
 Split by concern: :mod:`.numbers` (comparisons, Holm family, choices on validation),
-:mod:`.findings` (the sentences), :mod:`.plots` (the figures), :mod:`.document` (Markdown/HTML
+:mod:`.findings` (the sentences), :mod:`.figures` (the figures' numbers; drawn by
+:mod:`loralab.plots.study`), :mod:`.document` (Markdown/HTML
 and number formatting) and :mod:`.render` (the files).
 """
 

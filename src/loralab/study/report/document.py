@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ... import analysis
+from ...table import markdown_table
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Doc:
             elif kind == "ul":
                 out.append("\n".join(f"- {item}" for item in value))
             elif kind == "table":
-                out.append(analysis.markdown_table(*value))
+                out.append(markdown_table(*value))
             elif kind == "img":
                 out.append(f"![{value[1]}](plots/{value[0]})\n\n*{value[1]}*")
             out.append("")

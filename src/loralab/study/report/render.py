@@ -12,12 +12,13 @@ from typing import Any
 
 from ... import analysis
 from ...artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ...plots.analysis import reliability_png
 from ..aggregate import CellSummary, load_study
 from ..stats import ALPHA, BOOTSTRAP_B, BOOTSTRAP_SEED, POWER
 from .document import Doc, _count, _csv, _fmt_iv, _fmt_num, _mb, _p, _pct1, _value
+from .figures import plot_against, plot_confusions, plot_curves, plot_params
 from .findings import findings
 from .numbers import CHOICE_SPLIT, PairResult, ReportData, collect, representative_run
-from .plots import plot_against, plot_confusions, plot_curves, plot_params
 
 
 def build(root: str | Path) -> dict[str, Path]:
@@ -123,7 +124,7 @@ def build(root: str | Path) -> dict[str, Path]:
             doc.h(3, title)
             doc.table(headers, rows)
             if title.startswith("Calibration"):
-                doc.img("reliability_best.png", analysis.reliability_png(analysis_result, f"{r.best} · {split}"),
+                doc.img("reliability_best.png", reliability_png(analysis_result, f"{r.best} · {split}"),
                         f"Reliability diagram of {best_run.id} on {split}.")
 
     doc.h(2, "Runs")

@@ -1,8 +1,5 @@
-"""Figures of one run: training curves and the confusion matrix (matplotlib, no display).
-
-Figures are made with ``matplotlib.figure.Figure`` directly, never through pyplot, so drawing
-them neither needs a display nor changes the backend of the process (a notebook's stays as it is).
-"""
+"""The figures of one run: its training curves (``curves.png``, ``curves.pdf``) and its
+confusion matrix, drawn on ``Figure`` objects (no pyplot, see :mod:`loralab.plots`)."""
 
 from __future__ import annotations
 
@@ -10,15 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .artifacts import atomic_write_bytes
-
-
-def _save(fig, path: Path, fmt: str) -> None:
-    import io  # noqa: PLC0415
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+from .output import save_figure
 
 
 def plot_curves(history: list[dict], out_dir: Path, title: str) -> None:
@@ -43,10 +32,11 @@ def plot_curves(history: list[dict], out_dir: Path, title: str) -> None:
     ax2.set_title("accuracy")
     fig.suptitle(title)
     for fmt in ("png", "pdf"):
-        _save(fig, out_dir / f"curves.{fmt}", fmt)
+        save_figure(fig, out_dir / f"curves.{fmt}", fmt)
 
 
 def plot_confusion(matrix: list[list[int]], label_names: list[str], out_path: Path, title: str) -> None:
+    """Counts of (true, predicted) labels, darker for more."""
     fig = Figure(figsize=(4, 4))
     ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
@@ -61,4 +51,4 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], out_path: Pa
             ax.text(j, i, str(matrix[i][j]), ha="center", va="center",
                     color="white" if matrix[i][j] > peak / 2 else "black")
     ax.set_title(title)
-    _save(fig, out_path, "png")
+    save_figure(fig, out_path, "png")

@@ -1,0 +1,73 @@
+"""Which figures the study report has and the numbers each one shows: accuracy vs trainable
+parameters, vs LoRA rank, vs training size, the training curves and the confusion matrices.
+
+Each function returns PNG bytes, or None when the study has too little to draw (fewer than two
+values on the x axis, no curves, no predictions). The drawing is :mod:`loralab.plots.study`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ...plots.study import Point, against_png, confusions_png, curves_png, params_png
+from ..aggregate import CellData, CellSummary, epoch_curves, mean_curve, varying_options
+from .document import _value
+from .numbers import CHOICE_SPLIT, ReportData, pareto_front
+
+
+def _point(x: float, s: CellSummary, split: str) -> Point:
+    """The cell's accuracy on ``split`` at ``x``; no error bar from a single seed."""
+    iv = s.metrics[(split, "accuracy")]
+    return Point(x, iv.mean, iv.low if iv.n > 1 else iv.mean, iv.high if iv.n > 1 else iv.mean)
+
+
+def plot_params(r: ReportData) -> bytes | None:
+    cells = [s for s in r.summaries.values() if s.n and s.trainable is not None]
+    if len(cells) < 2:
+        return None
+    labelled = [(s.name + (" (0 trainable)" if s.trainable == 0 else ""), _point(max(s.trainable, 1), s, r.split))
+                for s in cells]
+    front = pareto_front(cells, CHOICE_SPLIT)  # chosen on validation, drawn at its r.split values
+    return params_png(r.study.name, r.split, labelled, [_point(max(s.trainable, 1), s, r.split) for s in front],
+                      CHOICE_SPLIT)
+
+
+def _groups(cells: list[CellData], option: str) -> dict[str, list[CellData]]:
+    """Cells grouped by every varying option except ``option`` (the x axis) and the seed."""
+    others = [k for k in varying_options(cells) if k != option]
+    groups: dict[str, list[CellData]] = {}
+    for c in cells:
+        key = ", ".join(f"{k}={_value(c.config.get(k))}" for k in others) or "all"
+        groups.setdefault(key, []).append(c)
+    return groups
+
+
+def plot_against(r: ReportData, option: str, xlabel: str, x_of: Callable[[CellData], Any],
+                 only_method: str | None = None) -> bytes | None:
+    cells = [c for c in r.study.cells if r.summaries[c.name].n and (only_method is None or c.method == only_method)]
+    if len({x_of(c) for c in cells if x_of(c) is not None}) < 2:
+        return None
+    lines = {label: [_point(x_of(c), r.summaries[c.name], r.split)
+                     for c in sorted([c for c in members if x_of(c) is not None], key=x_of)]
+             for label, members in _groups(cells, option).items()}
+    return against_png(r.study.name, r.split, xlabel, lines, log_base=2 if option == "rank" else 10)
+
+
+def plot_curves(r: ReportData) -> bytes | None:
+    curves = {c.name: epoch_curves(c) for c in r.study.cells}
+    curves = {k: (list(v.values()), mean_curve(v)) for k, v in curves.items() if v}
+    return curves_png(r.study.name, curves) if curves else None
+
+
+def plot_confusions(r: ReportData) -> bytes | None:
+    mats = {}
+    labels: list[str] = []
+    for c in r.study.cells:
+        runs = [x.run for x in c.done if x.run.results.get(r.split)]
+        if runs:
+            mats[c.name] = (np.sum([run.results[r.split]["confusion_matrix"] for run in runs], axis=0), len(runs))
+            labels = labels or runs[0].label_names
+    return confusions_png(r.study.name, r.split, mats, labels) if mats else None
