@@ -1,3 +1,5 @@
+"""``python -m loralab``: the command line (see :mod:`loralab.cli`)."""
+
 import sys
 
 from .cli import main
