@@ -36,8 +36,14 @@ from loralab.runtime import PeakMemory, pick_device, resolve_precision
 from loralab.training.loop import fit
 
 #: bert-base-uncased's architecture (its config.json, less the weights).
-BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                 max_position_embeddings=512, type_vocab_size=2)
+BERT_BASE = dict(
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=512,
+    type_vocab_size=2,
+)
 
 
 def random_model(model: str | None, vocab_size: int, pad_token_id: int, seed: int):
@@ -86,15 +92,24 @@ def main() -> None:
     cfg = RunConfig(
         data=DataConfig(data_dir=args.data_dir, max_length=args.max_length),
         method=method,
-        train=TrainConfig(epochs=1, batch_size=args.batch_size, device=device.type, precision=args.precision,
-                          compile=args.compile, seed=args.seed, progress=False, log_every=10**9),
+        train=TrainConfig(
+            epochs=1,
+            batch_size=args.batch_size,
+            device=device.type,
+            precision=args.precision,
+            compile=args.compile,
+            seed=args.seed,
+            progress=False,
+            log_every=10**9,
+        ),
     )
     labels = data.train.labels
     n_warm = min(args.warmup_examples, len(train_ids))
     if n_warm:
         t = time.perf_counter()
-        fit(model, train_ids[:n_warm], labels[:n_warm], val_ids[:64], data.validation.labels[:64],
-            cfg, tok.pad_token_id)
+        fit(
+            model, train_ids[:n_warm], labels[:n_warm], val_ids[:64], data.validation.labels[:64], cfg, tok.pad_token_id
+        )
         warm_s = time.perf_counter() - t
     memory = PeakMemory(device)
     t = time.perf_counter()
@@ -106,19 +121,27 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     precision = resolve_precision(args.precision, device)
     print(f"device: {name}  torch {torch.__version__}")
-    print(f"model: {args.model or 'BERT-base config (random init)'}  {table.total:,} parameters, "
-          f"{table.trainable:,} trainable (LoRA r{args.rank} {args.targets} + head)")
-    print(f"data: {len(train_ids):,} training sentences, {real_tokens:,} real tokens, batch {args.batch_size}, "
-          f"{res.steps:,} optimizer steps")
-    print(f"precision: {'bf16 autocast' if precision is not None else 'fp32'}"
-          f"{' (TF32 matmuls)' if device.type == 'cuda' and precision is None else ''}  "
-          f"compile: {args.compile}  warm-up: {n_warm} examples" + (f" ({warm_s:.1f} s)" if n_warm else ""))
+    print(
+        f"model: {args.model or 'BERT-base config (random init)'}  {table.total:,} parameters, "
+        f"{table.trainable:,} trainable (LoRA r{args.rank} {args.targets} + head)"
+    )
+    print(
+        f"data: {len(train_ids):,} training sentences, {real_tokens:,} real tokens, batch {args.batch_size}, "
+        f"{res.steps:,} optimizer steps"
+    )
+    print(
+        f"precision: {'bf16 autocast' if precision is not None else 'fp32'}"
+        f"{' (TF32 matmuls)' if device.type == 'cuda' and precision is None else ''}  "
+        f"compile: {args.compile}  warm-up: {n_warm} examples" + (f" ({warm_s:.1f} s)" if n_warm else "")
+    )
     head = f"{'epoch s':>8} {'samples/s':>10} {'real tok/s':>11} {'val pass s':>10} {'peak memory':>12}"
     print(head)
     print("-" * len(head))
     peak = memory.read()
-    print(f"{epoch_s:8.1f} {len(train_ids) / epoch_s:10.0f} {real_tokens / epoch_s:11.0f} "
-          f"{total_s - epoch_s:10.1f} {peak['peak_bytes'] / 2**30:8.2f} GiB")
+    print(
+        f"{epoch_s:8.1f} {len(train_ids) / epoch_s:10.0f} {real_tokens / epoch_s:11.0f} "
+        f"{total_s - epoch_s:10.1f} {peak['peak_bytes'] / 2**30:8.2f} GiB"
+    )
     print(f"peak memory: {peak['kind']}")
     print("validation accuracy is not reported: the backbone has random weights (timing only).")
 

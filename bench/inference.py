@@ -29,8 +29,9 @@ def untrained_lora(model_name: str, rank: int):
     """A LoRA model whose B matrices are random, so that the adapter does real work."""
     tok = load_tokenizer(model_name)
     torch.manual_seed(0)
-    model = apply_method(build_model(model_name, ["negative", "positive"], tok.pad_token_id),
-                         MethodConfig(method="lora", rank=rank))
+    model = apply_method(
+        build_model(model_name, ["negative", "positive"], tok.pad_token_id), MethodConfig(method="lora", rank=rank)
+    )
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -63,8 +64,11 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--single", type=int, default=200, help="single-sentence calls for the latency")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--compile", action="store_true",
-                    help="add merged fp32 under Predictor(compile=True): torch.compile, dynamic shapes, frozen weights")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="add merged fp32 under Predictor(compile=True): torch.compile, dynamic shapes, frozen weights",
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -78,14 +82,16 @@ def main() -> None:
         variants.append((True, "fp32", True))
     for merged, precision, compiled in variants:
         if args.run:
-            predictor = Predictor.from_run(args.run, device="cpu", merge=merged, batch_size=args.batch_size,
-                                           precision=precision, compile=compiled)
+            predictor = Predictor.from_run(
+                args.run, device="cpu", merge=merged, batch_size=args.batch_size, precision=precision, compile=compiled
+            )
         else:
             model, tok = untrained_lora(args.model, args.rank)
             if merged:
                 model = model.merge_and_unload()
-            predictor = Predictor(model, tok, ["negative", "positive"], args.max_length, args.batch_size, cpu,
-                                  precision, compile=compiled)
+            predictor = Predictor(
+                model, tok, ["negative", "positive"], args.max_length, args.batch_size, cpu, precision, compile=compiled
+            )
         name = ("merged" if merged else "unmerged") + ("" if precision == "fp32" else f" {precision}")
         if compiled:
             name += " compiled"
@@ -95,8 +101,10 @@ def main() -> None:
         rows[name] = measure(predictor, texts, args.single, args.repeats)
     diff = float(np.abs(rows["merged"]["logits"] - rows["unmerged"]["logits"]).max())
     agree = float((rows["merged bf16"]["logits"].argmax(1) == rows["merged"]["logits"].argmax(1)).mean())
-    print(f"{args.run or args.model + ' (untrained LoRA r' + str(args.rank) + ')'}  threads {torch.get_num_threads()}  "
-          f"{len(texts)} validation sentences  batch {args.batch_size}")
+    print(
+        f"{args.run or args.model + ' (untrained LoRA r' + str(args.rank) + ')'}  threads {torch.get_num_threads()}  "
+        f"{len(texts)} validation sentences  batch {args.batch_size}"
+    )
     head = f"{'LoRA':14} {'batch sent/s':>12} {'single p50 ms':>13} {'single p95 ms':>13}"
     print(head)
     print("-" * len(head))

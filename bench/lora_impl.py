@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     accelerator = Accelerator(cpu=True, mixed_precision="no")
     total = args.warmup + args.steps * args.repeats
     for impl in IMPLS:
-        model = apply_method(copy.deepcopy(base), MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank,
-                                                                 dropout=0.1, impl=impl))
+        model = apply_method(
+            copy.deepcopy(base),
+            MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank, dropout=0.1, impl=impl),
+        )
         optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.01, fused=True)
         step = TrainStep(model, optimizer, linear_schedule(optimizer, int(0.06 * total), total), accelerator, None)
         step.model.train()
@@ -111,14 +113,24 @@ def main(argv: list[str] | None = None) -> None:
             last_loss[impl] = train_steps(runs[impl][0], timed)
             seconds[impl].append(time.perf_counter() - t0)
 
-    print(f"model {args.model}: {args.steps} steps x {args.repeats} rounds, batch {args.batch_size}, "
-          f"{seq_len} tokens, rank {args.rank}, {torch.get_num_threads()} threads")
+    print(
+        f"model {args.model}: {args.steps} steps x {args.repeats} rounds, batch {args.batch_size}, "
+        f"{seq_len} tokens, rank {args.rank}, {torch.get_num_threads()} threads"
+    )
     rows = [("impl", "trainable", "steps/s", "samples/s", "scratch/peft", "last loss", "seconds per round")]
     rate = {impl: args.steps / statistics.median(seconds[impl]) for impl in IMPLS}
     for impl in IMPLS:
-        rows.append((impl, f"{runs[impl][1]:,}", f"{rate[impl]:.3f}", f"{rate[impl] * args.batch_size:.1f}",
-                     f"{rate[impl] / rate['peft']:.3f}", f"{last_loss[impl]:.4f}",
-                     " ".join(f"{s:.2f}" for s in seconds[impl])))
+        rows.append(
+            (
+                impl,
+                f"{runs[impl][1]:,}",
+                f"{rate[impl]:.3f}",
+                f"{rate[impl] * args.batch_size:.1f}",
+                f"{rate[impl] / rate['peft']:.3f}",
+                f"{last_loss[impl]:.4f}",
+                " ".join(f"{s:.2f}" for s in seconds[impl]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))

@@ -38,8 +38,9 @@ def main() -> None:
     from loralab.inference import padded_batches
 
     torch.manual_seed(0)
-    rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(args.data_dir, "validation.tsv"),
-                                                            encoding="utf-8")][1:args.examples + 1]
+    rows = [
+        line.rstrip("\n").split("\t") for line in open(os.path.join(args.data_dir, "validation.tsv"), encoding="utf-8")
+    ][1 : args.examples + 1]
     texts, labels = [r[0] for r in rows], [int(r[1]) for r in rows]
     tok = load_tokenizer("minilm-l6")
     model = build_model("minilm-l6", ["negative", "positive"], tok.pad_token_id).eval()
@@ -63,16 +64,21 @@ def main() -> None:
         return float(cross_val_score(clf, x.numpy(), labels, cv=5).mean())
 
     w = model.bert.pooler.dense.weight.detach()
-    print(f"{len(ids)} validation sentences, MiniLM-L6 (all-MiniLM-L6-v2); pooler dense weight: std "
-          f"{float(w.std()):.4f}, largest singular value {float(torch.linalg.matrix_norm(w, 2)):.3f}")
-    print(f"mean L2 norm: h_CLS {float(cls.norm(dim=1).mean()):.3f}, pooler output {float(pooled.norm(dim=1).mean()):.3f}; "
-          f"mean |unit|: h_CLS {float(cls.abs().mean()):.4f}, pooler output {float(pooled.abs().mean()):.4f}")
+    print(
+        f"{len(ids)} validation sentences, MiniLM-L6 (all-MiniLM-L6-v2); pooler dense weight: std "
+        f"{float(w.std()):.4f}, largest singular value {float(torch.linalg.matrix_norm(w, 2)):.3f}"
+    )
+    print(
+        f"mean L2 norm: h_CLS {float(cls.norm(dim=1).mean()):.3f}, pooler output {float(pooled.norm(dim=1).mean()):.3f}; "
+        f"mean |unit|: h_CLS {float(cls.abs().mean()):.4f}, pooler output {float(pooled.abs().mean()):.4f}"
+    )
     print(f"{'representation':<28} {'mean cosine':>11} {'|x|>0.99':>9} {'mean tanh_prime':>15} {'linear probe':>12}")
     print(f"{'h_CLS (before the pooler)':<28} {mean_cosine(cls):>11.4f} {'':>9} {'':>15} {probe(cls):>12.4f}")
     sat = float((pooled.abs() > 0.99).float().mean())
-    deriv = float((1 - pooled ** 2).mean())
-    print(f"{'pooler output (tanh)':<28} {mean_cosine(pooled):>11.4f} {sat:>9.4f} {deriv:>15.4f} "
-          f"{probe(pooled):>12.4f}")
+    deriv = float((1 - pooled**2).mean())
+    print(
+        f"{'pooler output (tanh)':<28} {mean_cosine(pooled):>11.4f} {sat:>9.4f} {deriv:>15.4f} {probe(pooled):>12.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,20 +40,77 @@ CATEGORIES = (
     ("attention kernel", ("scaled_dot_product", "aten::_softmax", "aten::_softmax_backward")),
     ("layer norm", ("layer_norm",)),
     ("gelu / tanh", ("gelu", "tanh")),
-    ("dropout", ("dropout", "aten::bernoulli", "aten::native_dropout", "aten::random_", "aten::ge")),  # random_ + ge: loralab's CPU mask
+    (
+        "dropout",
+        ("dropout", "aten::bernoulli", "aten::native_dropout", "aten::random_", "aten::ge"),
+    ),  # random_ + ge: loralab's CPU mask
     ("embedding", ("embedding",)),
-    ("optimizer (AdamW)", ("adam", "aten::_fused_adamw", "aten::lerp", "aten::addcdiv", "aten::addcmul",
-                           "aten::_foreach")),
+    (
+        "optimizer (AdamW)",
+        ("adam", "aten::_fused_adamw", "aten::lerp", "aten::addcdiv", "aten::addcmul", "aten::_foreach"),
+    ),
     ("loss", ("cross_entropy", "nll_loss", "log_softmax")),
-    ("copies / casts / views", ("aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous", "aten::clone",
-                                "aten::cat", "aten::stack", "aten::view", "aten::reshape", "aten::transpose",
-                                "aten::permute", "aten::t", "aten::expand", "aten::slice", "aten::select",
-                                "aten::as_strided", "aten::empty", "aten::zeros", "aten::ones", "aten::fill_",
-                                "aten::zero_", "aten::resize_", "aten::detach", "aten::unsqueeze", "aten::squeeze")),
-    ("elementwise", ("aten::add", "aten::mul", "aten::div", "aten::sub", "aten::sum", "aten::mean", "aten::sqrt",
-                     "aten::norm", "aten::linalg_vector_norm", "aten::clamp", "aten::where", "aten::masked_fill",
-                     "aten::rsub", "aten::pow", "aten::neg", "aten::exp", "aten::max", "aten::min", "aten::eq",
-                     "aten::ne", "aten::lt", "aten::gt", "aten::abs", "aten::isfinite", "aten::all", "aten::any")),
+    (
+        "copies / casts / views",
+        (
+            "aten::copy_",
+            "aten::to",
+            "aten::_to_copy",
+            "aten::contiguous",
+            "aten::clone",
+            "aten::cat",
+            "aten::stack",
+            "aten::view",
+            "aten::reshape",
+            "aten::transpose",
+            "aten::permute",
+            "aten::t",
+            "aten::expand",
+            "aten::slice",
+            "aten::select",
+            "aten::as_strided",
+            "aten::empty",
+            "aten::zeros",
+            "aten::ones",
+            "aten::fill_",
+            "aten::zero_",
+            "aten::resize_",
+            "aten::detach",
+            "aten::unsqueeze",
+            "aten::squeeze",
+        ),
+    ),
+    (
+        "elementwise",
+        (
+            "aten::add",
+            "aten::mul",
+            "aten::div",
+            "aten::sub",
+            "aten::sum",
+            "aten::mean",
+            "aten::sqrt",
+            "aten::norm",
+            "aten::linalg_vector_norm",
+            "aten::clamp",
+            "aten::where",
+            "aten::masked_fill",
+            "aten::rsub",
+            "aten::pow",
+            "aten::neg",
+            "aten::exp",
+            "aten::max",
+            "aten::min",
+            "aten::eq",
+            "aten::ne",
+            "aten::lt",
+            "aten::gt",
+            "aten::abs",
+            "aten::isfinite",
+            "aten::all",
+            "aten::any",
+        ),
+    ),
 )
 
 
@@ -74,15 +131,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile-steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rank", type=int, default=8)
-    ap.add_argument("--targets", default="qv", help="--target-modules (default qv: the reference projects' query/value)")
+    ap.add_argument(
+        "--targets", default="qv", help="--target-modules (default qv: the reference projects' query/value)"
+    )
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True, help="fused AdamW")
-    ap.add_argument("--cpu-dropout", action=argparse.BooleanOptionalAction, default=True,
-                    help="loralab's cheaper CPU dropout mask (--no-cpu-dropout: torch's own)")
+    ap.add_argument(
+        "--cpu-dropout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="loralab's cheaper CPU dropout mask (--no-cpu-dropout: torch's own)",
+    )
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    ap.add_argument("--lean", action=argparse.BooleanOptionalAction, default=True,
-                    help="with --bf16: the trainer's lean autocast (training.step.lean_autocast: frozen weights held in bf16, no "
-                         "peft input casts); --no-lean gives plain autocast, to compare")
+    ap.add_argument(
+        "--lean",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --bf16: the trainer's lean autocast (training.step.lean_autocast: frozen weights held in bf16, no "
+        "peft input casts); --no-lean gives plain autocast, to compare",
+    )
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (as train --compile)")
     ap.add_argument("--top", type=int, default=15, help="operators listed")
     ap.add_argument("--quick", action="store_true", help="a few steps, to check the script runs")
@@ -98,17 +165,24 @@ def main(argv: list[str] | None = None) -> None:
     tok = load_tokenizer(args.model)
     torch.manual_seed(0)
     model = build_model(args.model, data.label_names, tok.pad_token_id)
-    model = apply_method(model, MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank,
-                                              target_modules=args.targets.split(",")))
+    model = apply_method(
+        model, MethodConfig(method="lora", rank=args.rank, alpha=2 * args.rank, target_modules=args.targets.split(","))
+    )
     ids = encode(tok, data.train.texts, args.max_length)
     labels = data.train.labels
     sampler = LengthGroupedBatchSampler([len(x) for x in ids], args.batch_size, 0, group_by_length=True)
     task = TokenBatches(ids, labels, [], tok.pad_token_id, args.batch_size)
     total = 5 + args.steps + args.profile_steps
     opt = make_optimizer(model, 2e-3, 0.01, fused=args.fused)
-    train = TrainStep(model, opt, linear_schedule(opt, int(0.06 * total), total),
-                      Accelerator(cpu=True, mixed_precision="no"), torch.bfloat16 if args.bf16 else None,
-                      max_grad_norm=1.0, compile=args.compile)
+    train = TrainStep(
+        model,
+        opt,
+        linear_schedule(opt, int(0.06 * total), total),
+        Accelerator(cpu=True, mixed_precision="no"),
+        torch.bfloat16 if args.bf16 else None,
+        max_grad_norm=1.0,
+        compile=args.compile,
+    )
     train.model.train()
     stack = contextlib.ExitStack()  # the trainer's step context, for the life of main()
     stack.enter_context(train.context(cpu_dropout=args.cpu_dropout, lean=args.lean))
@@ -139,8 +213,13 @@ def main(argv: list[str] | None = None) -> None:
         t5 = time.perf_counter()
         if clock:
             tokens += batch["input_ids"].numel()
-            for name, a, b in (("data (collate)", t0, t1), ("forward", t1, t2), ("backward", t2, t3),
-                               ("grad clip", t3, t4), ("optimizer + schedule", t4, t5)):
+            for name, a, b in (
+                ("data (collate)", t0, t1),
+                ("forward", t1, t2),
+                ("backward", t2, t3),
+                ("grad clip", t3, t4),
+                ("optimizer + schedule", t4, t5),
+            ):
                 phases[name] += b - a
 
     t = time.perf_counter()
@@ -155,11 +234,13 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.profile_steps):
             step(False)
 
-    print(f"model {args.model}  threads {torch.get_num_threads()}  LoRA r{args.rank} {args.targets}  batch {args.batch_size}  "
-          f"AdamW {'fused' if args.fused else 'for-loop'}  dropout {'loralab CPU' if args.cpu_dropout else 'torch'}  "
-          f"{('bf16 lean' if args.lean else 'bf16 plain autocast') if args.bf16 else 'fp32'}  "
-          f"{'compiled  ' if args.compile else ''}{args.steps} timed steps, {tokens / args.steps:.0f} padded tokens/step, "
-          f"5 warm-up steps {warmup:.1f} s")
+    print(
+        f"model {args.model}  threads {torch.get_num_threads()}  LoRA r{args.rank} {args.targets}  batch {args.batch_size}  "
+        f"AdamW {'fused' if args.fused else 'for-loop'}  dropout {'loralab CPU' if args.cpu_dropout else 'torch'}  "
+        f"{('bf16 lean' if args.lean else 'bf16 plain autocast') if args.bf16 else 'fp32'}  "
+        f"{'compiled  ' if args.compile else ''}{args.steps} timed steps, {tokens / args.steps:.0f} padded tokens/step, "
+        f"5 warm-up steps {warmup:.1f} s"
+    )
     print(f"\nphases ({wall / args.steps * 1e3:.1f} ms/step, {args.batch_size * args.steps / wall:.1f} samples/s)")
     print(f"{'phase':24} {'ms/step':>8} {'share':>6}")
     for name, sec in phases.items():
@@ -170,16 +251,20 @@ def main(argv: list[str] | None = None) -> None:
     by_cat: dict[str, float] = defaultdict(float)
     for e in events:
         by_cat[category(e.key)] += e.self_cpu_time_total
-    print(f"\noperator self CPU time by category ({args.profile_steps} profiled steps, "
-          f"{total_self / args.profile_steps / 1e3:.1f} ms/step inside operators)")
+    print(
+        f"\noperator self CPU time by category ({args.profile_steps} profiled steps, "
+        f"{total_self / args.profile_steps / 1e3:.1f} ms/step inside operators)"
+    )
     print(f"{'category':24} {'ms/step':>8} {'share':>6}")
     for name, us in sorted(by_cat.items(), key=lambda kv: -kv[1]):
         print(f"{name:24} {us / args.profile_steps / 1e3:8.2f} {100 * us / total_self:5.1f}%")
     print(f"\ntop {args.top} operators by self CPU time")
     print(f"{'operator':44} {'category':22} {'calls/step':>10} {'ms/step':>8} {'share':>6}")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
-        print(f"{e.key[:44]:44} {category(e.key):22} {e.count / args.profile_steps:10.1f} "
-              f"{e.self_cpu_time_total / args.profile_steps / 1e3:8.2f} {100 * e.self_cpu_time_total / total_self:5.1f}%")
+        print(
+            f"{e.key[:44]:44} {category(e.key):22} {e.count / args.profile_steps:10.1f} "
+            f"{e.self_cpu_time_total / args.profile_steps / 1e3:8.2f} {100 * e.self_cpu_time_total / total_self:5.1f}%"
+        )
 
 
 if __name__ == "__main__":

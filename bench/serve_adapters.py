@@ -42,20 +42,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("runs", nargs="+", help="LoRA run directories over one backbone, or a study folder")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     p.add_argument("--requests", type=int, default=2000, help="requests per throughput phase (default 2000)")
-    p.add_argument("--memory-requests", type=int, default=200,
-                   help="requests sent to each single server before its memory is read (default 200)")
+    p.add_argument(
+        "--memory-requests",
+        type=int,
+        default=200,
+        help="requests sent to each single server before its memory is read (default 200)",
+    )
     p.add_argument("--warmup", type=int, default=20, help="untimed requests before timing")
     p.add_argument("--threads", type=int, default=None, help="server --threads (torch CPU threads)")
     p.add_argument("--startup-timeout", type=float, default=300)
     p.add_argument("--request-timeout", type=float, default=60)
-    p.add_argument("--check-texts", type=int, default=0,
-                   help="also score the first N validation sentences in-process with every adapter in mixed batches "
-                        "and compare with each run's predictions_validation.csv (default 0: skip)")
-    p.add_argument("--forward-rounds", type=int, default=0,
-                   help="also time the model alone in this process, without HTTP: N rounds, each scoring one batch "
-                        "of --clients texts (text k for adapter k mod N) merged, mixed and per-adapter (default 0: skip)")
-    p.add_argument("--no-servers", action="store_true",
-                   help="skip the servers: only --forward-rounds and --check-texts")
+    p.add_argument(
+        "--check-texts",
+        type=int,
+        default=0,
+        help="also score the first N validation sentences in-process with every adapter in mixed batches "
+        "and compare with each run's predictions_validation.csv (default 0: skip)",
+    )
+    p.add_argument(
+        "--forward-rounds",
+        type=int,
+        default=0,
+        help="also time the model alone in this process, without HTTP: N rounds, each scoring one batch "
+        "of --clients texts (text k for adapter k mod N) merged, mixed and per-adapter (default 0: skip)",
+    )
+    p.add_argument(
+        "--no-servers", action="store_true", help="skip the servers: only --forward-rounds and --check-texts"
+    )
     p.add_argument("--quick", action="store_true", help="smoke mode: 4 clients, 60 requests, 20 for memory")
     args = p.parse_args(argv)
     if args.quick:
@@ -172,16 +185,22 @@ def time_forwards(runs: list[str], rounds: int, batch: int, threads: int | None)
     for r in range(-1, rounds):  # round -1 warms up
         chunk = [texts[(r * batch + k) % len(texts)] for k in range(batch)]
         items = [(names[k % len(names)], t) for k, t in enumerate(chunk)]
-        for key, model, arg in (("merged (1 run)", single, chunk), ("mixed", mixed, items), ("per-adapter", per, items)):
+        for key, model, arg in (
+            ("merged (1 run)", single, chunk),
+            ("mixed", mixed, items),
+            ("per-adapter", per, items),
+        ):
             t0 = time.perf_counter()
             model.logits(arg)
             if r >= 0:
                 times[key].append((time.perf_counter() - t0) * 1000)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"model alone, batches of {batch} texts over {len(names)} adapters, median of {rounds} rounds: "
-          + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
-          + f"; mixed / merged {med['mixed'] / med['merged (1 run)']:.2f}x, "
-            f"per-adapter / mixed {med['per-adapter'] / med['mixed']:.2f}x")
+    print(
+        f"model alone, batches of {batch} texts over {len(names)} adapters, median of {rounds} rounds: "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
+        + f"; mixed / merged {med['mixed'] / med['merged (1 run)']:.2f}x, "
+        f"per-adapter / mixed {med['per-adapter'] / med['mixed']:.2f}x"
+    )
 
 
 def check_against_runs(runs: list[str], n: int) -> None:
@@ -190,12 +209,14 @@ def check_against_runs(runs: list[str], n: int) -> None:
     from loralab.artifacts import read_predictions
 
     model = MultiAdapterPredictor.from_runs(runs, device="cpu")
-    rows = {name: read_predictions(Path(run) / "predictions_validation.csv")[:n] for name, run in
-            zip(model.names, runs, strict=True)}
+    rows = {
+        name: read_predictions(Path(run) / "predictions_validation.csv")[:n]
+        for name, run in zip(model.names, runs, strict=True)
+    }
     n = min(len(r) for r in rows.values())
     names = model.names
     # text k, each adapter in a rotated order (mixed batches): (name, index of the text in its run's file)
-    order = [(name, k) for k in range(n) for name in names[k % len(names):] + names[:k % len(names)]]
+    order = [(name, k) for k in range(n) for name in names[k % len(names) :] + names[: k % len(names)]]
     t0 = time.perf_counter()
     preds = model.predict([(name, rows[name][k]["text"]) for name, k in order])
     seconds = time.perf_counter() - t0
@@ -203,9 +224,11 @@ def check_against_runs(runs: list[str], n: int) -> None:
     for (name, k), p in zip(order, preds, strict=True):
         same += p["label"] == rows[name][k]["prediction"]
         worst = max(worst, abs(p["confidence"] - rows[name][k]["confidence"]))
-    print(f"check: {n} validation sentences x {len(runs)} adapters in mixed batches ({seconds:.1f} s): "
-          f"labels equal to the runs' own prediction files {same}/{len(order)}, largest confidence difference "
-          f"{worst:.1e}")
+    print(
+        f"check: {n} validation sentences x {len(runs)} adapters in mixed batches ({seconds:.1f} s): "
+        f"labels equal to the runs' own prediction files {same}/{len(order)}, largest confidence difference "
+        f"{worst:.1e}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,9 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = [str(d) for _, d in expand_runs(args.runs)]
     names = [Path(r).name for r in runs]
     texts, source = SL.load_texts()
-    print(f"adapters: {len(runs)} ({', '.join(names)})\ntexts:    {source}; one text per request\n"
-          f"load:     {args.clients} clients, {args.requests} requests per throughput phase, request i -> "
-          f"adapter i mod {len(runs)}\n", flush=True)
+    print(
+        f"adapters: {len(runs)} ({', '.join(names)})\ntexts:    {source}; one text per request\n"
+        f"load:     {args.clients} clients, {args.requests} requests per throughput phase, request i -> "
+        f"adapter i mod {len(runs)}\n",
+        flush=True,
+    )
     if args.no_servers:
         if args.forward_rounds:
             time_forwards(runs, args.forward_rounds, args.clients, args.threads)
@@ -235,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         errors += phase.errors if k else 0
         if k == 0:
             rows.append((phase, rss, hwm, health, f"single model ({names[0]}, merged)"))
-        print(f"single server {k + 1}/{len(runs)} {names[k]}: RSS {rss:.0f} MiB, peak {hwm:.0f} MiB, "
-              f"{phase.errors} errors", flush=True)
+        print(
+            f"single server {k + 1}/{len(runs)} {names[k]}: RSS {rss:.0f} MiB, peak {hwm:.0f} MiB, "
+            f"{phase.errors} errors",
+            flush=True,
+        )
 
     for mode in ("mixed", "per-adapter"):
         server = Server([*runs, "--adapter-batching", mode], args)
@@ -253,20 +282,26 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for phase, rss, hwm, health, what in rows:
         ms = [x * 1000 for x in phase.latencies]
-        print(f"| {what} | {phase.requests / phase.wall:.1f} | {SL.percentile(ms, 50):.1f} | "
-              f"{SL.percentile(ms, 95):.1f} | {phase.errors} | {health['calls']} | {health['mean_batch']:.1f} | "
-              f"{rss:.0f} | {hwm:.0f} |")
+        print(
+            f"| {what} | {phase.requests / phase.wall:.1f} | {SL.percentile(ms, 50):.1f} | "
+            f"{SL.percentile(ms, 95):.1f} | {phase.errors} | {health['calls']} | {health['mean_batch']:.1f} | "
+            f"{rss:.0f} | {hwm:.0f} |"
+        )
     single_rss = [m[1] for m in memory]
     mean_single = sum(single_rss) / len(single_rss)
     multi_rss = rows[1][1]
-    print(f"\nmemory: single-model servers {min(single_rss):.0f}-{max(single_rss):.0f} MiB each (mean {mean_single:.0f}), "
-          f"{sum(single_rss):.0f} MiB for all {len(runs)}; one server with {len(runs)} adapters {multi_rss:.0f} MiB = "
-          f"{multi_rss / mean_single:.2f}x one single server (target <= 1.5x), "
-          f"{multi_rss / sum(single_rss):.2f}x all of them")
+    print(
+        f"\nmemory: single-model servers {min(single_rss):.0f}-{max(single_rss):.0f} MiB each (mean {mean_single:.0f}), "
+        f"{sum(single_rss):.0f} MiB for all {len(runs)}; one server with {len(runs)} adapters {multi_rss:.0f} MiB = "
+        f"{multi_rss / mean_single:.2f}x one single server (target <= 1.5x), "
+        f"{multi_rss / sum(single_rss):.2f}x all of them"
+    )
     single_rate = rows[0][0].requests / rows[0][0].wall
     mixed_rate, per_rate = rows[1][0].requests / rows[1][0].wall, rows[2][0].requests / rows[2][0].wall
-    print(f"throughput: mixed {mixed_rate / single_rate:.2f}x the single server (target >= 0.7x), per-adapter "
-          f"{per_rate / single_rate:.2f}x; mixed / per-adapter {mixed_rate / per_rate:.2f}x")
+    print(
+        f"throughput: mixed {mixed_rate / single_rate:.2f}x the single server (target >= 0.7x), per-adapter "
+        f"{per_rate / single_rate:.2f}x; mixed / per-adapter {mixed_rate / per_rate:.2f}x"
+    )
     if args.forward_rounds:
         time_forwards(runs, args.forward_rounds, args.clients, args.threads)
     if args.check_texts:

@@ -214,8 +214,9 @@ def wait_ready(client: Client, timeout: float) -> dict:
             time.sleep(0.1)
 
 
-def run_phase(name: str, url: str, *, clients: int, total: int, per_request: int, texts: list[str],
-              timeout: float) -> Phase:
+def run_phase(
+    name: str, url: str, *, clients: int, total: int, per_request: int, texts: list[str], timeout: float
+) -> Phase:
     phase = Phase(name, clients)
     counter = itertools.count()  # next() on a count is atomic under the GIL
     lock = threading.Lock()
@@ -258,12 +259,24 @@ def format_table(phases: list[Phase]) -> str:
     rows = [header]
     for p in phases:
         ms = [x * 1000 for x in p.latencies]
-        rows.append((p.name, str(p.clients), str(p.requests), str(p.errors), f"{p.wall:.2f}",
-                     f"{p.requests / p.wall:.1f}" if p.wall else "—",
-                     f"{percentile(ms, 50):.1f}", f"{percentile(ms, 95):.1f}", f"{percentile(ms, 99):.1f}"))
+        rows.append(
+            (
+                p.name,
+                str(p.clients),
+                str(p.requests),
+                str(p.errors),
+                f"{p.wall:.2f}",
+                f"{p.requests / p.wall:.1f}" if p.wall else "—",
+                f"{percentile(ms, 50):.1f}",
+                f"{percentile(ms, 95):.1f}",
+                f"{percentile(ms, 99):.1f}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -277,22 +290,40 @@ def main(argv: list[str] | None = None) -> int:
         probe = Client(url, args.request_timeout)
         health = wait_ready(probe, args.startup_timeout)
         lim = health.get("limits", {})
-        print(f"target:  {args.target or url} ({health.get('source', '?')}, {health.get('method') or '?'}, "
-              f"labels {', '.join(health.get('label_names', []))})")
-        print(f"server:  {url}{' (started by this benchmark)' if server else ''}; device {health.get('device')}, "
-              f"threads {health.get('threads')}, {health.get('precision', 'fp32')}"
-              f"{', compiled' if health.get('compiled') else ''}, max-batch {lim.get('max_batch')}, "
-              f"max-wait {lim.get('max_wait_ms')} ms")
+        print(
+            f"target:  {args.target or url} ({health.get('source', '?')}, {health.get('method') or '?'}, "
+            f"labels {', '.join(health.get('label_names', []))})"
+        )
+        print(
+            f"server:  {url}{' (started by this benchmark)' if server else ''}; device {health.get('device')}, "
+            f"threads {health.get('threads')}, {health.get('precision', 'fp32')}"
+            f"{', compiled' if health.get('compiled') else ''}, max-batch {lim.get('max_batch')}, "
+            f"max-wait {lim.get('max_wait_ms')} ms"
+        )
         print(f"texts:   {source}; concurrent phase: {args.texts_per_request} per request\n")
         for i in range(args.warmup):
             probe.post([texts[i % len(texts)]])
         probe.close()
 
-        sequential = run_phase("sequential", url, clients=1, total=args.sequential, per_request=1, texts=texts,
-                               timeout=args.request_timeout)
+        sequential = run_phase(
+            "sequential",
+            url,
+            clients=1,
+            total=args.sequential,
+            per_request=1,
+            texts=texts,
+            timeout=args.request_timeout,
+        )
         before = Client(url, args.request_timeout).get_json("/health")["batching"]
-        concurrent = run_phase("concurrent", url, clients=args.clients, total=args.requests,
-                               per_request=args.texts_per_request, texts=texts, timeout=args.request_timeout)
+        concurrent = run_phase(
+            "concurrent",
+            url,
+            clients=args.clients,
+            total=args.requests,
+            per_request=args.texts_per_request,
+            texts=texts,
+            timeout=args.request_timeout,
+        )
         after = Client(url, args.request_timeout).get_json("/health")["batching"]
     finally:
         if server:
@@ -302,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     calls = after["batches"] - before["batches"]
     served = after["texts"] - before["texts"]
     if calls:
-        print(f"\nserver batching (concurrent phase): {after['requests'] - before['requests']} requests in {calls} "
-              f"model calls, mean {served / calls:.1f} texts per call, largest so far {after['largest_batch']}; "
-              f"rejected (503) {after['rejected'] - before['rejected']}")
+        print(
+            f"\nserver batching (concurrent phase): {after['requests'] - before['requests']} requests in {calls} "
+            f"model calls, mean {served / calls:.1f} texts per call, largest so far {after['largest_batch']}; "
+            f"rejected (503) {after['rejected'] - before['rejected']}"
+        )
     print(f"single-text sequential latency p50: {percentile([x * 1000 for x in sequential.latencies], 50):.1f} ms")
     errors = sequential.errors + concurrent.errors
     print(f"errors: {errors}" + (f" (first: {sequential.first_error or concurrent.first_error})" if errors else ""))

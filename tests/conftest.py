@@ -78,8 +78,11 @@ def tiny_data(tmp_path_factory) -> Path:
 def _wordpiece_tokenizer(folder: Path):
     from transformers import BertTokenizerFast
 
-    vocab = SPECIAL + sorted(set(POS + NEG + FILL)) + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz'"] + list(
-        "abcdefghijklmnopqrstuvwxyz'.,!?-"
+    vocab = (
+        SPECIAL
+        + sorted(set(POS + NEG + FILL))
+        + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz'"]
+        + list("abcdefghijklmnopqrstuvwxyz'.,!?-")
     )
     vocab = list(dict.fromkeys(vocab))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -98,9 +101,16 @@ def _bpe_tokenizer(eos: str = "<|endoftext|>", roberta: bool = False):
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1, special_tokens=specials, show_progress=False)
     if roberta:
-        return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
-                                    sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
-                                    mask_token="<mask>")
+        return RobertaTokenizerFast(
+            tokenizer_object=bpe._tokenizer,
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            mask_token="<mask>",
+        )
     return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos)
 
 
@@ -108,18 +118,47 @@ def tiny_config(family: str, vocab_size: int, tokenizer):
     from transformers import BertConfig, DistilBertConfig, GPT2Config, RobertaConfig
 
     if family == "bert":
-        return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                          intermediate_size=37, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+        return BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     if family == "distilbert":
-        return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=4, n_heads=2, hidden_dim=37,
-                                max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+        return DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=32,
+            n_layers=4,
+            n_heads=2,
+            hidden_dim=37,
+            max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     if family == "roberta":
-        return RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                             intermediate_size=37, max_position_embeddings=72, pad_token_id=tokenizer.pad_token_id,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        return RobertaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=72,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     if family == "gpt2":
-        return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=4, n_head=2, n_positions=64,
-                          bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=4,
+            n_head=2,
+            n_positions=64,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     raise ValueError(family)
 
 
@@ -164,9 +203,18 @@ def tiny_run_config(model_dir: Path, data_dir: Path, out: Path, **overrides):
     from loralab import RunConfig
 
     values = {
-        "model": str(model_dir), "data_dir": str(data_dir), "output_dir": str(out), "epochs": 1,
-        "batch_size": 8, "eval_batch_size": 16, "log_every": 2, "progress": False, "device": "cpu",
-        "rank": 4, "alpha": 8, "max_length": 48,  # tiny models have 64 positions
+        "model": str(model_dir),
+        "data_dir": str(data_dir),
+        "output_dir": str(out),
+        "epochs": 1,
+        "batch_size": 8,
+        "eval_batch_size": 16,
+        "log_every": 2,
+        "progress": False,
+        "device": "cpu",
+        "rank": 4,
+        "alpha": 8,
+        "max_length": 48,  # tiny models have 64 positions
     }
     values.update(overrides)
     return RunConfig.from_flat(values)
@@ -183,10 +231,29 @@ def ray_cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray")
     # a loopback-only test cluster: no token authentication, whatever ~/.ray holds from other use
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
-    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                            "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
-                            "--disable-usage-stats", f"--temp-dir={tmp}"],
-                           env=env, capture_output=True, text=True, timeout=180)
+    start = subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "0",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert start.returncode == 0, start.stdout + start.stderr
     yield f"127.0.0.1:{port}"
     subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -29,8 +29,18 @@ def _instrument(mode: str, out: Path) -> None:
         def traced(self):
             with open(out / f"trace-rank{rank}.jsonl", "a", encoding="utf-8") as f:
                 for mb in original_iter(self):
-                    f.write(json.dumps({"epoch": self.batches.epoch, "step": mb.step_index, "indices": mb.indices,
-                                        "weights": mb.weights, "last": mb.last_of_step}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "epoch": self.batches.epoch,
+                                "step": mb.step_index,
+                                "indices": mb.indices,
+                                "weights": mb.weights,
+                                "last": mb.last_of_step,
+                            }
+                        )
+                        + "\n"
+                    )
                     f.flush()
                     yield mb
 
@@ -92,9 +102,17 @@ def main(argv: list[str]) -> int:
 
 def spawn_main(rank: int, world: int, port: int, argv: list[str]) -> None:
     """``torch.multiprocessing.spawn`` target: the environment torchrun would set, then :func:`main`."""
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                       "OMP_NUM_THREADS": "1"})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     rc = main(argv)
     if rc:
         raise SystemExit(rc)

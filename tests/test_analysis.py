@@ -15,14 +15,14 @@ from loralab.errors import LoralabError
 
 # text, label, prediction, confidence. Words: PTB tokens with a letter/digit.
 ROWS = [
-    ("great . ", 1, 1, 0.95),                                             # 1 word, right
-    ("it 's not good . ", 0, 1, 0.99),                                    # 4 words, negation, wrong
-    ("i do n't like it , but the cast is fine . ", 0, 0, 0.65),          # 10 words, negation + contrast
+    ("great . ", 1, 1, 0.95),  # 1 word, right
+    ("it 's not good . ", 0, 1, 0.99),  # 4 words, negation, wrong
+    ("i do n't like it , but the cast is fine . ", 0, 0, 0.65),  # 10 words, negation + contrast
     ("a film that never finds its footing , yet it charms ", 1, 0, 0.55),  # 10 words, negation + contrast, wrong
-    (" ".join(["word"] * 20) + " . ", 1, 1, 0.85),                         # 20 words
-    (" ".join(["long"] * 31), 0, 0, 0.75),                                 # 31 words
-    ("however , it works ", 1, 1, 0.91),                                   # 3 words, contrast
-    ("nothing works . ", 0, 0, 1.0),                                       # 2 words, negation
+    (" ".join(["word"] * 20) + " . ", 1, 1, 0.85),  # 20 words
+    (" ".join(["long"] * 31), 0, 0, 0.75),  # 31 words
+    ("however , it works ", 1, 1, 0.91),  # 3 words, contrast
+    ("nothing works . ", 0, 0, 1.0),  # 2 words, negation
 ]
 
 
@@ -71,8 +71,11 @@ def test_calibration_bins_and_ece_by_hand(rows):
     cal = an.calibration(rows)
     got = {(round(b.low, 1), round(b.high, 1)): (b.n, b.accuracy, round(b.confidence, 4)) for b in cal.bins}
     assert got == {
-        (0.5, 0.6): (1, 0.0, 0.55), (0.6, 0.7): (1, 1.0, 0.65), (0.7, 0.8): (1, 1.0, 0.75),
-        (0.8, 0.9): (1, 1.0, 0.85), (0.9, 1.0): (4, 0.75, 0.9625),
+        (0.5, 0.6): (1, 0.0, 0.55),
+        (0.6, 0.7): (1, 1.0, 0.65),
+        (0.7, 0.8): (1, 1.0, 0.75),
+        (0.8, 0.9): (1, 1.0, 0.85),
+        (0.9, 1.0): (4, 0.75, 0.9625),
     }
     # ECE = (0.55 + 0.35 + 0.25 + 0.15 + 4 * |0.75 - 0.9625|) / 8
     assert cal.ece == pytest.approx((0.55 + 0.35 + 0.25 + 0.15 + 4 * 0.2125) / 8)

@@ -27,15 +27,49 @@ def data(tmp_path_factory) -> Path:
 
 def args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     # dropout on (the model's and LoRA's): resuming must restore the random-number streams too
-    return ["-q", "train", "--model", str(model), "--data-dir", str(data), "--output-dir", str(out), "--epochs", "3",
-            "--batch-size", "8", "--eval-batch-size", "16", "--log-every", "3", "--no-progress", "--device", "cpu",
-            "--rank", "4", "--alpha", "8", "--dropout", "0.1", "--max-length", "48", "--lr", "5e-3", *extra]
+    return [
+        "-q",
+        "train",
+        "--model",
+        str(model),
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--eval-batch-size",
+        "16",
+        "--log-every",
+        "3",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--rank",
+        "4",
+        "--alpha",
+        "8",
+        "--dropout",
+        "0.1",
+        "--max-length",
+        "48",
+        "--lr",
+        "5e-3",
+        *extra,
+    ]
 
 
 def launch(mode: str, argv: list[str], tmp: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE.parent / "src"), str(HERE)]))
-    return subprocess.run([sys.executable, str(LAUNCH), mode, str(tmp / "trace"), "--", *argv], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(LAUNCH), mode, str(tmp / "trace"), "--", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def metrics_without_timing(run: Path) -> list[dict]:
@@ -43,13 +77,17 @@ def metrics_without_timing(run: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize(("method", "every", "kill_step"), [
-    ("lora", "4", 19),      # killed in epoch 2 (12 steps per epoch), 3 steps after its last checkpoint
-    ("lora", "epoch", 17),  # killed in epoch 2, resumed from the end of epoch 1
-    ("full", "5", 27),
-])
-def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(tiny_models, data, tmp_path, method, every,
-                                                                  kill_step):
+@pytest.mark.parametrize(
+    ("method", "every", "kill_step"),
+    [
+        ("lora", "4", 19),  # killed in epoch 2 (12 steps per epoch), 3 steps after its last checkpoint
+        ("lora", "epoch", 17),  # killed in epoch 2, resumed from the end of epoch 1
+        ("full", "5", 27),
+    ],
+)
+def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(
+    tiny_models, data, tmp_path, method, every, kill_step
+):
     model = tiny_models["bert"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     extra = ("--method", method, "--checkpoint-every", every)
@@ -79,7 +117,8 @@ def test_resume_refuses_a_checkpoint_of_other_options_and_keep_checkpoints_keeps
     assert other.returncode == 2
     assert other.stderr.strip().splitlines() == [
         f"loralab: error: {tmp_path / '.r.checkpoint'}: the checkpoint was made with other options (lr: 0.005 -> 0.001); "
-        "resume with the same options, or remove the checkpoint folder to start again"]
+        "resume with the same options, or remove the checkpoint folder to start again"
+    ]
     done = launch("none", args(model, data, run, "--resume", "--keep-checkpoints"), tmp_path)
     assert done.returncode == 0, done.stderr
     assert (run / "checkpoint" / "state.pt").is_file() and not (tmp_path / ".r.checkpoint").exists()

@@ -19,8 +19,9 @@ TINY = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--device", "cpu"
 
 def loralab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "loralab", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "loralab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -64,8 +65,9 @@ def test_bad_data_in_a_real_process(tmp_path, tiny_models):
     d.mkdir()
     (d / "train.tsv").write_bytes(b"sentence\tlabel\ngood \t1\n\xff \t0\n")
     write_tsv(d / "validation.tsv", synthetic_rows(4, 0))
-    proc = loralab("train", "--model", str(tiny_models["bert"]), "--data-dir", str(d), "--output-dir",
-                   str(tmp_path / "out"), *TINY)
+    proc = loralab(
+        "train", "--model", str(tiny_models["bert"]), "--data-dir", str(d), "--output-dir", str(tmp_path / "out"), *TINY
+    )
     assert_one_line_error(proc, "train.tsv:3: not valid UTF-8")
     assert not (tmp_path / "out").exists()
 
@@ -75,8 +77,17 @@ def test_bad_flags_exit_2(tmp_path, tiny_data, tiny_models):
     assert_one_line_error(proc, "--rank must be at least 1")
     proc = loralab("train", "--data-dir", str(tiny_data), "--model", str(tmp_path / "nope"))
     assert_one_line_error(proc, "no such folder")
-    proc = loralab("train", "--data-dir", str(tiny_data), "--model", str(tiny_models["bert"]), "--max-length", "100",
-                   "--output-dir", str(tmp_path / "o"))
+    proc = loralab(
+        "train",
+        "--data-dir",
+        str(tiny_data),
+        "--model",
+        str(tiny_models["bert"]),
+        "--max-length",
+        "100",
+        "--output-dir",
+        str(tmp_path / "o"),
+    )
     assert_one_line_error(proc, "--max-length 100 exceeds the 64 positions of this model")
     proc = loralab("train", "--method", "adapters")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
@@ -113,8 +124,9 @@ def test_inspect_minilm_matches_training_count(minilm_available):
 
 def test_train_then_predict_reproduces_predictions(tmp_path, tiny_models, tiny_data):
     out = tmp_path / "run"
-    proc = loralab("train", "--model", str(tiny_models["gpt2"]), "--data-dir", str(tiny_data), "--output-dir",
-                   str(out), *TINY)
+    proc = loralab(
+        "train", "--model", str(tiny_models["gpt2"]), "--data-dir", str(tiny_data), "--output-dir", str(out), *TINY
+    )
     assert proc.returncode == 0, proc.stderr
     assert "validation: accuracy" in proc.stdout
     with open(out / "predictions_validation.csv", newline="") as f:
@@ -136,8 +148,13 @@ def test_train_then_predict_reproduces_predictions(tmp_path, tiny_models, tiny_d
     texts_file.write_text("good\n\nbad\n\n")
     proc = loralab("predict", str(out), "--file", str(texts_file), "--json")
     assert [p["text"] for p in json.loads(proc.stdout)] == ["good", "bad"]
-    piped = subprocess.run([sys.executable, "-m", "loralab", "-q", "predict", str(out), "--file", "-", "--json"],
-                           input="a good film\n\n", capture_output=True, text=True, timeout=120)
+    piped = subprocess.run(
+        [sys.executable, "-m", "loralab", "-q", "predict", str(out), "--file", "-", "--json"],
+        input="a good film\n\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert piped.returncode == 0, piped.stderr
     assert [p["text"] for p in json.loads(piped.stdout)] == ["a good film"]
     # errors: missing run, no text at all
@@ -168,4 +185,6 @@ def test_a_csv_without_the_default_columns_names_the_flag(tmp_path, capsys):
     (d / "validation.csv").write_text("review,label\nfine,1\n")
     assert main(["train", "--data-dir", str(d)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith("missing column 'sentence' (header has ['review', 'label']; name the column with --text-column)")
+    assert err.endswith(
+        "missing column 'sentence' (header has ['review', 'label']; name the column with --text-column)"
+    )

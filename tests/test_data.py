@@ -130,8 +130,10 @@ def test_csv_with_quotes_and_custom_columns(tmp_path):
     with pytest.raises(DataError, match=r"validation.csv:4: label 'neutral'"):
         load_data(cfg, seed=0)
     # a declared label set admits labels the training file lacks
-    bundle = load_data(DataConfig(data_dir=str(d), text_column="review", label_column="sentiment",
-                                  labels=["neg", "neutral", "pos"]), seed=0)
+    bundle = load_data(
+        DataConfig(data_dir=str(d), text_column="review", label_column="sentiment", labels=["neg", "neutral", "pos"]),
+        seed=0,
+    )
     assert bundle.label_names == ["neg", "neutral", "pos"] and bundle.validation.labels == [2, 1]
 
 

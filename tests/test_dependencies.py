@@ -36,8 +36,9 @@ def imported_modules() -> dict[str, set[str]]:
 
 def declared() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    reqs = list(project["dependencies"]) + [r for extra in project.get("optional-dependencies", {}).values()
-                                            for r in extra]
+    reqs = list(project["dependencies"]) + [
+        r for extra in project.get("optional-dependencies", {}).values() for r in extra
+    ]
     return {_norm(re.match(r"[A-Za-z0-9_.-]+", r).group(0)) for r in reqs}
 
 

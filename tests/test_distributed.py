@@ -40,10 +40,38 @@ def odd_data(tmp_path_factory) -> Path:
 
 
 def train_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["-q", "train", "--model", str(model), "--data-dir", str(data), "--output-dir", str(out),
-            "--epochs", "2", "--batch-size", "16", "--eval-batch-size", "16", "--log-every", "2", "--no-progress",
-            "--device", "cpu", "--rank", "4", "--alpha", "8", "--dropout", "0", "--max-length", "48",
-            "--lr", "5e-3", *extra]
+    return [
+        "-q",
+        "train",
+        "--model",
+        str(model),
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--eval-batch-size",
+        "16",
+        "--log-every",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--rank",
+        "4",
+        "--alpha",
+        "8",
+        "--dropout",
+        "0",
+        "--max-length",
+        "48",
+        "--lr",
+        "5e-3",
+        *extra,
+    ]
 
 
 def child_env() -> dict:
@@ -92,8 +120,14 @@ def check_trace(trace: Path, n: int, steps_per_epoch: int, epochs: int) -> None:
     ranks = [[json.loads(line) for line in (trace / f"trace-rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == epochs * steps_per_epoch
     for epoch in range(epochs):  # the sampler counts epochs from 0
-        real = sorted(i for r in ranks for mb in r if mb["epoch"] == epoch
-                      for i, w in zip(mb["indices"], mb["weights"]) if w == 1.0)
+        real = sorted(
+            i
+            for r in ranks
+            for mb in r
+            if mb["epoch"] == epoch
+            for i, w in zip(mb["indices"], mb["weights"])
+            if w == 1.0
+        )
         assert real == list(range(n)), f"epoch {epoch}: every example exactly once across ranks"
     steps = {(trace / f"steps-rank{r}.txt").read_text() for r in (0, 1)}
     assert steps == {str(epochs * steps_per_epoch)}, "every rank took the same number of optimizer steps"
@@ -107,8 +141,13 @@ def test_two_processes_spawned_train_every_example_once_with_equal_steps(no_drop
     spawn_two(trace, train_args(no_dropout_bert, odd_data, run2))
     check_trace(trace, 70, 5, 2)  # ceil(70 / 16) = 5 steps per epoch, 2 epochs
     results = json.loads((run2 / "results.json").read_text())
-    assert results["distributed"] == {**results["distributed"], "world_size": 2, "micro_batch_size": 8,
-                                      "grad_accum": 1, "global_batch_size": 16}
+    assert results["distributed"] == {
+        **results["distributed"],
+        "world_size": 2,
+        "micro_batch_size": 8,
+        "grad_accum": 1,
+        "global_batch_size": 16,
+    }
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "nothing left beside the run"
     # the schedule reaches zero at the last step
     last_step = [r for r in read_metrics(run2) if r["kind"] == "step"][-1]
@@ -137,8 +176,17 @@ def test_grad_accum_equals_the_unaccumulated_run(no_dropout_bert, odd_data, tmp_
 
 def test_torchrun_launch_writes_one_run_and_matches_one_process(no_dropout_bert, odd_data, tmp_path):
     run = tmp_path / "runs" / "tr"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "loralab", *train_args(no_dropout_bert, odd_data, run, "--grad-accum", "2")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "loralab",
+        *train_args(no_dropout_bert, odd_data, run, "--grad-accum", "2"),
+    ]
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tr"]
@@ -150,8 +198,17 @@ def test_torchrun_launch_writes_one_run_and_matches_one_process(no_dropout_bert,
 
 
 def test_batch_size_not_divisible_by_world_size_is_one_line(no_dropout_bert, odd_data, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "loralab",
-           *train_args(no_dropout_bert, odd_data, tmp_path / "r", "--batch-size", "15")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "loralab",
+        *train_args(no_dropout_bert, odd_data, tmp_path / "r", "--batch-size", "15"),
+    ]
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "loralab: error: --batch-size 15 is the global batch: it must be divisible by 2 process(es)" in done.stderr
@@ -161,9 +218,19 @@ def test_batch_size_not_divisible_by_world_size_is_one_line(no_dropout_bert, odd
 
 def test_an_error_on_rank_1_ends_the_launch_promptly(no_dropout_bert, odd_data, tmp_path):
     run = tmp_path / "crash"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(LAUNCH), "crash-rank1", str(tmp_path / "trace"), "--",
-           *train_args(no_dropout_bert, odd_data, run, "--epochs", "50")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(LAUNCH),
+        "crash-rank1",
+        str(tmp_path / "trace"),
+        "--",
+        *train_args(no_dropout_bert, odd_data, run, "--epochs", "50"),
+    ]
     t0 = time.monotonic()
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=240)
     elapsed = time.monotonic() - t0
@@ -173,10 +240,16 @@ def test_an_error_on_rank_1_ends_the_launch_promptly(no_dropout_bert, odd_data, 
     assert not run.exists()
 
 
-@pytest.mark.parametrize(("family", "extra"), [
-    ("bert", ["--method", "head"]), ("distilbert", ["--method", "full"]), ("gpt2", ["--method", "prelayer"]),
-    ("roberta", ["--method", "lora", "--impl", "scratch"]), ("bert", ["--method", "lora", "--impl", "scratch"]),
-])
+@pytest.mark.parametrize(
+    ("family", "extra"),
+    [
+        ("bert", ["--method", "head"]),
+        ("distilbert", ["--method", "full"]),
+        ("gpt2", ["--method", "prelayer"]),
+        ("roberta", ["--method", "lora", "--impl", "scratch"]),
+        ("bert", ["--method", "lora", "--impl", "scratch"]),
+    ],
+)
 def test_every_method_and_lora_implementation_trains_data_parallel(tiny_models, odd_data, tmp_path, family, extra):
     trace = tmp_path / "trace"
     run = tmp_path / "run"

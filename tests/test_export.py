@@ -30,8 +30,14 @@ RUNS = {
     "roberta-head": ("roberta", "head"),
     "distilbert-full": ("distilbert", "full"),
 }
-MERGED_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
-                "export.json"}
+MERGED_FILES = {
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "README.md",
+    "export.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +150,14 @@ def test_merged_exports_give_the_run_predictions_in_plain_transformers(exports, 
         expected[name] = rows
     site = site_packages_without(tmp_path, ("loralab", "peft"))
     env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-S", "-c", PLAIN_TRANSFORMERS, json.dumps(jobs)], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", PLAIN_TRANSFORMERS, json.dumps(jobs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, rows in expected.items():
@@ -193,9 +205,14 @@ def test_adapter_export_loads_with_the_card_snippet_and_predicts_like_the_run(ex
     import torch
 
     folder = exports["gpt2-lora-adapter"]
-    assert {p.name for p in folder.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
-                                                 "tokenizer.json", "tokenizer_config.json", "README.md",
-                                                 "export.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "export.json",
+    }
     assert json.loads((folder / "export.json").read_text())["kind"] == "adapter"
     scope: dict = {}
     exec(card_code(folder), scope)  # the card's own instructions, verbatim
@@ -407,8 +424,14 @@ def test_run_adapter_loads_with_plain_peft_without_loralab(runs, tiny_models, tm
     site = site_packages_without(tmp_path, ("loralab",))
     env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     job = [str(tiny_models["roberta"]), str(run / "adapter"), str(run / "tokenizer"), [r["text"] for r in rows]]
-    proc = subprocess.run([sys.executable, "-S", "-c", PLAIN_PEFT, json.dumps(job)], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", PLAIN_PEFT, json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     probs = json.loads(proc.stdout.strip().splitlines()[-1])
     for r, p in zip(rows, probs, strict=True):

@@ -18,7 +18,9 @@ from loralab.methods import apply_method
 def test_head_on_cached_features_equals_the_model_forward(tiny_models, family):
     tok = load_tokenizer(str(tiny_models[family]))
     torch.manual_seed(0)
-    model = apply_method(build_model(str(tiny_models[family]), ["n", "p"], tok.pad_token_id), MethodConfig(method="head"))
+    model = apply_method(
+        build_model(str(tiny_models[family]), ["n", "p"], tok.pad_token_id), MethodConfig(method="head")
+    )
     ids = encode(tok, [t for t, _ in synthetic_rows(20, 5)], 32)
     feats = extract_features(model, ids, 8, tok.pad_token_id, torch.device("cpu"))
     model.eval()
@@ -33,8 +35,9 @@ def test_head_on_cached_features_equals_the_model_forward(tiny_models, family):
 def test_cached_and_uncached_head_runs_give_the_same_metrics(tiny_models, tiny_data, tmp_path, fam):
     results = {}
     for cache in (True, False):
-        cfg = tiny_run_config(tiny_models[fam], tiny_data, tmp_path / str(cache), method="head", epochs=2,
-                              lr=1e-2, cache_features=cache)
+        cfg = tiny_run_config(
+            tiny_models[fam], tiny_data, tmp_path / str(cache), method="head", epochs=2, lr=1e-2, cache_features=cache
+        )
         results[cache] = loralab.train(cfg, command=[]).results
     for split in ("validation", "test"):
         a, b = results[True][split], results[False][split]
@@ -43,8 +46,12 @@ def test_cached_and_uncached_head_runs_give_the_same_metrics(tiny_models, tiny_d
     assert results[True]["timing"]["feature_seconds"] > 0 and results[False]["timing"]["feature_seconds"] == 0
 
 
-HEAD_PREFIXES = {"bert": ("bert.pooler.dense.", "classifier."), "distilbert": ("pre_classifier.", "classifier."),
-                 "roberta": ("classifier.",), "gpt2": ("score.",)}
+HEAD_PREFIXES = {
+    "bert": ("bert.pooler.dense.", "classifier."),
+    "distilbert": ("pre_classifier.", "classifier."),
+    "roberta": ("classifier.",),
+    "gpt2": ("score.",),
+}
 
 
 def test_head_run_reloads_and_predicts_as_in_memory(tiny_models, tiny_data, tmp_path, family):
@@ -60,8 +67,9 @@ def test_head_run_reloads_and_predicts_as_in_memory(tiny_models, tiny_data, tmp_
     assert {k.split(".")[0] for k in saved} >= {p.split(".")[0] for p in HEAD_PREFIXES[family]}
     rows = read_predictions(result.run_dir / "predictions_validation.csv")
     texts = [r["text"] for r in rows]
-    in_memory = Predictor(result.model, result.tokenizer, ["negative", "positive"], 48, 16,
-                          torch.device("cpu")).predict(texts)
+    in_memory = Predictor(
+        result.model, result.tokenizer, ["negative", "positive"], 48, 16, torch.device("cpu")
+    ).predict(texts)
     reloaded = Predictor.from_run(result.run_dir, device="cpu").predict(texts)
     for r, a, b in zip(rows, in_memory, reloaded, strict=True):
         assert a["probabilities"] == b["probabilities"]

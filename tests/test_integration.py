@@ -25,10 +25,20 @@ def test_minilm_lora_on_2000_examples_beats_075(sst2_dir, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        cfg = loralab.RunConfig.from_flat({
-            "data_dir": str(sst2_dir), "train_size": 2000, "epochs": 1, "output_dir": str(tmp_path / "run"),
-            "progress": False, "device": "cpu", "rank": 8, "alpha": 16, "target_modules": ["qv"], "lr": 2e-3,
-        })
+        cfg = loralab.RunConfig.from_flat(
+            {
+                "data_dir": str(sst2_dir),
+                "train_size": 2000,
+                "epochs": 1,
+                "output_dir": str(tmp_path / "run"),
+                "progress": False,
+                "device": "cpu",
+                "rank": 8,
+                "alpha": 16,
+                "target_modules": ["qv"],
+                "lr": 2e-3,
+            }
+        )
         result = loralab.train(cfg, command=["test"])
     finally:
         torch.set_num_threads(threads)

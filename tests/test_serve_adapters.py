@@ -21,8 +21,13 @@ from loralab.cli import main  # noqa: E402
 from loralab.predict import Predictor  # noqa: E402
 from loralab.serve import create_app, load_adapters  # noqa: E402
 
-TEXTS = ["a good film", "the plot is boring and awful", "charming , funny and smart", "dull",
-         "it 's a very long and tedious and clumsy story , but the acting is great ."]
+TEXTS = [
+    "a good film",
+    "the plot is boring and awful",
+    "charming , funny and smart",
+    "dull",
+    "it 's a very long and tedious and clumsy story , but the acting is great .",
+]
 #: name -> settings: different ranks, target modules, layers, impls and label names
 ADAPTERS = {
     "qv-r2": {"rank": 2, "alpha": 4, "target_modules": ["query", "value"]},
@@ -51,15 +56,17 @@ def runs(tiny_models, tiny_data, root) -> dict[str, Path]:
         data = tiny_data
         if settings.pop("data", None):
             data, settings["labels"] = three, ["bad", "good", "meh"]  # word labels are named explicitly
-        out[name] = train(tiny_run_config(tiny_models["bert"], data, root / "runs" / name, **settings),
-                          command=[]).run_dir
+        out[name] = train(
+            tiny_run_config(tiny_models["bert"], data, root / "runs" / name, **settings), command=[]
+        ).run_dir
     return out
 
 
 @pytest.fixture(scope="module")
 def head_run(root, tiny_models, tiny_data) -> Path:
-    return train(tiny_run_config(tiny_models["bert"], tiny_data, root / "runs" / "head-run", method="head"),
-                 command=[]).run_dir
+    return train(
+        tiny_run_config(tiny_models["bert"], tiny_data, root / "runs" / "head-run", method="head"), command=[]
+    ).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +100,7 @@ def test_a_mixed_batch_equals_each_adapter_alone(runs, reference, count):
         assert int(z.argmax()) == int(want.argmax())
     # the check can tell adapters apart: any two answer a text differently by far more than 1e-5
     two = [reference[n] for n in names if reference[n].shape[1] == 2]
-    assert min(np.abs(a - b).max() for i, a in enumerate(two) for b in two[i + 1:]) > 1e-3
+    assert min(np.abs(a - b).max() for i, a in enumerate(two) for b in two[i + 1 :]) > 1e-3
 
 
 def test_per_adapter_forwards_give_the_same_answers_with_one_pass_per_adapter(runs, multi):
@@ -114,8 +121,10 @@ def test_each_adapter_keeps_its_label_names_and_max_length(multi, runs):
     assert multi.adapters["qv-r16-len8"].max_length == 8
     info = multi.adapters["top2-r4-scratch"].info
     assert (info["method"], info["impl"], info["rank"]) == ("lora", "scratch", 4)
-    assert info["validation_accuracy"] == json.loads((runs["top2-r4-scratch"] / "results.json").read_text())[
-        "validation"]["accuracy"]
+    assert (
+        info["validation_accuracy"]
+        == json.loads((runs["top2-r4-scratch"] / "results.json").read_text())["validation"]["accuracy"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,20 +173,25 @@ def test_get_adapters_shows_run_metadata(client, runs):
     assert health["adapters"] == list(ADAPTERS) and health["default_adapter"] == "all-r8"
     paths = client.get("/openapi.json").json()["paths"]
     body = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert {"texts", "adapter", "adapters"} <= set(body["properties"]) and "404" in paths["/predict"]["post"]["responses"]
+    assert {"texts", "adapter", "adapters"} <= set(body["properties"]) and "404" in paths["/predict"]["post"][
+        "responses"
+    ]
     assert {"get", "post"} <= set(paths["/adapters"]) and "delete" in paths["/adapters/{name}"]
 
 
-@pytest.mark.parametrize(("body", "status", "fragment"), [
-    ({"texts": ["a"], "adapter": "nope"}, 404, "unknown adapter 'nope'"),
-    ({"texts": ["a"], "adapters": ["qv-r2", "nope"]}, 404, "unknown adapter 'nope'"),
-    ({"texts": ["a"], "adapters": []}, 422, "at least 1 item"),
-    ({"texts": ["a"], "adapters": "some"}, 422, "adapters"),
-    ({"texts": ["a"], "adapters": ["qv-r2", "qv-r2"]}, 422, "twice"),
-    ({"texts": ["a"], "adapter": "qv-r2", "adapters": "all"}, 422, "not both"),
-    ({"texts": ["a"], "adapter": 3}, 422, "adapter"),
-    ({"texts": ["x" * 2001], "adapter": "qv-r2"}, 413, "too long"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"texts": ["a"], "adapter": "nope"}, 404, "unknown adapter 'nope'"),
+        ({"texts": ["a"], "adapters": ["qv-r2", "nope"]}, 404, "unknown adapter 'nope'"),
+        ({"texts": ["a"], "adapters": []}, 422, "at least 1 item"),
+        ({"texts": ["a"], "adapters": "some"}, 422, "adapters"),
+        ({"texts": ["a"], "adapters": ["qv-r2", "qv-r2"]}, 422, "twice"),
+        ({"texts": ["a"], "adapter": "qv-r2", "adapters": "all"}, 422, "not both"),
+        ({"texts": ["a"], "adapter": 3}, 422, "adapter"),
+        ({"texts": ["x" * 2001], "adapter": "qv-r2"}, 413, "too long"),
+    ],
+)
 def test_bad_adapter_requests_are_json_errors(client, body, status, fragment):
     r = client.post("/predict", json=body)
     assert r.status_code == status, r.text
@@ -211,8 +225,14 @@ def test_the_path_guard_allows_only_runs_under_the_adapter_roots(runs, root, tmp
     (root / "runs" / "escape").symlink_to(outside)
     try:
         with TestClient(create_app(model, adapter_roots=[root / "runs"])) as c:
-            for path in ("../runs/all-r8", "all-r8/../../runs/all-r8", str(outside), "/etc", "escape",
-                         str(root / "runs" / ".." / "data3")):
+            for path in (
+                "../runs/all-r8",
+                "all-r8/../../runs/all-r8",
+                str(outside),
+                "/etc",
+                "escape",
+                str(root / "runs" / ".." / "data3"),
+            ):
                 r = c.post("/adapters", json={"run": path})
                 assert r.status_code == 403, (path, r.text)
             assert c.post("/adapters", json={"run": "missing"}).status_code == 404
@@ -300,8 +320,12 @@ def test_bench_quick_mode_serves_single_and_multi_adapter_servers(runs, capsys):
     bench = importlib.util.module_from_spec(spec)
     sys.modules["serve_adapters"] = bench
     spec.loader.exec_module(bench)
-    assert bench.main([str(runs["qv-r2"]), str(runs["dense-r3-3labels"]), "--quick", "--threads", "1",
-                       "--check-texts", "8"]) == 0
+    assert (
+        bench.main(
+            [str(runs["qv-r2"]), str(runs["dense-r3-3labels"]), "--quick", "--threads", "1", "--check-texts", "8"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| 2 adapters, mixed batches |" in out and "| 2 adapters, per-adapter batches |" in out
     assert "labels equal to the runs' own prediction files 16/16" in out

@@ -17,8 +17,11 @@ try:
 except ImportError:
     selenium = None
 if selenium is None or CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip("needs selenium (pip, dev extra) and the Debian packages chromium + chromium-driver "
-                "(scripts/ci-system-deps.sh installs them)", allow_module_level=True)
+    pytest.skip(
+        "needs selenium (pip, dev extra) and the Debian packages chromium + chromium-driver "
+        "(scripts/ci-system-deps.sh installs them)",
+        allow_module_level=True,
+    )
 
 import httpx  # noqa: E402
 from selenium import webdriver  # noqa: E402
@@ -31,16 +34,26 @@ from conftest import tiny_run_config  # noqa: E402
 from loralab import train  # noqa: E402
 from loralab.serve import create_app, load_predictor, serve_in_thread  # noqa: E402
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1200,900"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1200,900",
+]
 REVIEWS = ["a charming , funny and smart film", "boring , dull and clumsy . the plot is awful"]
 
 
 @pytest.fixture(scope="module")
 def server_url(tiny_models, tiny_data, tmp_path_factory):
-    run = train(tiny_run_config(tiny_models["gpt2"], tiny_data, tmp_path_factory.mktemp("browser") / "run"),
-                command=[]).run_dir
+    run = train(
+        tiny_run_config(tiny_models["gpt2"], tiny_data, tmp_path_factory.mktemp("browser") / "run"), command=[]
+    ).run_dir
     predictor, info = load_predictor(run, device="cpu")
     with serve_in_thread(create_app(predictor, info=info)) as url:
         yield url
@@ -110,8 +123,12 @@ def adapters_url(tiny_models, tiny_data, tmp_path_factory):
     from loralab.serve import load_adapters
 
     root = tmp_path_factory.mktemp("browser-adapters")
-    runs = [train(tiny_run_config(tiny_models["bert"], tiny_data, root / name, rank=rank, lr=0.02, seed=seed),
-                  command=[]).run_dir for name, rank, seed in (("first", 2, 1), ("second", 8, 2))]
+    runs = [
+        train(
+            tiny_run_config(tiny_models["bert"], tiny_data, root / name, rank=rank, lr=0.02, seed=seed), command=[]
+        ).run_dir
+        for name, rank, seed in (("first", 2, 1), ("second", 8, 2))
+    ]
     predictor, info = load_adapters(runs, device="cpu")
     with serve_in_thread(create_app(predictor, info=info)) as url:
         yield url
@@ -120,8 +137,10 @@ def adapters_url(tiny_models, tiny_data, tmp_path_factory):
 def test_picking_an_adapter_or_all_of_them_shows_their_answers(browser, adapters_url):
     from selenium.webdriver.support.ui import Select
 
-    api = {name: httpx.post(f"{adapters_url}/predict", json={"texts": REVIEWS, "adapter": name}).json()["predictions"]
-           for name in ("first", "second")}
+    api = {
+        name: httpx.post(f"{adapters_url}/predict", json={"texts": REVIEWS, "adapter": name}).json()["predictions"]
+        for name in ("first", "second")
+    }
     listed = httpx.get(f"{adapters_url}/adapters").json()["adapters"]
     browser.get_log("browser")  # drop what earlier tests logged (the 413 one shows on purpose)
     browser.get(adapters_url + "/")

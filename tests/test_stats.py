@@ -49,8 +49,10 @@ def test_sign_flip_with_unit_differences_is_exact_mcnemar():
 
 def test_sign_flip_matches_enumeration_of_all_sign_patterns():
     d = [2, 1, -1, 2]  # sum 4; enumerate the 16 sign patterns: |T| >= 4 for T in {±6, ±4} ...
-    sums = [sum(s * x for s, x in zip(signs, d, strict=True))
-            for signs in np.array(np.meshgrid(*[[-1, 1]] * 4)).T.reshape(-1, 4)]
+    sums = [
+        sum(s * x for s, x in zip(signs, d, strict=True))
+        for signs in np.array(np.meshgrid(*[[-1, 1]] * 4)).T.reshape(-1, 4)
+    ]
     expected = sum(abs(t) >= 4 for t in sums) / 16  # = 6 / 16
     assert expected == 6 / 16
     assert sign_flip_test(d) == pytest.approx(expected)

@@ -29,16 +29,36 @@ def write_study(tmp: Path, model: Path, data: Path, name: str = "exec", seeds: s
         f"base: {{model: {model}, data_dir: {data}, epochs: 1, batch_size: 16, rank: 4, alpha: 8, max_length: 48, "
         "device: cpu}\n"
         "cells:\n  - {name: head, method: head}\n  - {name: lora, method: lora}\n"
-        f"seeds: {seeds}\nbaseline: head\n")
+        f"seeds: {seeds}\nbaseline: head\n"
+    )
     return spec
 
 
 def test_each_worker_gets_its_own_gpu(tiny_models, tiny_data, tmp_path, monkeypatch):
     spec = write_study(tmp_path, tiny_models["bert"], tiny_data)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="3,5", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "loralab", "study", "run", str(spec), "--out", str(tmp_path / "out"),
-                           "--jobs", "2", "--gpus-per-run", "1", "--threads", "1"], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loralab",
+            "study",
+            "run",
+            str(spec),
+            "--out",
+            str(tmp_path / "out"),
+            "--jobs",
+            "2",
+            "--gpus-per-run",
+            "1",
+            "--threads",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "x 1 GPU(s)" in done.stdout
     runs = sorted((tmp_path / "out" / "runs").iterdir())
@@ -53,7 +73,12 @@ def test_each_worker_gets_its_own_gpu(tiny_models, tiny_data, tmp_path, monkeypa
 
 
 def test_ray_flags_leave_the_output_dir_to_the_task():
-    assert strip_output_dir(["--rank", "4", "--output-dir", "/s/runs/x", "--seed", "1"]) == ["--rank", "4", "--seed", "1"]
+    assert strip_output_dir(["--rank", "4", "--output-dir", "/s/runs/x", "--seed", "1"]) == [
+        "--rank",
+        "4",
+        "--seed",
+        "1",
+    ]
 
 
 @pytest.mark.ray
@@ -61,8 +86,22 @@ def test_ray_executor_killed_and_resumed_matches_the_local_executor(ray_cluster,
     spec = write_study(tmp_path, tiny_models["bert"], tiny_data, name="onray", seeds="[1, 2]")
     out = tmp_path / "ray-out"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
-    cmd = [sys.executable, "-m", "loralab", "study", "run", str(spec), "--out", str(out), "--executor", "ray",
-           "--address", ray_cluster, "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loralab",
+        "study",
+        "run",
+        str(spec),
+        "--out",
+        str(out),
+        "--executor",
+        "ray",
+        "--address",
+        ray_cluster,
+        "--threads",
+        "1",
+    ]
     log = tmp_path / "driver.out"
     with open(log, "wb") as sink:
         driver = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -84,13 +123,32 @@ def test_ray_executor_killed_and_resumed_matches_the_local_executor(ray_cluster,
     assert sorted(p.name for p in folder.runs_dir.iterdir()) == sorted(r.id for r in plan.runs), "no staging left"
     # the same study on the local executor gives the same per-run metrics
     local = tmp_path / "local-out"
-    done = subprocess.run([sys.executable, "-m", "loralab", "study", "run", str(spec), "--out", str(local),
-                           "--jobs", "2", "--threads", "1"], env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loralab",
+            "study",
+            "run",
+            str(spec),
+            "--out",
+            str(local),
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for run in plan.runs:
         a = json.loads((folder.run_dir(run.id) / "results.json").read_text())
         b = json.loads((local / "runs" / run.id / "results.json").read_text())
         assert a["validation"] == b["validation"] and a["test"] == b["test"], run.id
-    report = subprocess.run([sys.executable, "-m", "loralab", "study", "report", str(out)], capture_output=True,
-                            text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "loralab", "study", "report", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert report.returncode == 0, report.stderr

@@ -35,36 +35,55 @@ def correctness(n_right: int, offset: int = 0) -> np.ndarray:
 
 def _split_files(correct: np.ndarray) -> tuple[list[dict], dict]:
     preds = [y if ok else 1 - y for y, ok in zip(LABELS, correct, strict=True)]
-    rows = [{"text": t, "label": y, "prediction": p, "confidence": "0.900000" if ok else "0.700000"}
-            for t, y, p, ok in zip(TEXTS, LABELS, preds, correct, strict=True)]
+    rows = [
+        {"text": t, "label": y, "prediction": p, "confidence": "0.900000" if ok else "0.700000"}
+        for t, y, p, ok in zip(TEXTS, LABELS, preds, correct, strict=True)
+    ]
     cm = [[sum(1 for y, p in zip(LABELS, preds, strict=True) if y == i and p == j) for j in (0, 1)] for i in (0, 1)]
     acc = float(correct.mean())
     return rows, {"accuracy": acc, "f1": acc, "loss": 1 - acc, "confusion_matrix": cm, "examples": N}
 
 
-def write_run(run_dir: Path, config, correct: np.ndarray, trainable: int, seconds: float, epochs_acc: list[float],
-              val_correct: np.ndarray | None = None):
+def write_run(
+    run_dir: Path,
+    config,
+    correct: np.ndarray,
+    trainable: int,
+    seconds: float,
+    epochs_acc: list[float],
+    val_correct: np.ndarray | None = None,
+):
     """A finished run, right on ``correct`` on test and on ``val_correct`` (default: the same) on validation."""
     run_dir.mkdir(parents=True)
     rows, split_metrics = _split_files(correct)
     val_rows, val_metrics = _split_files(correct if val_correct is None else val_correct)
     results = {
-        "validation": val_metrics, "test": split_metrics,
+        "validation": val_metrics,
+        "test": split_metrics,
         "params": {"trainable": trainable, "total": 1_000_000, "trainable_percent": trainable / 1e4},
-        "timing": {"seconds_per_epoch": seconds}, "memory": {"peak_bytes": 512 * 2**20},
+        "timing": {"seconds_per_epoch": seconds},
+        "memory": {"peak_bytes": 512 * 2**20},
         "data": {"train_examples": config.data.train_size or 1000},
     }
     (run_dir / "config.json").write_text(json.dumps({"config": config.to_dict(), "label_names": ["neg", "pos"]}))
     atomic_write_csv(run_dir / "predictions_test.csv", PREDICTION_COLUMNS, rows)
     atomic_write_csv(run_dir / "predictions_validation.csv", PREDICTION_COLUMNS, val_rows)
-    atomic_write_csv(run_dir / "metrics.csv", METRICS_COLUMNS,
-                     [{"step": e, "epoch": e, "kind": "epoch", "val_accuracy": a} for e, a in enumerate(epochs_acc, 1)])
+    atomic_write_csv(
+        run_dir / "metrics.csv",
+        METRICS_COLUMNS,
+        [{"step": e, "epoch": e, "kind": "epoch", "val_accuracy": a} for e, a in enumerate(epochs_acc, 1)],
+    )
     (run_dir / "results.json").write_text(json.dumps(results))
 
 
-def fake_study(root: Path, spec: StudySpec, right: dict[tuple[str, int], tuple[int, int] | np.ndarray],
-               trainable: dict[str, int], missing: tuple = (),
-               val_right: dict[tuple[str, int], tuple[int, int]] | None = None) -> Path:
+def fake_study(
+    root: Path,
+    spec: StudySpec,
+    right: dict[tuple[str, int], tuple[int, int] | np.ndarray],
+    trainable: dict[str, int],
+    missing: tuple = (),
+    val_right: dict[tuple[str, int], tuple[int, int]] | None = None,
+) -> Path:
     """Write study.json for ``spec`` and a run per (cell, seed): ``right[(cell, seed)]`` is
     ``(n, offset)`` (see :func:`correctness`) or the correctness array itself; ``val_right``
     gives validation its own correctness (default: the same as test)."""
@@ -76,30 +95,50 @@ def fake_study(root: Path, spec: StudySpec, right: dict[tuple[str, int], tuple[i
         given = right[(run.cell, run.seed)]
         correct = given if isinstance(given, np.ndarray) else correctness(*given)
         val = correctness(*val_right[(run.cell, run.seed)]) if val_right else None
-        write_run(Path(run.config.train.output_dir), run.config, correct, trainable[run.cell],
-                  1.0 + trainable[run.cell] / 1000, [0.5, float(correct.mean())], val)
+        write_run(
+            Path(run.config.train.output_dir),
+            run.config,
+            correct,
+            trainable[run.cell],
+            1.0 + trainable[run.cell] / 1000,
+            [0.5, float(correct.mean())],
+            val,
+        )
     return plan.root
 
 
 @pytest.fixture()
 def one_seed_study(tmp_path) -> Path:
     # base right on 20 (examples 0-19); better right on 28: examples 2-29 -> b = 10 (20-29), c = 2 (0, 1)
-    spec = StudySpec(name="one", cells=[{"name": "base", "method": "head"}, {"name": "better", "method": "lora"}],
-                     seeds=[1], baseline="base", base={"model": "fake-model"})
-    return fake_study(tmp_path / "one", spec, {("base", 1): (20, 0), ("better", 1): (28, 2)},
-                      {"base": 100, "better": 5000})
+    spec = StudySpec(
+        name="one",
+        cells=[{"name": "base", "method": "head"}, {"name": "better", "method": "lora"}],
+        seeds=[1],
+        baseline="base",
+        base={"model": "fake-model"},
+    )
+    return fake_study(
+        tmp_path / "one", spec, {("base", 1): (20, 0), ("better", 1): (28, 2)}, {"base": 100, "better": 5000}
+    )
 
 
 @pytest.fixture()
 def rank_study(tmp_path) -> Path:
-    spec = StudySpec(name="ranks", base={"model": "fake-model", "method": "lora"}, grid={"rank": [4, 8, 16]},
-                     cells=[], seeds=[1, 2, 3], baseline="rank=4")
+    spec = StudySpec(
+        name="ranks",
+        base={"model": "fake-model", "method": "lora"},
+        grid={"rank": [4, 8, 16]},
+        cells=[],
+        seeds=[1, 2, 3],
+        baseline="rank=4",
+    )
     right = {}
     for rank, counts in {4: (20, 22, 24), 8: (30, 31, 32), 16: (31, 31, 32)}.items():
         for seed, n in zip((1, 2, 3), counts, strict=True):
             right[(f"rank={rank}", seed)] = (n, seed)
-    return fake_study(tmp_path / "ranks", spec, right, {"rank=4": 4000, "rank=8": 8000, "rank=16": 16000},
-                      missing=(("rank=16", 3),))
+    return fake_study(
+        tmp_path / "ranks", spec, right, {"rank=4": 4000, "rank=8": 8000, "rank=16": 16000}, missing=(("rank=16", 3),)
+    )
 
 
 def test_cell_summary_matches_hand_computation(rank_study):
@@ -135,8 +174,10 @@ def test_one_seed_comparison_is_exact_mcnemar_and_reaches_the_findings(one_seed_
     line = next(f for f in findings if f.startswith("better"))
     assert line.startswith("better is better than the baseline base: +20.0 pt, 95% CI [+")
     assert "p = 0.039" in line
-    assert any("Best cell (chosen on validation accuracy): **better**, 70.0% (1 seed); its test accuracy: "
-               "70.0% (1 seed)" in f for f in findings)
+    assert any(
+        "Best cell (chosen on validation accuracy): **better**, 70.0% (1 seed); its test accuracy: 70.0% (1 seed)" in f
+        for f in findings
+    )
     assert any("One seed per cell" in f for f in findings)
 
 
@@ -151,8 +192,7 @@ def test_report_files_contain_the_runs_numbers(rank_study):
     assert "1 of 9 runs are not finished" in md
     assert "rank 16 is not significantly better than rank 8" in md
     assert "rank=8 is better than the baseline rank=4" in md
-    for plot in ("accuracy_vs_params", "accuracy_vs_rank", "training_curves", "confusion_matrices",
-                 "reliability_best"):
+    for plot in ("accuracy_vs_params", "accuracy_vs_rank", "training_curves", "confusion_matrices", "reliability_best"):
         assert f"](plots/{plot}.png)" in md
         assert (rank_study / "plots" / f"{plot}.png").stat().st_size > 1000
     assert "learning_curve" not in md  # train_size does not vary
@@ -176,10 +216,15 @@ def test_report_of_a_folder_without_study_json_is_a_one_line_error(tmp_path):
 
 def test_a_cell_that_predicts_one_label_is_called_out(tmp_path):
     always_pos = np.array(LABELS) == 1  # right exactly on the positive examples
-    spec = StudySpec(name="const", cells=[{"name": "head", "method": "head"}, {"name": "lora", "method": "lora"}],
-                     seeds=[1], base={"model": "fake-model"})
-    root = fake_study(tmp_path / "const", spec, {("head", 1): always_pos, ("lora", 1): (30, 0)},
-                      {"head": 10, "lora": 100})
+    spec = StudySpec(
+        name="const",
+        cells=[{"name": "head", "method": "head"}, {"name": "lora", "method": "lora"}],
+        seeds=[1],
+        base={"model": "fake-model"},
+    )
+    root = fake_study(
+        tmp_path / "const", spec, {("head", 1): always_pos, ("lora", 1): (30, 0)}, {"head": 10, "lora": 100}
+    )
     findings = json.loads(build(root)["report.json"].read_text())["findings"]
     assert "head predicts 'pos' for 100.0% of the test examples (seeds pooled)" in " ".join(findings)
     assert not any(f.startswith("lora predicts") for f in findings)
@@ -203,20 +248,29 @@ def test_a_study_whose_runs_mix_software_versions_says_so(rank_study):
 def test_the_best_cell_is_chosen_on_validation_not_on_test(tmp_path):
     """`a` is best on validation (30 vs 24 right), `b` on test (32 vs 26): the report names `a`
     as best, analyses `a`'s run, and reports its test accuracy without choosing on it."""
-    spec = StudySpec(name="choice", cells=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"},
-                                           {"name": "base", "method": "head"}],
-                     seeds=[1], baseline="base", base={"model": "fake-model"})
-    root = fake_study(tmp_path / "choice", spec, {("a", 1): (26, 0), ("b", 1): (32, 0), ("base", 1): (20, 0)},
-                      {"a": 100, "b": 100_000, "base": 10},
-                      val_right={("a", 1): (30, 0), ("b", 1): (24, 0), ("base", 1): (20, 0)})
+    spec = StudySpec(
+        name="choice",
+        cells=[{"name": "a", "method": "lora"}, {"name": "b", "method": "full"}, {"name": "base", "method": "head"}],
+        seeds=[1],
+        baseline="base",
+        base={"model": "fake-model"},
+    )
+    root = fake_study(
+        tmp_path / "choice",
+        spec,
+        {("a", 1): (26, 0), ("b", 1): (32, 0), ("base", 1): (20, 0)},
+        {"a": 100, "b": 100_000, "base": 10},
+        val_right={("a", 1): (30, 0), ("b", 1): (24, 0), ("base", 1): (20, 0)},
+    )
     r = collect(load_study(root))
     assert r.split == "test" and r.best == "a"
     report = json.loads(build(root)["report.json"].read_text())
     assert (report["best"], report["best_chosen_on"]) == ("a", "validation")
     assert report["error_analysis"]["run"].startswith("a-seed1-")
     best_line = next(f for f in report["findings"] if f.startswith("Best cell"))
-    assert best_line == ("Best cell (chosen on validation accuracy): **a**, 75.0% (1 seed); "
-                         "its test accuracy: 65.0% (1 seed).")
+    assert best_line == (
+        "Best cell (chosen on validation accuracy): **a**, 75.0% (1 seed); its test accuracy: 65.0% (1 seed)."
+    )
     # the Pareto front and the "cheapest near the best" choice are made on validation too
     assert "Pareto front (validation accuracy vs trainable parameters): base (10), a (100)." in report["findings"]
 
@@ -224,11 +278,19 @@ def test_the_best_cell_is_chosen_on_validation_not_on_test(tmp_path):
 def test_findings_follow_the_holm_adjusted_p_and_say_so(tmp_path):
     """Two cells each beat the baseline with b = 10, c = 2 (exact McNemar p = 158/4096 = 0.0386):
     significant alone, not after Holm over the family of 2 (adjusted p = 2 · 0.0386 = 0.0771)."""
-    spec = StudySpec(name="holm", cells=[{"name": "base", "method": "head"}, {"name": "x", "method": "lora"},
-                                         {"name": "y", "method": "full"}],
-                     seeds=[1], baseline="base", base={"model": "fake-model"})
-    root = fake_study(tmp_path / "holm", spec, {("base", 1): (20, 0), ("x", 1): (28, 2), ("y", 1): (28, 2)},
-                      {"base": 10, "x": 100, "y": 1000})
+    spec = StudySpec(
+        name="holm",
+        cells=[{"name": "base", "method": "head"}, {"name": "x", "method": "lora"}, {"name": "y", "method": "full"}],
+        seeds=[1],
+        baseline="base",
+        base={"model": "fake-model"},
+    )
+    root = fake_study(
+        tmp_path / "holm",
+        spec,
+        {("base", 1): (20, 0), ("x", 1): (28, 2), ("y", 1): (28, 2)},
+        {"base": 10, "x": 100, "y": 1000},
+    )
     report = json.loads(build(root)["report.json"].read_text())
     p = 158 / 4096
     for cell in ("x", "y"):

@@ -54,8 +54,24 @@ def killed_and_resumed(tiny_models, tiny_data, tmp_path_factory):
     assert not first.exists()
     log = tmp / "study.out"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "loralab", "study", "run", str(spec_file), "--out", str(out),
-                                 "--jobs", "1", "--threads", "1"], stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loralab",
+                "study",
+                "run",
+                str(spec_file),
+                "--out",
+                str(out),
+                "--jobs",
+                "1",
+                "--threads",
+                "1",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     t0 = time.monotonic()
     while f"done  {plan.runs[0].id}" not in log.read_text():  # the study saw its first run finish
         assert proc.poll() is None, log.read_text()
@@ -67,8 +83,14 @@ def killed_and_resumed(tiny_models, tiny_data, tmp_path_factory):
     workers_after_kill = _wait_for_workers_to_exit(out)
     echoed: list[str] = []
     outcome = run_study(plan, jobs=2, threads=1, echo=echoed.append)
-    return {"plan": plan, "outcome": outcome, "first_mtime": first_results, "echo": echoed,
-            "workers_after_kill": workers_after_kill, "spec": spec_file}
+    return {
+        "plan": plan,
+        "outcome": outcome,
+        "first_mtime": first_results,
+        "echo": echoed,
+        "workers_after_kill": workers_after_kill,
+        "spec": spec_file,
+    }
 
 
 def _wait_for_workers_to_exit(out: Path) -> int:
@@ -136,7 +158,6 @@ def test_a_second_study_run_on_a_busy_folder_is_refused(killed_and_resumed):
         run_study(plan)
 
 
-
 def test_stale_staging_is_removed_unless_its_run_is_being_written(tmp_path):
     folder = StudyFolder(tmp_path)
     stale = folder.runs_dir / ".cell-seed1-0123abcd.x8k2m1q0.partial"
@@ -154,8 +175,10 @@ def test_a_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     """Held by another process: a non-blocking attempt raises BlockingIOError; once the holder is
     killed with SIGKILL, the lock is free (the OS releases it, nothing is left to clean up)."""
     path = tmp_path / "locks" / "run.lock"
-    code = ("import sys, time; from pathlib import Path; from loralab.study.folder import file_lock\n"
-            "with file_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)")
+    code = (
+        "import sys, time; from pathlib import Path; from loralab.study.folder import file_lock\n"
+        "with file_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -28,17 +28,29 @@ def spec(**kw) -> StudySpec:
 def test_grid_expands_to_the_cartesian_product_named_by_values():
     s = spec(grid={"method": ["lora"], "rank": [4, 8], "lr": [1e-3, 2e-3]}, seeds=[1, 2])
     names = [c.name for c in s.expand()]
-    assert names == ["method=lora,rank=4,lr=0.001", "method=lora,rank=4,lr=0.002",
-                     "method=lora,rank=8,lr=0.001", "method=lora,rank=8,lr=0.002"]
+    assert names == [
+        "method=lora,rank=4,lr=0.001",
+        "method=lora,rank=4,lr=0.002",
+        "method=lora,rank=8,lr=0.001",
+        "method=lora,rank=8,lr=0.002",
+    ]
     assert s.expand()[3].options == {"method": "lora", "rank": 8, "lr": 2e-3}
     assert s.baseline_cell == names[0]  # default: the first cell
 
 
 def test_named_cells_cross_the_grid_and_keep_their_options():
-    s = spec(base={"epochs": 1}, cells=[{"name": "head", "method": "head"}, {"name": "lora", "method": "lora"}],
-             grid={"train_size": [100, 200]}, baseline="lora,train_size=200")
-    assert [c.name for c in s.expand()] == ["head,train_size=100", "head,train_size=200",
-                                            "lora,train_size=100", "lora,train_size=200"]
+    s = spec(
+        base={"epochs": 1},
+        cells=[{"name": "head", "method": "head"}, {"name": "lora", "method": "lora"}],
+        grid={"train_size": [100, 200]},
+        baseline="lora,train_size=200",
+    )
+    assert [c.name for c in s.expand()] == [
+        "head,train_size=100",
+        "head,train_size=200",
+        "lora,train_size=100",
+        "lora,train_size=200",
+    ]
     cfg = s.cell_config(s.expand()[1], seed=7)
     assert (cfg.method.method, cfg.data.train_size, cfg.train.epochs, cfg.train.seed) == ("head", 200, 1, 7)
 
@@ -47,25 +59,28 @@ def test_a_study_without_grid_or_cells_is_one_cell_called_base():
     assert [c.name for c in spec(base={"rank": 4}).expand()] == ["base"]
 
 
-@pytest.mark.parametrize(("kw", "needle"), [
-    ({"base": {"rnak": 4}}, "'rnak'"),
-    ({"grid": {"rank": [4], "epoch": [1]}}, "'epoch'"),
-    ({"cells": [{"name": "a", "methd": "lora"}]}, "'methd'"),
-    ({"cells": [{"name": "a", "rank": 0}]}, "--rank must be at least 1"),
-    ({"grid": {"rank": [4, 0]}}, "cell 'rank=0'"),
-    ({"base": {"seed": 3}}, "'seed'"),
-    ({"cells": [{"name": "a", "output_dir": "x"}]}, "'output_dir'"),
-    ({"grid": {"rank": [4, 4]}}, "twice"),
-    ({"grid": {"rank": []}}, "non-empty list"),
-    ({"cells": [{"name": "a"}, {"name": "a", "rank": 4}]}, "two cells are named 'a'"),
-    ({"cells": [{"name": "a", "rank": 4}], "grid": {"rank": [8]}}, "grid also varies"),
-    ({"cells": [{"name": "a", "rank": 4}, {"name": "b", "rank": 4}]}, "same configuration"),
-    ({"seeds": []}, "seeds"),
-    ({"seeds": [1, 1]}, "seed twice"),
-    ({"seeds": [1, True]}, "seeds"),
-    ({"cells": [{"name": "a"}], "baseline": "b"}, "baseline 'b'"),
-    ({"name": "a b"}, "name"),
-])
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"base": {"rnak": 4}}, "'rnak'"),
+        ({"grid": {"rank": [4], "epoch": [1]}}, "'epoch'"),
+        ({"cells": [{"name": "a", "methd": "lora"}]}, "'methd'"),
+        ({"cells": [{"name": "a", "rank": 0}]}, "--rank must be at least 1"),
+        ({"grid": {"rank": [4, 0]}}, "cell 'rank=0'"),
+        ({"base": {"seed": 3}}, "'seed'"),
+        ({"cells": [{"name": "a", "output_dir": "x"}]}, "'output_dir'"),
+        ({"grid": {"rank": [4, 4]}}, "twice"),
+        ({"grid": {"rank": []}}, "non-empty list"),
+        ({"cells": [{"name": "a"}, {"name": "a", "rank": 4}]}, "two cells are named 'a'"),
+        ({"cells": [{"name": "a", "rank": 4}], "grid": {"rank": [8]}}, "grid also varies"),
+        ({"cells": [{"name": "a", "rank": 4}, {"name": "b", "rank": 4}]}, "same configuration"),
+        ({"seeds": []}, "seeds"),
+        ({"seeds": [1, 1]}, "seed twice"),
+        ({"seeds": [1, True]}, "seeds"),
+        ({"cells": [{"name": "a"}], "baseline": "b"}, "baseline 'b'"),
+        ({"name": "a b"}, "name"),
+    ],
+)
 def test_bad_studies_are_rejected_naming_the_key(kw, needle):
     with pytest.raises(ConfigError, match=None) as e:
         spec(**kw)
@@ -94,8 +109,9 @@ def test_run_ids_are_deterministic_distinct_and_follow_the_config(tmp_path):
     assert ids == [r.id for r in b.runs]
     assert len(set(ids)) == 4
     assert ids[0].startswith("rank-4-seed1-") and len(ids[0].rsplit("-", 1)[1]) == 8
-    changed = make_plan(spec(grid={"rank": [4, 8]}, seeds=[1, 2], base={"data_dir": str(tmp_path), "epochs": 2}),
-                        tmp_path / "out")
+    changed = make_plan(
+        spec(grid={"rank": [4, 8]}, seeds=[1, 2], base={"data_dir": str(tmp_path), "epochs": 2}), tmp_path / "out"
+    )
     assert not set(ids) & {r.id for r in changed.runs}
     flat = a.runs[0].config.to_flat()
     assert run_id("rank=4", 1, flat) == run_id("rank=4", 1, {**flat, "output_dir": "x", "progress": True})
@@ -159,9 +175,13 @@ def test_plan_takes_the_data_dir_from_the_environment_and_cli_overrides(tmp_path
 
 
 def test_train_flags_rebuild_the_exact_config(tmp_path):
-    s = spec(base={"data_dir": str(tmp_path), "labels": ["neg", "pos"], "group_by_length": False, "lr": 3e-4},
-             cells=[{"name": "a", "method": "lora", "rank": 4, "target_modules": ["query", "key"]},
-                    {"name": "b", "method": "none"}])
+    s = spec(
+        base={"data_dir": str(tmp_path), "labels": ["neg", "pos"], "group_by_length": False, "lr": 3e-4},
+        cells=[
+            {"name": "a", "method": "lora", "rank": 4, "target_modules": ["query", "key"]},
+            {"name": "b", "method": "none"},
+        ],
+    )
     for run in make_plan(s, tmp_path / "o").runs:
         args = build_parser().parse_args(["train", *run.train_flags()])
         assert _config_from_args(args) == run.config
@@ -189,9 +209,11 @@ def test_dry_run_lists_cells_with_their_trainable_parameters(tiny_models, tiny_d
     from loralab.api import inspect_params
 
     f = tmp_path / "s.yaml"
-    f.write_text(f"name: dry\nbase: {{model: {tiny_models['bert']}, data_dir: {tiny_data}, train_size: 40}}\n"
-                 "cells:\n  - {name: head, method: head}\n  - {name: lora-r4, method: lora, rank: 4}\n"
-                 "seeds: [1, 2]\n")
+    f.write_text(
+        f"name: dry\nbase: {{model: {tiny_models['bert']}, data_dir: {tiny_data}, train_size: 40}}\n"
+        "cells:\n  - {name: head, method: head}\n  - {name: lora-r4, method: lora, rank: 4}\n"
+        "seeds: [1, 2]\n"
+    )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli_main(["study", "run", str(f), "--dry-run", "--out", str(tmp_path / "o")]) == 0
@@ -206,8 +228,10 @@ def test_dry_run_lists_cells_with_their_trainable_parameters(tiny_models, tiny_d
 
 def test_dry_run_reports_a_cell_that_cannot_be_built(tiny_models, tiny_data, tmp_path):
     f = tmp_path / "s.yaml"
-    f.write_text(f"name: dry\nbase: {{model: {tiny_models['bert']}, data_dir: {tiny_data}}}\n"
-                 "cells:\n  - {name: top9, method: lora, layers: top9}\n")
+    f.write_text(
+        f"name: dry\nbase: {{model: {tiny_models['bert']}, data_dir: {tiny_data}}}\n"
+        "cells:\n  - {name: top9, method: lora, layers: top9}\n"
+    )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         assert cli_main(["study", "run", str(f), "--dry-run"]) == 2
     assert "cell 'top9'" in err.getvalue() and "--layers top9" in err.getvalue()

@@ -14,8 +14,9 @@ from loralab.table import md_cell
 
 def test_table_rows_come_from_the_run_directories(tiny_models, tiny_data, tmp_path, capsys):
     a = loralab.train(tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "lora-r4", epochs=2)).run_dir
-    b = loralab.train(tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "head", method="head",
-                                      lr=1e-2)).run_dir
+    b = loralab.train(
+        tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "head", method="head", lr=1e-2)
+    ).run_dir
     assert cli_main(["table", str(a), str(b)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| run | method | settings |") and len(lines) == 4

@@ -15,15 +15,30 @@ from loralab.artifacts import atomic_dir, atomic_write_json
 from loralab.errors import RunDirError
 from loralab.predict import Predictor
 
-RUN_FILES = {"config.json", "results.json", "metrics.csv", "predictions_validation.csv", "predictions_test.csv",
-             "tokenizer", "curves.png", "curves.pdf", "confusion_matrix.png"}
-WEIGHTS = {"lora": "adapter", "full": "model", "head": "weights.safetensors", "prelayer": "weights.safetensors",
-           "none": "weights.safetensors"}
+RUN_FILES = {
+    "config.json",
+    "results.json",
+    "metrics.csv",
+    "predictions_validation.csv",
+    "predictions_test.csv",
+    "tokenizer",
+    "curves.png",
+    "curves.pdf",
+    "confusion_matrix.png",
+}
+WEIGHTS = {
+    "lora": "adapter",
+    "full": "model",
+    "head": "weights.safetensors",
+    "prelayer": "weights.safetensors",
+    "none": "weights.safetensors",
+}
 
 
 @pytest.mark.parametrize("method", ["lora", "head", "full", "prelayer", "none"])
-def test_run_directory_is_complete_and_reloads_to_the_same_predictions(tiny_models, tiny_data, tmp_path, family,
-                                                                       method):
+def test_run_directory_is_complete_and_reloads_to_the_same_predictions(
+    tiny_models, tiny_data, tmp_path, family, method
+):
     cfg = tiny_run_config(tiny_models[family], tiny_data, tmp_path / "run", method=method, epochs=2)
     result = loralab.train(cfg, command=["test"])
     files = {p.name for p in result.run_dir.iterdir()}
@@ -51,13 +66,15 @@ def test_run_directory_is_complete_and_reloads_to_the_same_predictions(tiny_mode
     preds = run.predictor(device="cpu").predict(texts)
     assert [p["label"] for p in preds] == [p["prediction"] for p in run.predictions("validation")]
     assert r["validation"]["accuracy"] == pytest.approx(
-        np.mean([p["label"] == p["prediction"] for p in run.predictions("validation")]))
+        np.mean([p["label"] == p["prediction"] for p in run.predictions("validation")])
+    )
 
 
 def test_same_seed_same_metrics_and_different_seed_differs(tiny_models, tiny_data, tmp_path):
     def run(seed, name):
         cfg = tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / name, seed=seed, epochs=2, lr=5e-3)
         return loralab.train(cfg, command=[]).results
+
     a, b, c = run(1, "a"), run(1, "b"), run(2, "c")
     for key in ("validation", "test"):
         assert a[key] == b[key]
@@ -107,6 +124,7 @@ def test_failed_run_leaves_no_run_directory(tiny_models, tiny_data, tmp_path, mo
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
+
     monkeypatch.setattr(api, "_finalise", boom)
     with pytest.raises(RuntimeError):
         loralab.train(tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "r"), command=[])

@@ -17,14 +17,33 @@ import loralab
 from conftest import tiny_run_config
 from loralab.cli import main as cli_main
 
-TINY = ["--epochs", "2", "--batch-size", "8", "--eval-batch-size", "16", "--log-every", "2", "--no-progress",
-        "--device", "cpu", "--rank", "4", "--alpha", "8", "--max-length", "48"]
+TINY = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--eval-batch-size",
+    "16",
+    "--log-every",
+    "2",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--rank",
+    "4",
+    "--alpha",
+    "8",
+    "--max-length",
+    "48",
+]
 
 
 def test_a_yaml_config_file_with_flags_overriding_it(tiny_models, tiny_data, tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"model: {tiny_models['bert']}\ndata_dir: {tiny_data}\nmethod: lora\nrank: 2\nalpha: 4\n"
-                   "train: {epochs: 1, batch_size: 8, device: cpu, max_length: 48, progress: false}\n")
+    cfg.write_text(
+        f"model: {tiny_models['bert']}\ndata_dir: {tiny_data}\nmethod: lora\nrank: 2\nalpha: 4\n"
+        "train: {epochs: 1, batch_size: 8, device: cpu, max_length: 48, progress: false}\n"
+    )
     out = tmp_path / "r"
     assert cli_main(["-q", "train", "--config", str(cfg), "--rank", "3", "--output-dir", str(out)]) == 0
     saved = json.loads((out / "config.json").read_text())["config"]
@@ -33,8 +52,26 @@ def test_a_yaml_config_file_with_flags_overriding_it(tiny_models, tiny_data, tmp
 
 def test_replaying_a_run_config_json_gives_identical_metrics(tiny_models, tiny_data, tmp_path):
     first = tmp_path / "first"
-    assert cli_main(["-q", "train", "--model", str(tiny_models["distilbert"]), "--data-dir", str(tiny_data),
-                     "--output-dir", str(first), "--seed", "7", "--lr", "3e-3", *TINY]) == 0
+    assert (
+        cli_main(
+            [
+                "-q",
+                "train",
+                "--model",
+                str(tiny_models["distilbert"]),
+                "--data-dir",
+                str(tiny_data),
+                "--output-dir",
+                str(first),
+                "--seed",
+                "7",
+                "--lr",
+                "3e-3",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     again = tmp_path / "again"
     assert cli_main(["-q", "train", "--config", str(first / "config.json"), "--output-dir", str(again)]) == 0
     a, b = (json.loads((r / "results.json").read_text()) for r in (first, again))
@@ -42,12 +79,15 @@ def test_replaying_a_run_config_json_gives_identical_metrics(tiny_models, tiny_d
     assert (first / "predictions_test.csv").read_bytes() == (again / "predictions_test.csv").read_bytes()
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("rnak: 4\n", "unknown option 'rnak'"),
-    ("rank: [1, 2\n", "not valid YAML"),
-    ("- 1\n", "expected a mapping of run options"),
-    ("rank: zero\n", "--rank: cannot use 'zero'"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("rnak: 4\n", "unknown option 'rnak'"),
+        ("rank: [1, 2\n", "not valid YAML"),
+        ("- 1\n", "expected a mapping of run options"),
+        ("rank: zero\n", "--rank: cannot use 'zero'"),
+    ],
+)
 def test_bad_config_files_are_one_line_naming_the_file(tmp_path, capsys, content, message):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(content)
@@ -77,8 +117,10 @@ def test_patience_stops_and_restores_the_best_epoch(tiny_models, tiny_data, tmp_
 
 def test_epochs_zero_with_a_training_method_points_to_method_none(capsys):
     assert cli_main(["train", "--epochs", "0"]) == 2
-    assert capsys.readouterr().err.strip() == ("loralab: error: --epochs 0 trains nothing with --method lora; "
-                                               "to evaluate the untrained model use --method none")
+    assert capsys.readouterr().err.strip() == (
+        "loralab: error: --epochs 0 trains nothing with --method lora; "
+        "to evaluate the untrained model use --method none"
+    )
 
 
 def test_tensorboard_and_mlflow_receive_the_run(tiny_models, tiny_data, tmp_path, monkeypatch):
@@ -102,7 +144,8 @@ def test_tensorboard_and_mlflow_receive_the_run(tiny_models, tiny_data, tmp_path
     assert {"train/loss", "train/lr", "validation/accuracy"} <= set(scalars)
     assert len(events.Scalars("validation/accuracy")) == 2
     assert events.Scalars("validation/accuracy")[-1].value == pytest.approx(
-        [r for r in loralab.load_run(out).metrics() if r["kind"] == "epoch"][-1]["val_accuracy"])
+        [r for r in loralab.load_run(out).metrics() if r["kind"] == "epoch"][-1]["val_accuracy"]
+    )
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("demo")
     (run,) = client.search_runs([exp.experiment_id])
@@ -128,7 +171,8 @@ def test_a_missing_tracker_library_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", no_mlflow)
     assert cli_main(["train", "--report-to", "mlflow"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "loralab: error: --report-to mlflow needs the mlflow package: pip install 'loralab[track]'")
+        "loralab: error: --report-to mlflow needs the mlflow package: pip install 'loralab[track]'"
+    )
 
 
 def test_sigterm_is_handled_like_ctrl_c(tiny_models, tmp_path):
@@ -139,10 +183,32 @@ def test_sigterm_is_handled_like_ctrl_c(tiny_models, tmp_path):
     write_tsv(data / "train.tsv", synthetic_rows(4000, 3))
     write_tsv(data / "validation.tsv", synthetic_rows(32, 4))
     out = tmp_path / "runs" / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "loralab", "train", "--model", str(tiny_models["bert"]),
-                             "--data-dir", str(data), "--output-dir", str(out), "--epochs", "20", "--batch-size", "8",
-                             "--device", "cpu", "--max-length", "48"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loralab",
+            "train",
+            "--model",
+            str(tiny_models["bert"]),
+            "--data-dir",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "20",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--max-length",
+            "48",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     t0 = time.monotonic()
     while not any(p.name.endswith(".partial") for p in (tmp_path / "runs").glob(".*")):
         assert proc.poll() is None and time.monotonic() - t0 < 120

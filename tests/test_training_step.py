@@ -66,8 +66,10 @@ def test_identity_in_eval_mode_and_at_p_zero_and_seeded():
 
 def test_swap_replaces_every_dropout_module_including_lora_and_restores_them(tiny_models):
     tok = load_tokenizer(str(tiny_models["bert"]))
-    model = apply_method(build_model(str(tiny_models["bert"]), ["neg", "pos"], tok.pad_token_id),
-                         MethodConfig(method="lora", rank=4, alpha=8))
+    model = apply_method(
+        build_model(str(tiny_models["bert"]), ["neg", "pos"], tok.pad_token_id),
+        MethodConfig(method="lora", rank=4, alpha=8),
+    )
     originals = {n: m for n, m in model.named_modules() if type(m) is nn.Dropout}
     assert any("lora_dropout" in n for n in originals)
     keys = set(model.state_dict())
@@ -87,13 +89,13 @@ def test_training_with_the_swap_leaves_stock_modules_in_the_trained_model(tiny_m
     assert not [m for m in result.model.modules() if isinstance(m, CPUDropout)]
 
 
-
 def lora_model(path, method="lora"):
     tok = load_tokenizer(str(path))
     torch.manual_seed(0)
-    model = apply_method(build_model(str(path), ["neg", "pos"], tok.pad_token_id),
-                         MethodConfig(method=method, rank=4, alpha=8, target_modules=["all-linear"]
-                                      if method == "lora" else None))
+    model = apply_method(
+        build_model(str(path), ["neg", "pos"], tok.pad_token_id),
+        MethodConfig(method=method, rank=4, alpha=8, target_modules=["all-linear"] if method == "lora" else None),
+    )
     batch = tok(["a fine film", "dull , flat and far too long"], padding=True, return_tensors="pt")
     batch["labels"] = torch.tensor([1, 0])
     return model.eval(), batch
@@ -137,8 +139,13 @@ def test_with_dropout_a_bf16_step_stays_close(tiny_models):
 def test_frozen_linear_weights_are_low_precision_inside_and_the_same_fp32_tensors_after(tiny_models):
     model, batch = lora_model(tiny_models["gpt2"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    frozen = [(n, p) for m_name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))
-              for n, p in m.named_parameters(prefix=m_name) if not p.requires_grad]
+    frozen = [
+        (n, p)
+        for m_name, m in model.named_modules()
+        if isinstance(m, (torch.nn.Linear, Conv1D))
+        for n, p in m.named_parameters(prefix=m_name)
+        if not p.requires_grad
+    ]
     assert any("c_attn.base_layer" in n for n, _ in frozen)
     with lean_autocast(model, torch.bfloat16) as n_cast:
         assert n_cast == len(frozen)
@@ -175,8 +182,9 @@ def test_a_bf16_run_trains_validates_and_saves_fp32_weights(tiny_models, tiny_da
 
     from loralab.predict import Predictor
 
-    run = loralab.train(tiny_run_config(tiny_models["distilbert"], tiny_data, tmp_path / "run",
-                                        precision="bf16", epochs=2), command=[])
+    run = loralab.train(
+        tiny_run_config(tiny_models["distilbert"], tiny_data, tmp_path / "run", precision="bf16", epochs=2), command=[]
+    )
     epochs = [r for r in loralab.load_run(run.run_dir).metrics() if r["kind"] == "epoch"]
     assert len(epochs) == 2 and all(r["val_accuracy"] != "" for r in epochs)
     saved = load_file(run.run_dir / "adapter" / "adapter_model.safetensors")
@@ -235,8 +243,14 @@ def test_a_train_step_on_one_process_is_the_plain_step(tiny_models):
     model, batch = lora_model(tiny_models["bert"])  # eval mode: no dropout
     twin = copy.deepcopy(model)
     optimizer = make_optimizer(model, 1e-2, 0.01)
-    step = TrainStep(model, optimizer, linear_schedule(optimizer, 1, 4), Accelerator(cpu=True, mixed_precision="no"),
-                     None, max_grad_norm=0.5)
+    step = TrainStep(
+        model,
+        optimizer,
+        linear_schedule(optimizer, 1, 4),
+        Accelerator(cpu=True, mixed_precision="no"),
+        None,
+        max_grad_norm=0.5,
+    )
     loss, logged = step.loss(TokenBatches.logits, batch)
     step.backward(loss)
     step.clip()

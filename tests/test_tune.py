@@ -31,8 +31,18 @@ def data(tmp_path_factory) -> Path:
 
 
 def write_search(tmp_path: Path, model: Path, data: Path, name: str = "s", **top) -> Path:
-    base = {"model": str(model), "data_dir": str(data), "method": "full", "epochs": 4, "batch_size": 8,
-            "eval_batch_size": 32, "max_length": 48, "warmup_ratio": 0.0, "device": "cpu", "log_every": 100}
+    base = {
+        "model": str(model),
+        "data_dir": str(data),
+        "method": "full",
+        "epochs": 4,
+        "batch_size": 8,
+        "eval_batch_size": 32,
+        "max_length": 48,
+        "warmup_ratio": 0.0,
+        "device": "cpu",
+        "log_every": 100,
+    }
     base.update(top.pop("base", {}))
     values = {"name": name, "base": base, "space": {"lr": [GOOD_LR, BAD_LR]}, **top}
     path = tmp_path / f"{name}.yaml"
@@ -105,8 +115,9 @@ def test_pruning_stops_a_bad_trial_early(tmp_path, tiny_models, data):
 def check_two_workers(tmp_path: Path, model: Path, data: Path, storage: str | None) -> None:
     """``--jobs 2``: two worker processes share the storage and finish exactly n trials between them."""
     n = 5
-    search = write_search(tmp_path, model, data, base={"epochs": 1},
-                          space={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}})
+    search = write_search(
+        tmp_path, model, data, base={"epochs": 1}, space={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
+    )
     out = tmp_path / "out"
     extra = ["--storage", storage] if storage else []
     run_search(search, out, "--trials", str(n), "--jobs", "2", "--threads", "1", *extra)
@@ -139,7 +150,9 @@ def postgres_url(tmp_path_factory):
     """A throw-away PostgreSQL server on 127.0.0.1 in a temp folder (initdb + pg_ctl)."""
     bindir = postgres_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: scripts/ci-system-deps.sh installs them")
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not installed: scripts/ci-system-deps.sh installs them"
+        )
     pytest.importorskip("psycopg2", reason="needs psycopg2 (pip install 'loralab[tune]')")
     as_user: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="loralab-pg-"))
@@ -153,12 +166,16 @@ def postgres_url(tmp_path_factory):
     port = free_port()
     pgdata = root / "data"
     quiet = {"capture_output": True, "text": True, "timeout": 120}
-    r = subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(pgdata), "-U", "loralab", "--auth=trust",
-                        "-E", "UTF8", "-N"], **quiet)
+    r = subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(pgdata), "-U", "loralab", "--auth=trust", "-E", "UTF8", "-N"],
+        **quiet,
+    )
     assert r.returncode == 0, r.stderr
     opts = f"-k {root} -p {port} -c listen_addresses=127.0.0.1"
-    r = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-o", opts, "-l", str(root / "log"),
-                        "-w", "start"], **quiet)
+    r = subprocess.run(
+        [*as_user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-o", opts, "-l", str(root / "log"), "-w", "start"],
+        **quiet,
+    )
     assert r.returncode == 0, r.stderr + (root / "log").read_text()
     try:
         yield f"postgresql://loralab@127.0.0.1:{port}/postgres"
@@ -174,11 +191,20 @@ def test_two_workers_share_one_postgresql_server_for_exactly_n_trials(tmp_path, 
 
 
 def test_killed_worker_restarted_continues_the_search(tmp_path, tiny_models, data):
-    search = write_search(tmp_path, tiny_models["bert"], data, base={"epochs": 3},
-                          space={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}})
+    search = write_search(
+        tmp_path,
+        tiny_models["bert"],
+        data,
+        base={"epochs": 3},
+        space={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+    )
     out = tmp_path / "out"
-    proc = subprocess.Popen(tune_cmd(str(search), "--out", str(out), "--trials", "2"), env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        tune_cmd(str(search), "--out", str(out), "--trials", "2"),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until the first trial is training
@@ -191,8 +217,13 @@ def test_killed_worker_restarted_continues_the_search(tmp_path, tiny_models, dat
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    r = subprocess.run(tune_cmd(str(search), "--out", str(out), "--trials", "2"), capture_output=True, text=True,
-                       env=env(), timeout=600)
+    r = subprocess.run(
+        tune_cmd(str(search), "--out", str(out), "--trials", "2"),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "failed 1 trial(s) of killed workers: [0]" in r.stdout
     study = load(search, out)
@@ -203,8 +234,9 @@ def test_killed_worker_restarted_continues_the_search(tmp_path, tiny_models, dat
 
 
 def run_search(search: Path, out: Path, *args: str) -> None:
-    r = subprocess.run(tune_cmd(str(search), "--out", str(out), *args), capture_output=True, text=True, env=env(),
-                       timeout=600)
+    r = subprocess.run(
+        tune_cmd(str(search), "--out", str(out), *args), capture_output=True, text=True, env=env(), timeout=600
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -230,12 +262,18 @@ def test_report(tmp_path, tiny_models, data):
 
 @pytest.mark.slow
 def test_report_final_seeds(tmp_path, tiny_models, data):
-    search = write_search(tmp_path, tiny_models["bert"], data, sampler="grid", base={"epochs": 2},
-                          final={"train_size": 100})
+    search = write_search(
+        tmp_path, tiny_models["bert"], data, sampler="grid", base={"epochs": 2}, final={"train_size": 100}
+    )
     out = tmp_path / "out"
     run_search(search, out)
-    r = subprocess.run(tune_cmd("report", str(out), "--final-seeds", "2", "--threads", "1"),
-                       capture_output=True, text=True, env=env(), timeout=600)
+    r = subprocess.run(
+        tune_cmd("report", str(out), "--final-seeds", "2", "--threads", "1"),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     md = (out / "report.md").read_text()
     best = load(search, out).best_trial
@@ -262,10 +300,20 @@ def test_search_on_a_ray_cluster_prunes_lands_trials_and_continues(ray_cluster, 
     study.enqueue_trial({"lr": GOOD_LR})  # the good trial first: the median to beat
     study.enqueue_trial({"lr": BAD_LR})
     ray_env = {**env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    cmd = tune_cmd(str(search), "--out", str(out), "--storage", url, "--executor", "ray", "--address", ray_cluster,
-                   "--threads", "1")
-    r = subprocess.run([*cmd, "--trials", "2", "--jobs", "1"], env=ray_env, capture_output=True, text=True,
-                       timeout=600)
+    cmd = tune_cmd(
+        str(search),
+        "--out",
+        str(out),
+        "--storage",
+        url,
+        "--executor",
+        "ray",
+        "--address",
+        ray_cluster,
+        "--threads",
+        "1",
+    )
+    r = subprocess.run([*cmd, "--trials", "2", "--jobs", "1"], env=ray_env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     good, bad = study.get_trials(deepcopy=False)
     assert good.state == optuna.trial.TrialState.COMPLETE and bad.state == optuna.trial.TrialState.PRUNED
@@ -275,10 +323,12 @@ def test_search_on_a_ray_cluster_prunes_lands_trials_and_continues(ray_cluster, 
     good_results = json.loads((Path(good.user_attrs["run_dir"]) / "results.json").read_text())
     assert good_results["epochs"] == 4 and good.value == good_results["validation"]["accuracy"]
     assert good_results["test"] is None  # a trial never sees the test split, on Ray too
-    again = subprocess.run([*cmd, "--trials", "4", "--jobs", "2"], env=ray_env, capture_output=True, text=True,
-                           timeout=600)
+    again = subprocess.run(
+        [*cmd, "--trials", "4", "--jobs", "2"], env=ray_env, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     done = finished(study)
     assert len(done) == 4 and len({t.user_attrs["run_dir"] for t in done}) == 4
-    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(Path(t.user_attrs["run_dir"]).name
-                                                                        for t in done), "no staging left"
+    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(
+        Path(t.user_attrs["run_dir"]).name for t in done
+    ), "no staging left"

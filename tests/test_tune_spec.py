@@ -43,30 +43,36 @@ def test_parses_every_distribution_type():
     assert spec().fingerprint() != spec(metric="loss").fingerprint()
 
 
-@pytest.mark.parametrize(("changes", "needle"), [
-    ({"spaces": {}}, "unknown key 'spaces'"),
-    ({"space": None}, "missing key 'space'"),
-    ({"space": {"lr": {"type": "loguniform", "low": 1e-4}}}, "space.lr: needs `high`"),
-    ({"space": {"lr": {"type": "gaussian", "low": 1, "high": 2}}}, "space.lr: `type` must be one of"),
-    ({"space": {"rank": {"type": "int", "low": 32, "high": 4}}}, "space.rank: `low` (32) must be below `high` (4)"),
-    ({"space": {"rank": {"type": "int", "low": 1.5, "high": 4}}}, "space.rank: `low` must be an integer"),
-    ({"space": {"lr": {"type": "loguniform", "low": 0, "high": 1}}}, "space.lr: a log scale needs `low` > 0"),
-    ({"space": {"lr": {"type": "uniform", "low": 1e-4, "high": 1e-3, "choices": [1]}}}, "space.lr: unknown key 'choices'"),
-    ({"space": {"rnak": [4, 8]}}, "space.rnak: 4: unknown option 'rnak'"),
-    ({"space": {"method": ["lora", "bogus"]}}, "space.method: 'bogus'"),
-    ({"space": {"rank": [4, 4]}}, "space.rank: a choice is listed twice"),
-    ({"space": {"seed": [1, 2]}}, "space.seed: set by the search"),
-    ({"space": {"epochs": [1, 2]}}, "space.epochs: also set in `base`"),
-    ({"base": {"output_dir": "x"}}, "base: option 'output_dir' is set by the search"),
-    ({"base": {"rank": "many"}}, "base: --rank: cannot use 'many'"),
-    ({"sampler": "grid"}, "sampler grid: space.lr must be a list of values"),
-    ({"sampler": "annealing"}, "`sampler` must be one of tpe, random, grid"),
-    ({"pruner": {"type": "median", "patience": 2}}, "pruner: unknown option 'patience'"),
-    ({"metric": "test_accuracy"}, "`metric` must be one of accuracy, f1, loss"),
-    ({"metric": "f1"}, "pruner median: metric 'f1' is not logged per epoch"),
-    ({"trials": 0}, "`trials` must be a positive integer"),
-    ({"name": "a b"}, "`name` must be a folder-safe name"),
-])
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"spaces": {}}, "unknown key 'spaces'"),
+        ({"space": None}, "missing key 'space'"),
+        ({"space": {"lr": {"type": "loguniform", "low": 1e-4}}}, "space.lr: needs `high`"),
+        ({"space": {"lr": {"type": "gaussian", "low": 1, "high": 2}}}, "space.lr: `type` must be one of"),
+        ({"space": {"rank": {"type": "int", "low": 32, "high": 4}}}, "space.rank: `low` (32) must be below `high` (4)"),
+        ({"space": {"rank": {"type": "int", "low": 1.5, "high": 4}}}, "space.rank: `low` must be an integer"),
+        ({"space": {"lr": {"type": "loguniform", "low": 0, "high": 1}}}, "space.lr: a log scale needs `low` > 0"),
+        (
+            {"space": {"lr": {"type": "uniform", "low": 1e-4, "high": 1e-3, "choices": [1]}}},
+            "space.lr: unknown key 'choices'",
+        ),
+        ({"space": {"rnak": [4, 8]}}, "space.rnak: 4: unknown option 'rnak'"),
+        ({"space": {"method": ["lora", "bogus"]}}, "space.method: 'bogus'"),
+        ({"space": {"rank": [4, 4]}}, "space.rank: a choice is listed twice"),
+        ({"space": {"seed": [1, 2]}}, "space.seed: set by the search"),
+        ({"space": {"epochs": [1, 2]}}, "space.epochs: also set in `base`"),
+        ({"base": {"output_dir": "x"}}, "base: option 'output_dir' is set by the search"),
+        ({"base": {"rank": "many"}}, "base: --rank: cannot use 'many'"),
+        ({"sampler": "grid"}, "sampler grid: space.lr must be a list of values"),
+        ({"sampler": "annealing"}, "`sampler` must be one of tpe, random, grid"),
+        ({"pruner": {"type": "median", "patience": 2}}, "pruner: unknown option 'patience'"),
+        ({"metric": "test_accuracy"}, "`metric` must be one of accuracy, f1, loss"),
+        ({"metric": "f1"}, "pruner median: metric 'f1' is not logged per epoch"),
+        ({"trials": 0}, "`trials` must be a positive integer"),
+        ({"name": "a b"}, "`name` must be a folder-safe name"),
+    ],
+)
 def test_errors_name_the_key(changes, needle):
     with pytest.raises(ConfigError) as e:
         spec(**changes)
@@ -86,8 +92,9 @@ def test_load_spec_reports_file_and_line(tmp_path):
 def test_cli_error_is_one_line(tmp_path):
     p = tmp_path / "t.yaml"
     p.write_text("name: t\nspace:\n  rank: {type: int, low: 8, high: 2}\n", encoding="utf-8")
-    r = subprocess.run([sys.executable, "-m", "loralab", "tune", str(p), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "loralab", "tune", str(p), "--out", str(tmp_path / "o")], capture_output=True, text=True
+    )
     assert r.returncode == 2
     assert r.stderr.strip() == f"loralab: error: {p}: space.rank: `low` (8) must be below `high` (2)"
     assert not (tmp_path / "o").exists()  # nothing written
@@ -102,4 +109,7 @@ def test_missing_optuna_names_the_extra(monkeypatch, capsys):
     from loralab.cli import main
 
     assert main(["tune", "report", "somewhere"]) == 2
-    assert capsys.readouterr().err.strip() == "loralab: error: hyper-parameter search needs Optuna: pip install 'loralab[tune]'"
+    assert (
+        capsys.readouterr().err.strip()
+        == "loralab: error: hyper-parameter search needs Optuna: pip install 'loralab[tune]'"
+    )

@@ -20,8 +20,18 @@ GOOD_LR, BAD_LR = 5e-3, 1e-6  # as in test_tune.py: full fine-tuning of the tiny
 def study_dict(model, data, **tune) -> dict:
     return {
         "name": "tuned",
-        "base": {"model": str(model), "data_dir": str(data), "method": "full", "epochs": 4, "batch_size": 8,
-                 "eval_batch_size": 32, "max_length": 48, "warmup_ratio": 0.0, "device": "cpu", "log_every": 100},
+        "base": {
+            "model": str(model),
+            "data_dir": str(data),
+            "method": "full",
+            "epochs": 4,
+            "batch_size": 8,
+            "eval_batch_size": 32,
+            "max_length": 48,
+            "warmup_ratio": 0.0,
+            "device": "cpu",
+            "log_every": 100,
+        },
         "cells": [{"name": "full", "lr": BAD_LR}, {"name": "untuned", "method": "head"}],
         "seeds": [1],
         "tune": {"cells": {"full": {"lr": [GOOD_LR, BAD_LR]}}, "trials": 2, "sampler": "grid", **tune},
@@ -49,8 +59,12 @@ def test_tuned_study_runs_its_seeds_at_the_best_setting(tmp_path, tiny_models):
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump(study_dict(tiny_models["bert"], data)), encoding="utf-8")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "loralab", "-q", "study", "run", str(path), "--out", str(out),
-                        "--threads", "1"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "loralab", "-q", "study", "run", str(path), "--out", str(out), "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     tuning = json.loads((out / "tuning.json").read_text())
     assert list(tuning) == ["full"] and tuning["full"]["params"] == {"lr": GOOD_LR} and tuning["full"]["trials"] == 2
@@ -67,4 +81,6 @@ def test_tuned_study_runs_its_seeds_at_the_best_setting(tmp_path, tiny_models):
     report = (out / "report.md").read_text()
     assert "## Tuning" in report and "lr=0.005" in report, report
     assert json.loads((out / "report.json").read_text())["tuning"] == tuning
-    assert tuning["full"]["search_seconds"] > 0 and f"{tuning['full']['search_seconds']:,.0f} training seconds" in report
+    assert (
+        tuning["full"]["search_seconds"] > 0 and f"{tuning['full']['search_seconds']:,.0f} training seconds" in report
+    )

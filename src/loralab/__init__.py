@@ -16,14 +16,36 @@ from typing import TYPE_CHECKING
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "train": "api", "load_run": "api", "inspect_params": "api", "Run": "api", "RunResult": "api",
-    "RunConfig": "config", "DataConfig": "config", "ModelConfig": "config", "MethodConfig": "config",
+    "train": "api",
+    "load_run": "api",
+    "inspect_params": "api",
+    "Run": "api",
+    "RunResult": "api",
+    "RunConfig": "config",
+    "DataConfig": "config",
+    "ModelConfig": "config",
+    "MethodConfig": "config",
     "TrainConfig": "config",
-    "LoralabError": "errors", "ConfigError": "errors", "DataError": "errors", "RunDirError": "errors",
+    "LoralabError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "RunDirError": "errors",
 }
 __all__ = [
-    "ConfigError", "DataConfig", "DataError", "LoralabError", "MethodConfig", "ModelConfig", "Run", "RunConfig",
-    "RunDirError", "RunResult", "TrainConfig", "inspect_params", "load_run", "train",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "LoralabError",
+    "MethodConfig",
+    "ModelConfig",
+    "Run",
+    "RunConfig",
+    "RunDirError",
+    "RunResult",
+    "TrainConfig",
+    "inspect_params",
+    "load_run",
+    "train",
 ]
 
 if TYPE_CHECKING:

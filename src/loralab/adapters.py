@@ -62,11 +62,18 @@ def run_metadata(run_dir: Path, meta: dict, results: dict) -> dict:
     method = meta["config"]["method"]
     acc = {split: (results.get(split) or {}).get("accuracy") for split in ("validation", "test")}
     return {
-        "run": str(run_dir), "base_model": meta["config"]["model"]["model"], "method": method["method"],
-        "impl": method.get("impl"), "rank": method.get("rank"), "alpha": method.get("alpha"),
-        "target_modules": method.get("target_modules"), "layers": method.get("layers"),
-        "label_names": list(meta["label_names"]), "validation_accuracy": acc["validation"],
-        "test_accuracy": acc["test"], "trainable_params": (results.get("params") or {}).get("trainable"),
+        "run": str(run_dir),
+        "base_model": meta["config"]["model"]["model"],
+        "method": method["method"],
+        "impl": method.get("impl"),
+        "rank": method.get("rank"),
+        "alpha": method.get("alpha"),
+        "target_modules": method.get("target_modules"),
+        "layers": method.get("layers"),
+        "label_names": list(meta["label_names"]),
+        "validation_accuracy": acc["validation"],
+        "test_accuracy": acc["test"],
+        "trainable_params": (results.get("params") or {}).get("trainable"),
     }
 
 
@@ -82,7 +89,9 @@ def read_lora_run(run_dir: str | Path) -> tuple[Path, dict, dict]:
         raise AdapterError(f"{run_dir}: a {method} run, not LoRA: only LoRA runs share a backbone as adapters")
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (run_dir / artifacts.ADAPTER_DIR / name).is_file():
-            raise AdapterError(f"{run_dir / artifacts.ADAPTER_DIR / name}: not found (adapters are read from safetensors only)")
+            raise AdapterError(
+                f"{run_dir / artifacts.ADAPTER_DIR / name}: not found (adapters are read from safetensors only)"
+            )
     return run_dir, meta, artifacts.read_json(run_dir / artifacts.RESULTS_FILE)
 
 
@@ -101,8 +110,16 @@ class MultiAdapterPredictor:
     it without waiting for a batch.
     """
 
-    def __init__(self, backbone: str, model: nn.Module, tokenizer, device: torch.device, batch_size: int = 32,
-                 precision: str = "fp32", mixed: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        model: nn.Module,
+        tokenizer,
+        device: torch.device,
+        batch_size: int = 32,
+        precision: str = "fp32",
+        mixed: bool = True,
+    ) -> None:
         from .backbones import head_module_names
 
         if precision not in ("fp32", "bf16"):
@@ -129,8 +146,15 @@ class MultiAdapterPredictor:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_runs(cls, run_dirs: Sequence[str | Path], names: Sequence[str] | None = None, device: str = "auto",
-                  batch_size: int | None = None, precision: str = "fp32", mixed: bool = True) -> MultiAdapterPredictor:
+    def from_runs(
+        cls,
+        run_dirs: Sequence[str | Path],
+        names: Sequence[str] | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+        precision: str = "fp32",
+        mixed: bool = True,
+    ) -> MultiAdapterPredictor:
         """Load the backbone of the first run once, then every run as an adapter."""
         from . import artifacts
         from .backbones import build_model, saved_tokenizer
@@ -143,8 +167,10 @@ class MultiAdapterPredictor:
         seen: dict[str, Path] = {}
         for (d, _, _), name in zip(runs, names, strict=True):
             if name in seen:
-                raise AdapterError(f"{d}: adapter name {name!r} is already taken by {seen[name]} "
-                                   "(two runs with the same folder name; give them names as NAME=RUN)")
+                raise AdapterError(
+                    f"{d}: adapter name {name!r} is already taken by {seen[name]} "
+                    "(two runs with the same folder name; give them names as NAME=RUN)"
+                )
             seen[name] = d
         first_dir, first_meta, _ = runs[0]
         tokenizer = saved_tokenizer(first_dir / artifacts.TOKENIZER_DIR)
@@ -152,8 +178,15 @@ class MultiAdapterPredictor:
         for d, meta, _ in runs[1:]:  # checked before the backbone is loaded
             _check_backbone(backbone, first_dir, d, meta)
         model = build_model(backbone, first_meta["label_names"], tokenizer.pad_token_id)
-        self = cls(backbone, model, tokenizer, pick_device(device),
-                   batch_size or first_meta["config"]["train"]["eval_batch_size"], precision, mixed)
+        self = cls(
+            backbone,
+            model,
+            tokenizer,
+            pick_device(device),
+            batch_size or first_meta["config"]["train"]["eval_batch_size"],
+            precision,
+            mixed,
+        )
         for (d, meta, results), name in zip(runs, names, strict=True):
             self._add(d, meta, results, name)
         return self
@@ -171,17 +204,28 @@ class MultiAdapterPredictor:
 
         check_adapter_name(name)
         if name in self.adapters:
-            raise AdapterError(f"{run_dir}: an adapter named {name!r} is already served ({self.adapters[name].run_dir})")
+            raise AdapterError(
+                f"{run_dir}: an adapter named {name!r} is already served ({self.adapters[name].run_dir})"
+            )
         labels = list(meta["label_names"])
         max_length = length_cap(meta["config"]["data"]["max_length"], self.model.config)
         with self._lock:  # the model's modules are read and changed: no batch runs meanwhile
             layers, head_states = load_adapter_tensors(run_dir / artifacts.ADAPTER_DIR, self.model, self.head_names)
             where = run_dir / artifacts.ADAPTER_DIR / ADAPTER_WEIGHTS
-            heads = {h: head_copy(self.heads[h].template, head_states[h], where).to(self.device)
-                     for h in self.head_names}
+            heads = {
+                h: head_copy(self.heads[h].template, head_states[h], where).to(self.device) for h in self.head_names
+            }
             uid, self._next_uid = self._next_uid, self._next_uid + 1
-            adapter = Adapter(name, run_dir.resolve(), uid, labels, max_length, run_metadata(run_dir.resolve(), meta, results),
-                              {k: (a.to(self.device), b.to(self.device), s) for k, (a, b, s) in layers.items()}, heads)
+            adapter = Adapter(
+                name,
+                run_dir.resolve(),
+                uid,
+                labels,
+                max_length,
+                run_metadata(run_dir.resolve(), meta, results),
+                {k: (a.to(self.device), b.to(self.device), s) for k, (a, b, s) in layers.items()},
+                heads,
+            )
             for target, update in adapter.layers.items():
                 self._lora_layer(target).updates[uid] = update
             for h, module in heads.items():
@@ -275,8 +319,16 @@ class MultiAdapterPredictor:
                 continue
             p = softmax(z[None].astype(np.float64))[0]
             k = int(p.argmax())
-            res.append({"adapter": name, "text": text, "label": k, "label_name": self.adapters_label(name, k),
-                        "confidence": float(p[k]), "probabilities": [float(x) for x in p]})
+            res.append(
+                {
+                    "adapter": name,
+                    "text": text,
+                    "label": k,
+                    "label_name": self.adapters_label(name, k),
+                    "confidence": float(p[k]),
+                    "probabilities": [float(x) for x in p],
+                }
+            )
         return res
 
     def adapters_label(self, name: str, k: int) -> str:
@@ -312,8 +364,10 @@ def _check_backbone(backbone: str, first: Path | None, run_dir: Path, meta: dict
     other = meta["config"]["model"]["model"]
     if other != backbone and resolve_model(other) != resolve_model(backbone):
         against = f" ({first})" if first is not None else ""
-        raise AdapterError(f"{run_dir}: trained on backbone {other}, not {backbone}{against}: adapters served together "
-                           "share one backbone")
+        raise AdapterError(
+            f"{run_dir}: trained on backbone {other}, not {backbone}{against}: adapters served together "
+            "share one backbone"
+        )
 
 
 def expand_runs(paths: Sequence[str]) -> list[tuple[str | None, Path]]:
@@ -329,9 +383,14 @@ def expand_runs(paths: Sequence[str]) -> list[tuple[str | None, Path]]:
             name, _, rest = arg.partition("=")
             path = Path(rest)
         if (path / STUDY_FILE).is_file() and (path / RUNS_DIR).is_dir():
-            runs = [d for d in sorted((path / RUNS_DIR).iterdir()) if d.is_dir() and not d.name.startswith(".")
-                    and (d / RESULTS_FILE).is_file()
-                    and read_json(d / CONFIG_FILE)["config"]["method"]["method"] == "lora"]
+            runs = [
+                d
+                for d in sorted((path / RUNS_DIR).iterdir())
+                if d.is_dir()
+                and not d.name.startswith(".")
+                and (d / RESULTS_FILE).is_file()
+                and read_json(d / CONFIG_FILE)["config"]["method"]["method"] == "lora"
+            ]
             if not runs:
                 raise AdapterError(f"{path}: a study folder without a complete LoRA run")
             if name is not None:

@@ -33,7 +33,10 @@ from dataclasses import asdict, dataclass
 from .errors import LoralabError
 
 LENGTH_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
-    ("≤5", 0, 5), ("6–15", 6, 15), ("16–30", 16, 30), (">30", 31, None),
+    ("≤5", 0, 5),
+    ("6–15", 6, 15),
+    ("16–30", 16, 30),
+    (">30", 31, None),
 )
 NEGATION_WORDS = frozenset({"not", "no", "never", "nothing", "cannot", "n't"})
 CONTRAST_WORDS = frozenset({"but", "yet", "though", "although", "however"})
@@ -108,8 +111,7 @@ def accuracy_by(rows: Sequence[dict], key: Callable[[str], str], order: Sequence
         correct = sum(is_correct(r) for r in members)
         counts = Counter(int(r["label"]) for r in members)
         majority = max(counts.values()) / len(members) if members else math.nan
-        out.append(Bucket(name, len(members), correct, (len(members) - correct) / errors if errors else 0.0,
-                          majority))
+        out.append(Bucket(name, len(members), correct, (len(members) - correct) / errors if errors else 0.0, majority))
     return out
 
 
@@ -118,13 +120,19 @@ def by_length(rows: Sequence[dict]) -> list[Bucket]:
 
 
 def by_negation(rows: Sequence[dict]) -> list[Bucket]:
-    return accuracy_by(rows, lambda t: "with negation" if has_negation(t) else "without negation",
-                       ["with negation", "without negation"])
+    return accuracy_by(
+        rows,
+        lambda t: "with negation" if has_negation(t) else "without negation",
+        ["with negation", "without negation"],
+    )
 
 
 def by_contrast(rows: Sequence[dict]) -> list[Bucket]:
-    return accuracy_by(rows, lambda t: "with contrast word" if has_contrast(t) else "without contrast word",
-                       ["with contrast word", "without contrast word"])
+    return accuracy_by(
+        rows,
+        lambda t: "with contrast word" if has_contrast(t) else "without contrast word",
+        ["with contrast word", "without contrast word"],
+    )
 
 
 @dataclass
@@ -205,9 +213,15 @@ def disagreements(rows_a: Sequence[dict], rows_b: Sequence[dict], k: int = TOP_K
 
 
 def _pair(i: int, a: dict, b: dict) -> dict:
-    return {"index": i, "text": a["text"], "label": int(a["label"]), "prediction_a": int(a["prediction"]),
-            "confidence_a": float(a["confidence"]), "prediction_b": int(b["prediction"]),
-            "confidence_b": float(b["confidence"])}
+    return {
+        "index": i,
+        "text": a["text"],
+        "label": int(a["label"]),
+        "prediction_a": int(a["prediction"]),
+        "confidence_a": float(a["confidence"]),
+        "prediction_b": int(b["prediction"]),
+        "confidence_b": float(b["confidence"]),
+    }
 
 
 def analyze(rows: Sequence[dict], k: int = TOP_K, compare_rows: Sequence[dict] | None = None) -> dict:
@@ -221,8 +235,12 @@ def analyze(rows: Sequence[dict], k: int = TOP_K, compare_rows: Sequence[dict] |
         "length": [_bucket(b) for b in by_length(rows)],
         "negation": [_bucket(b) for b in by_negation(rows)],
         "contrast": [_bucket(b) for b in by_contrast(rows)],
-        "calibration": {"ece": cal.ece, "n_bins": cal.n_bins, "mean_confidence": cal.mean_confidence,
-                        "bins": [asdict(b) for b in cal.bins]},
+        "calibration": {
+            "ece": cal.ece,
+            "n_bins": cal.n_bins,
+            "mean_confidence": cal.mean_confidence,
+            "bins": [asdict(b) for b in cal.bins],
+        },
         "confident_mistakes": confident_mistakes(rows, k),
     }
     if compare_rows is not None:
@@ -231,8 +249,14 @@ def analyze(rows: Sequence[dict], k: int = TOP_K, compare_rows: Sequence[dict] |
 
 
 def _bucket(b: Bucket) -> dict:
-    return {"name": b.name, "n": b.n, "correct": b.correct, "accuracy": b.accuracy, "error_share": b.error_share,
-            "majority": b.majority}
+    return {
+        "name": b.name,
+        "n": b.n,
+        "correct": b.correct,
+        "accuracy": b.accuracy,
+        "error_share": b.error_share,
+        "majority": b.majority,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,15 +264,18 @@ def _bucket(b: Bucket) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def tables(result: dict, label_names: Sequence[str] | None = None, name_a: str = "A", name_b: str = "B",
-           k: int = 5) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(
+    result: dict, label_names: Sequence[str] | None = None, name_a: str = "A", name_b: str = "B", k: int = 5
+) -> list[tuple[str, list[str], list[list[str]]]]:
     """The analysis as ``(title, headers, rows)`` tables of text (for analysis.md and the report)."""
+
     def label(i: int) -> str:
         return label_names[i] if label_names and 0 <= i < len(label_names) else str(i)
 
     def bucket_rows(buckets: list[dict]) -> list[list[str]]:
-        return [[b["name"], str(b["n"]), pct(b["accuracy"]), pct(b["majority"]), pct(b["error_share"])]
-                for b in buckets]
+        return [
+            [b["name"], str(b["n"]), pct(b["accuracy"]), pct(b["majority"]), pct(b["error_share"])] for b in buckets
+        ]
 
     head = ["bucket", "n", "accuracy", "majority label", "share of errors"]
     out = [
@@ -257,33 +284,55 @@ def tables(result: dict, label_names: Sequence[str] | None = None, name_a: str =
         ("Accuracy with and without a contrast word", head, bucket_rows(result["contrast"])),
     ]
     cal = result["calibration"]
-    out.append((
-        f"Calibration ({cal['n_bins']} equal-width bins; ECE {cal['ece']:.4f})",
-        ["confidence bin", "n", "accuracy", "mean confidence", "gap"],
-        [[f"({b['low']:.1f}, {b['high']:.1f}]", str(b["n"]), pct(b["accuracy"]), pct(b["confidence"]),
-          f"{100 * (b['accuracy'] - b['confidence']):+.1f} pt"] for b in cal["bins"]],
-    ))
-    out.append((
-        "Most confident mistakes", ["confidence", "label", "predicted", "text"],
-        [[f"{m['confidence']:.3f}", label(m["label"]), label(m["prediction"]), m["text"].strip()]
-         for m in result["confident_mistakes"][:k]],
-    ))
+    out.append(
+        (
+            f"Calibration ({cal['n_bins']} equal-width bins; ECE {cal['ece']:.4f})",
+            ["confidence bin", "n", "accuracy", "mean confidence", "gap"],
+            [
+                [
+                    f"({b['low']:.1f}, {b['high']:.1f}]",
+                    str(b["n"]),
+                    pct(b["accuracy"]),
+                    pct(b["confidence"]),
+                    f"{100 * (b['accuracy'] - b['confidence']):+.1f} pt",
+                ]
+                for b in cal["bins"]
+            ],
+        )
+    )
+    out.append(
+        (
+            "Most confident mistakes",
+            ["confidence", "label", "predicted", "text"],
+            [
+                [f"{m['confidence']:.3f}", label(m["label"]), label(m["prediction"]), m["text"].strip()]
+                for m in result["confident_mistakes"][:k]
+            ],
+        )
+    )
     if "compare" in result:
         c = result["compare"]
-        out.append((
-            f"{name_a} against {name_b} ({c['n']} examples)", ["", "count", "share"],
-            [["both right", str(c["both_right"]), pct(c["both_right"] / c["n"])],
-             [f"only {name_a} right", str(c["only_a"]), pct(c["only_a"] / c["n"])],
-             [f"only {name_b} right", str(c["only_b"]), pct(c["only_b"] / c["n"])],
-             ["both wrong", str(c["both_wrong"]), pct(c["both_wrong"] / c["n"])]],
-        ))
+        out.append(
+            (
+                f"{name_a} against {name_b} ({c['n']} examples)",
+                ["", "count", "share"],
+                [
+                    ["both right", str(c["both_right"]), pct(c["both_right"] / c["n"])],
+                    [f"only {name_a} right", str(c["only_a"]), pct(c["only_a"] / c["n"])],
+                    [f"only {name_b} right", str(c["only_b"]), pct(c["only_b"] / c["n"])],
+                    ["both wrong", str(c["both_wrong"]), pct(c["both_wrong"] / c["n"])],
+                ],
+            )
+        )
         for key, right, wrong in (("examples_only_a", name_a, name_b), ("examples_only_b", name_b, name_a)):
             conf_key = "confidence_b" if key.endswith("_a") else "confidence_a"
-            out.append((
-                f"{right} right, {wrong} wrong (most confident {wrong} errors)",
-                ["label", f"{wrong} confidence", "text"],
-                [[label(e["label"]), f"{e[conf_key]:.3f}", e["text"].strip()] for e in c[key][:k]],
-            ))
+            out.append(
+                (
+                    f"{right} right, {wrong} wrong (most confident {wrong} errors)",
+                    ["label", f"{wrong} confidence", "text"],
+                    [[label(e["label"]), f"{e[conf_key]:.3f}", e["text"].strip()] for e in c[key][:k]],
+                )
+            )
     return out
 
 

@@ -16,14 +16,19 @@ from .plots.analysis import reliability_png
 from .table import markdown_table
 
 
-def render_markdown(result: dict, title: str, label_names: Sequence[str] | None = None,
-                    name_a: str = "A", name_b: str = "B") -> str:
+def render_markdown(
+    result: dict, title: str, label_names: Sequence[str] | None = None, name_a: str = "A", name_b: str = "B"
+) -> str:
     """``analysis.md``: the tables of :func:`loralab.analysis.tables`, the reliability diagram linked."""
-    parts = [f"# {title}", "",
-             f"{result['examples']} examples, accuracy {pct(result['accuracy'])}, "
-             f"ECE {result['calibration']['ece']:.4f}.", "",
-             "Buckets, negation and contrast words, and the calibration bins are defined in "
-             "`loralab.analysis` (docs/studies.md).", ""]
+    parts = [
+        f"# {title}",
+        "",
+        f"{result['examples']} examples, accuracy {pct(result['accuracy'])}, ECE {result['calibration']['ece']:.4f}.",
+        "",
+        "Buckets, negation and contrast words, and the calibration bins are defined in "
+        "`loralab.analysis` (docs/studies.md).",
+        "",
+    ]
     for heading, headers, rows in tables(result, label_names, name_a, name_b, k=TOP_K):
         parts += [f"## {heading}", "", markdown_table(headers, rows), ""]
         if heading.startswith("Calibration"):
@@ -65,17 +70,22 @@ def summary_lines(result: dict, name_a: str, name_b: str | None) -> list[str]:
         return f"{title}: " + " | ".join(f"{b['name']} {pct(b['accuracy'])} (n={b['n']})" for b in buckets)
 
     cal = result["calibration"]
-    lines = [f"accuracy {pct(result['accuracy'])} on {result['examples']} examples; "
-             f"ECE {cal['ece']:.4f} (mean confidence {pct(cal['mean_confidence'])})",
-             line("length", result["length"]), line("negation", result["negation"]),
-             line("contrast", result["contrast"])]
+    lines = [
+        f"accuracy {pct(result['accuracy'])} on {result['examples']} examples; "
+        f"ECE {cal['ece']:.4f} (mean confidence {pct(cal['mean_confidence'])})",
+        line("length", result["length"]),
+        line("negation", result["negation"]),
+        line("contrast", result["contrast"]),
+    ]
     if result["confident_mistakes"]:
         m = result["confident_mistakes"][0]
         lines.append(f"most confident mistake ({m['confidence']:.3f}): {m['text'].strip()}")
     if "compare" in result:
         c = result["compare"]
-        lines.append(f"against {name_b}: both right {c['both_right']}, only {name_a} right {c['only_a']}, "
-                     f"only {name_b} right {c['only_b']}, both wrong {c['both_wrong']}")
+        lines.append(
+            f"against {name_b}: both right {c['both_right']}, only {name_a} right {c['only_a']}, "
+            f"only {name_b} right {c['only_b']}, both wrong {c['both_wrong']}"
+        )
     return lines
 
 
@@ -105,14 +115,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "analyze", help="error analysis of a run's predictions (length, negation, calibration, ...)",
+        "analyze",
+        help="error analysis of a run's predictions (length, negation, calibration, ...)",
         description="Error analysis of a run's saved predictions: accuracy by sentence length, negation "
-                    "and contrast words, calibration (ECE, reliability diagram), the most confident "
-                    "mistakes, and with --compare the examples one run gets right and the other wrong.")
+        "and contrast words, calibration (ECE, reliability diagram), the most confident "
+        "mistakes, and with --compare the examples one run gets right and the other wrong.",
+    )
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--compare", metavar="RUN2", help="a second run scored on the same examples")
-    p.add_argument("--split", choices=("validation", "test"), default=None,
-                   help="which predictions (default: test if the run has them, else validation)")
+    p.add_argument(
+        "--split",
+        choices=("validation", "test"),
+        default=None,
+        help="which predictions (default: test if the run has them, else validation)",
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/analysis)")
     p.add_argument("--top", type=int, default=TOP_K, help=f"examples listed per table (default {TOP_K})")
     p.set_defaults(func=cmd_analyze)

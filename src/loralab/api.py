@@ -73,7 +73,9 @@ class Run:
 def load_run(run_dir: str | Path) -> Run:
     run_dir = artifacts.check_run_dir(run_dir)
     meta = artifacts.read_json(run_dir / artifacts.CONFIG_FILE)
-    return Run(run_dir, RunConfig.from_dict(meta["config"]), meta, artifacts.read_json(run_dir / artifacts.RESULTS_FILE))
+    return Run(
+        run_dir, RunConfig.from_dict(meta["config"]), meta, artifacts.read_json(run_dir / artifacts.RESULTS_FILE)
+    )
 
 
 def inspect_params(config: RunConfig, label_names: list[str] | None = None) -> ParamTable:
@@ -92,8 +94,12 @@ def default_output_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{short}-{tag}-{stamp}"
 
 
-def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callable[[dict], None] | None = None,
-          test_split: bool = True) -> RunResult:
+def train(
+    config: RunConfig,
+    command: list[str] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    test_split: bool = True,
+) -> RunResult:
     """Train and evaluate one run and write its directory. Raises :class:`LoralabError` subclasses
     for bad input before any model is built or any file is written.
 
@@ -122,8 +128,9 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
     report_to = check_report_to(tc.report_to)  # a missing tracker library fails before any work
     checkpoints = None
     if tc.checkpoint_every != "none":
-        checkpoints = Checkpoints(checkpoint_dir(out_dir), tc.checkpoint_steps(), True,
-                                  accelerator.process_index, accelerator.num_processes)
+        checkpoints = Checkpoints(
+            checkpoint_dir(out_dir), tc.checkpoint_steps(), True, accelerator.process_index, accelerator.num_processes
+        )
         if not tc.resume and main:
             checkpoints.remove()  # a fresh run never continues an older one's checkpoint
     if tc.resume and main:
@@ -136,8 +143,14 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
     model = apply_method(model, config.method)
     table = param_table(model)
     if main:
-        log.info("%s %s: %s of %s parameters train (%.4f%%)", config.model.model, config.method.method,
-                 f"{table.trainable:,}", f"{table.total:,}", table.trainable_percent)
+        log.info(
+            "%s %s: %s of %s parameters train (%.4f%%)",
+            config.model.model,
+            config.method.method,
+            f"{table.trainable:,}",
+            f"{table.total:,}",
+            table.trainable_percent,
+        )
     ids = {s.name: encode_cached(tokenizer, s.texts, config.data.max_length) for s in data.splits()}
     pad = tokenizer.pad_token_id
 
@@ -176,8 +189,18 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
 
         stopped = None
         try:
-            fitted = fit(model, ids["train"], data.train.labels, ids["validation"], data.validation.labels,
-                         config, pad, accelerator=accelerator, on_log=on_log, checkpoints=checkpoints)
+            fitted = fit(
+                model,
+                ids["train"],
+                data.train.labels,
+                ids["validation"],
+                data.validation.labels,
+                config,
+                pad,
+                accelerator=accelerator,
+                on_log=on_log,
+                checkpoints=checkpoints,
+            )
         except BaseException as e:
             if not isinstance(e, StopRun):
                 if trackers is not None:
@@ -193,8 +216,9 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
         results = None
         if main:
             try:
-                results = _finalise(staging, model, tokenizer, config, data, ids, fitted, table, meta, memory,
-                                    t_start, stopped)
+                results = _finalise(
+                    staging, model, tokenizer, config, data, ids, fitted, table, meta, memory, t_start, stopped
+                )
             except BaseException:
                 if trackers is not None:
                     trackers.abort()
@@ -214,21 +238,42 @@ def train(config: RunConfig, command: list[str] | None = None, on_epoch: Callabl
 def distributed_facts(accelerator, tc) -> dict:
     """How the global batch was computed: processes, per-process micro-batch, accumulation."""
     world = accelerator.num_processes
-    return {"world_size": world, "global_batch_size": tc.batch_size, "grad_accum": tc.grad_accum,
-            "micro_batch_size": tc.batch_size // (world * tc.grad_accum),
-            "distributed_type": str(accelerator.distributed_type.value),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return {
+        "world_size": world,
+        "global_batch_size": tc.batch_size,
+        "grad_accum": tc.grad_accum,
+        "micro_batch_size": tc.batch_size // (world * tc.grad_accum),
+        "distributed_type": str(accelerator.distributed_type.value),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
-def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fitted, table: ParamTable,
-              meta: dict, memory: PeakMemory, t_start: float, stopped: dict | None = None) -> dict:
+def _finalise(
+    staging: Path,
+    model,
+    tokenizer,
+    config: RunConfig,
+    data,
+    ids,
+    fitted,
+    table: ParamTable,
+    meta: dict,
+    memory: PeakMemory,
+    t_start: float,
+    stopped: dict | None = None,
+) -> dict:
     """Save weights, score validation/test with the model *reloaded from disk* (so that the
     prediction files are exactly what ``loralab predict`` gives), write results and plots."""
     artifacts.save_weights(model, config.method.method, staging, tokenizer)
     artifacts.atomic_write_csv(staging / artifacts.METRICS_FILE, artifacts.METRICS_COLUMNS, fitted.history)
     t_eval = time.perf_counter()
-    predictor = Predictor(*artifacts.load_model(staging, meta), meta["label_names"], config.data.max_length,
-                          config.train.eval_batch_size, pick_device(config.train.device))
+    predictor = Predictor(
+        *artifacts.load_model(staging, meta),
+        meta["label_names"],
+        config.data.max_length,
+        config.train.eval_batch_size,
+        pick_device(config.train.device),
+    )
     split_results: dict[str, dict | None] = {"validation": None, "test": None}
     for split in (data.validation, data.test):
         if split is None:
@@ -254,21 +299,29 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
         "epochs": epochs_run,
         "steps": fitted.steps,
         "lr": config.lr,
-        "params": {"trainable": table.trainable, "total": table.total,
-                   "trainable_percent": table.trainable_percent,
-                   "groups": table.to_dict()["groups"]},
+        "params": {
+            "trainable": table.trainable,
+            "total": table.total,
+            "trainable_percent": table.trainable_percent,
+            "groups": table.to_dict()["groups"],
+        },
         "timing": {
             "train_seconds": fitted.train_seconds,
             "feature_seconds": fitted.feature_seconds,
             "seconds_per_epoch": fitted.train_seconds / epochs_run if epochs_run else None,
             "epoch_seconds": fitted.epoch_seconds,
-            "train_samples_per_second": fitted.train_examples_seen / fitted.train_seconds if fitted.train_seconds else None,
+            "train_samples_per_second": fitted.train_examples_seen / fitted.train_seconds
+            if fitted.train_seconds
+            else None,
             "eval_seconds": eval_seconds,
             "total_seconds": time.perf_counter() - t_start,
         },
         "memory": memory.read(),
-        "data": {"train_examples": len(data.train), "validation_examples": len(data.validation),
-                 "test_examples": len(data.test) if data.test is not None else 0},
+        "data": {
+            "train_examples": len(data.train),
+            "validation_examples": len(data.validation),
+            "test_examples": len(data.test) if data.test is not None else 0,
+        },
         "device": str(predictor.device),
         "distributed": meta["distributed"],
     }
@@ -278,7 +331,11 @@ def _finalise(staging: Path, model, tokenizer, config: RunConfig, data, ids, fit
     log.info("writing plots")
     if fitted.history:
         plot_curves(fitted.history, staging, title)
-    plot_confusion(results["validation"]["confusion_matrix"], meta["label_names"],
-                   staging / "confusion_matrix.png", f"{title} · validation")
+    plot_confusion(
+        results["validation"]["confusion_matrix"],
+        meta["label_names"],
+        staging / "confusion_matrix.png",
+        f"{title} · validation",
+    )
     artifacts.atomic_write_json(staging / artifacts.RESULTS_FILE, results)  # last: marks the run complete
     return results

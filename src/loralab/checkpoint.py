@@ -131,20 +131,27 @@ class Checkpoints:
         except FileNotFoundError:
             raise CheckpointError(
                 f"{folder}: no random-number state for rank {self.rank}; the checkpoint was taken with "
-                f"{_saved_world(folder)} process(es)") from None
+                f"{_saved_world(folder)} process(es)"
+            ) from None
         except Exception as e:  # any unreadable file is the same one-line error
             raise CheckpointError(f"{folder}: unreadable checkpoint ({type(e).__name__}: {e})") from None
         if state.get("world_size") != self.world_size:
             raise CheckpointError(
                 f"{folder}: taken with {state.get('world_size')} process(es); resume it with the same number "
-                f"(this launch has {self.world_size})")
+                f"(this launch has {self.world_size})"
+            )
         theirs, ours = comparable_config(state["config"]), comparable_config(config)
         if theirs != ours:
-            diff = sorted(f"{k}: {theirs[g].get(k)!r} -> {ours[g].get(k)!r}" for g in ours for k in ours[g]
-                          if theirs.get(g, {}).get(k) != ours[g].get(k))
+            diff = sorted(
+                f"{k}: {theirs[g].get(k)!r} -> {ours[g].get(k)!r}"
+                for g in ours
+                for k in ours[g]
+                if theirs.get(g, {}).get(k) != ours[g].get(k)
+            )
             raise CheckpointError(
                 f"{self.root}: the checkpoint was made with other options ({'; '.join(diff[:3])}); "
-                "resume with the same options, or remove the checkpoint folder to start again")
+                "resume with the same options, or remove the checkpoint folder to start again"
+            )
         state["rng"] = rng
         return state
 

@@ -25,8 +25,14 @@ INSPECT_GROUPS = ("model", "method")
 
 #: Sub-commands that live beside their feature: each module defines ``add_parser(subparsers)``,
 #: which registers its sub-command(s) and sets ``func`` to a handler ``(args) -> int``.
-FEATURE_COMMANDS = ("loralab.study.cli", "loralab.analyze", "loralab.export", "loralab.serve", "loralab.tune.cli",
-                    "loralab.table")
+FEATURE_COMMANDS = (
+    "loralab.study.cli",
+    "loralab.analyze",
+    "loralab.export",
+    "loralab.serve",
+    "loralab.tune.cli",
+    "loralab.table",
+)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
@@ -38,15 +44,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) 
             help_ = f.metadata.get("help", "")
             default = defaults.get(f.name, None if f.default is MISSING else f.default)
             if field_type(GROUPS[group], f.name) is bool:
-                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=f"{help_} (default: {default})")
+                g.add_argument(
+                    flag,
+                    action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS,
+                    help=f"{help_} (default: {default})",
+                )
                 continue
             choices = f.metadata.get("choices")
             if isinstance(default, list):  # as the flag takes it: comma-separated
                 default = ",".join(map(str, default))
             shown = "" if default is None else f" (default: {default})"
-            g.add_argument(flag, default=argparse.SUPPRESS, choices=choices, metavar=f.name.upper(),
-                           help=help_ + shown)
+            g.add_argument(flag, default=argparse.SUPPRESS, choices=choices, metavar=f.name.upper(), help=help_ + shown)
 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -88,11 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train and evaluate one run; writes a run directory",
-                       description="Train and evaluate one run and write its run directory.")
-    t.add_argument("--config", metavar="FILE", default=None,
-                   help="run options from a YAML file (the keys of a study's base) or a run's config.json "
-                        "(replays that run); flags given here override the file")
+    t = sub.add_parser(
+        "train",
+        help="train and evaluate one run; writes a run directory",
+        description="Train and evaluate one run and write its run directory.",
+    )
+    t.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="run options from a YAML file (the keys of a study's base) or a run's config.json "
+        "(replays that run); flags given here override the file",
+    )
     _add_config_flags(t, tuple(GROUPS))
     t.set_defaults(func=cmd_train)
 
@@ -103,14 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .predict import add_inference_flags  # torch: only when the parser is built
 
-    pr = sub.add_parser("predict", help="predict labels with a trained run (or several LoRA runs side by side)",
-                        usage="loralab predict RUN [TEXT ...] [--file F|-] [options]\n"
-                              "       loralab predict --run A --run B [TEXT ...] [options]")
-    pr.add_argument("texts", nargs="*", metavar="RUN_AND_TEXTS",
-                    help="the run directory (or export), then texts to classify")
-    pr.add_argument("--run", action="append", metavar="RUN", default=None,
-                    help="the run as a flag (then every positional is a text); repeat it for several LoRA runs "
-                         "over one backbone, answered side by side (NAME=RUN names one)")
+    pr = sub.add_parser(
+        "predict",
+        help="predict labels with a trained run (or several LoRA runs side by side)",
+        usage="loralab predict RUN [TEXT ...] [--file F|-] [options]\n"
+        "       loralab predict --run A --run B [TEXT ...] [options]",
+    )
+    pr.add_argument(
+        "texts", nargs="*", metavar="RUN_AND_TEXTS", help="the run directory (or export), then texts to classify"
+    )
+    pr.add_argument(
+        "--run",
+        action="append",
+        metavar="RUN",
+        default=None,
+        help="the run as a flag (then every positional is a text); repeat it for several LoRA runs "
+        "over one backbone, answered side by side (NAME=RUN names one)",
+    )
     pr.add_argument("--file", help="file with one text per line (blank lines skipped); - reads standard input")
     pr.add_argument("--json", action="store_true", help="print a JSON list")
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -181,8 +206,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         if args.compile:
             raise LoralabError("predict: --compile serves one run; it does not apply to several --run")
-        rows = predict_side_by_side(args.run, texts, device=args.device, batch_size=args.batch_size,
-                                    precision=args.precision)
+        rows = predict_side_by_side(
+            args.run, texts, device=args.device, batch_size=args.batch_size, precision=args.precision
+        )
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=1))
         else:
@@ -195,8 +221,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     run = args.run[0]
     run_dir = run if is_model_folder(run) else load_run(run).run_dir  # an export, or a run
-    preds = Predictor.from_run(run_dir, device=args.device, batch_size=args.batch_size,
-                               precision=args.precision, compile=args.compile).predict(texts)
+    preds = Predictor.from_run(
+        run_dir, device=args.device, batch_size=args.batch_size, precision=args.precision, compile=args.compile
+    ).predict(texts)
     if args.json:
         keys = ("text", "label", "label_name", "confidence")
         print(json.dumps([{k: p[k] for k in keys} for p in preds], ensure_ascii=False, indent=1))
@@ -211,10 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     logging.getLogger("huggingface_hub").propagate = False  # it has its own handler: else every line twice
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    previous = (
+        signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         return args.func(args)
     except LoralabError as e:

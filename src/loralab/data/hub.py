@@ -22,7 +22,8 @@ def load_hub_sst2() -> DataBundle:
         from datasets import load_dataset  # optional, heavy, online-only path
     except ImportError:
         raise DataError(
-            "--data-dir", None,
+            "--data-dir",
+            None,
             "no data given: pass --data-dir or set LORALAB_DATA_DIR (the hub path needs `pip install datasets`)",
         ) from None
     try:
@@ -30,7 +31,8 @@ def load_hub_sst2() -> DataBundle:
         test = load_dataset(HUB_SST2_TEST, split="test")
     except Exception as e:  # any hub failure becomes one clear line
         raise DataError(
-            "--data-dir", None,
+            "--data-dir",
+            None,
             f"no data given and the Hugging Face hub is unreachable ({type(e).__name__}); "
             "pass --data-dir or set LORALAB_DATA_DIR",
         ) from None
@@ -42,5 +44,7 @@ def load_hub_sst2() -> DataBundle:
         mk("train", glue["train"]["sentence"], glue["train"]["label"], "hub:glue/sst2/train"),
         mk("validation", glue["validation"]["sentence"], glue["validation"]["label"], "hub:glue/sst2/validation"),
         mk("test", test["text"], test["label"], f"hub:{HUB_SST2_TEST}/test"),
-        list(SST2_LABEL_NAMES), list(SST2_LABELS), "hub",
+        list(SST2_LABEL_NAMES),
+        list(SST2_LABELS),
+        "hub",
     )

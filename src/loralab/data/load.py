@@ -57,9 +57,7 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     if not paths:
         bundle = load_hub_sst2()
     else:
-        records = {
-            s: read_records(p, cfg.text_column, cfg.label_column) for s, p in paths.items() if p is not None
-        }
+        records = {s: read_records(p, cfg.text_column, cfg.label_column) for s, p in paths.items() if p is not None}
         labels, names = label_set(cfg, records["train"], paths["train"])
         index = {lab: i for i, lab in enumerate(labels)}
         hint = " (SST-2); pass --labels for other label sets" if is_sst2(cfg) else ""
@@ -75,4 +73,3 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     if cfg.train_size is not None:
         bundle.train = stratified_subsample(bundle.train, cfg.train_size, seed)
     return bundle
-

@@ -96,9 +96,7 @@ def read_records(path: str | Path, text_column: str, label_column: str) -> list[
     return rows
 
 
-def _read_delimited(
-    path: Path, text: str, sep: str, text_column: str, label_column: str
-) -> list[tuple[int, str, str]]:
+def _read_delimited(path: Path, text: str, sep: str, text_column: str, label_column: str) -> list[tuple[int, str, str]]:
     if sep == "\t":
         # GLUE TSV: no quoting at all. splitlines would also split on \x0b, \x1c, U+2028...,
         # which may legitimately occur inside a sentence, so split on \n only.
@@ -119,8 +117,9 @@ def _read_delimited(
     header = [h.strip() for h in header]
     for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
         if col not in header:
-            raise DataError(path, header_line, f"missing column {col!r} (header has {header}; name the column "
-                                               f"with {flag})")
+            raise DataError(
+                path, header_line, f"missing column {col!r} (header has {header}; name the column with {flag})"
+            )
     ti, li = header.index(text_column), header.index(label_column)
     rows = []
     for line, fields_ in table[1:]:

@@ -97,8 +97,9 @@ class RankMicroBatches:
     (a resumed run continues exactly where its checkpoint was taken).
     """
 
-    def __init__(self, batches: LengthGroupedBatchSampler, world_size: int = 1, rank: int = 0,
-                 grad_accum: int = 1) -> None:
+    def __init__(
+        self, batches: LengthGroupedBatchSampler, world_size: int = 1, rank: int = 0, grad_accum: int = 1
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.batches, self.world_size, self.rank, self.grad_accum = batches, world_size, rank, grad_accum

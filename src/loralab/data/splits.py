@@ -50,9 +50,7 @@ class DataBundle:
         return [s for s in (self.train, self.validation, self.test) if s is not None]
 
     def files(self) -> dict[str, dict]:
-        return {
-            s.name: {"path": s.path, "sha256": s.sha256, "examples": len(s)} for s in self.splits()
-        }
+        return {s.name: {"path": s.path, "sha256": s.sha256, "examples": len(s)} for s in self.splits()}
 
 
 def stratified_subsample(split: Split, n: int, seed: int) -> Split:
@@ -78,4 +76,3 @@ def stratified_subsample(split: Split, n: int, seed: int) -> Split:
     for lab in sorted(by_label):
         chosen += rng.sample(by_label[lab], take[lab])
     return split.subset(sorted(chosen))
-

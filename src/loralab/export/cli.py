@@ -11,15 +11,19 @@ from .writer import export_run
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="write a run's model as a plain transformers folder (or its adapter) with a model card",
+        "export",
+        help="write a run's model as a plain transformers folder (or its adapter) with a model card",
         description="Export a run: with --merge (and for every non-LoRA method) a plain transformers model "
-                    "folder that loads without loralab or peft; without --merge a LoRA run's peft adapter. "
-                    "Both come with a model card (README.md) and export.json.")
+        "folder that loads without loralab or peft; without --merge a LoRA run's peft adapter. "
+        "Both come with a model card (README.md) and export.json.",
+    )
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must not exist)")
-    p.add_argument("--merge", action="store_true",
-                   help="fold LoRA into the weights (a plain transformers model); without it a LoRA run "
-                        "exports its peft adapter")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="fold LoRA into the weights (a plain transformers model); without it a LoRA run exports its peft adapter",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=cmd_export)
 

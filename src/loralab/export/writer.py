@@ -133,7 +133,8 @@ def _verify(run, staging: Path) -> int:
     preds = predictor.predict([r["text"] for r in rows])
     tie = 1.0 / len(run.label_names) + VERIFY_ATOL  # below this the recorded argmax may be a tie
     bad = [
-        i for i, (r, p) in enumerate(zip(rows, preds, strict=True))
+        i
+        for i, (r, p) in enumerate(zip(rows, preds, strict=True))
         if abs(p["confidence"] - r["confidence"]) > VERIFY_ATOL
         or (p["label"] != r["prediction"] and r["confidence"] > tie)
     ]
@@ -163,6 +164,9 @@ def _export_meta(run, kind: str, files: dict[str, str], max_length: int) -> dict
         "loralab": __version__,
         "files": files,
         # where it came from on the exporting machine: a record, never needed to load the export
-        "provenance": {"source_run": str(run.run_dir.resolve()), "model": run.config.model.model,
-                       "base_model_path": base_source(run.config.model.model)},
+        "provenance": {
+            "source_run": str(run.run_dir.resolve()),
+            "model": run.config.model.model,
+            "base_model_path": base_source(run.config.model.model),
+        },
     }

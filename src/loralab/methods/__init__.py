@@ -119,8 +119,7 @@ class ParamTable:
         rows.append(("all", f"{self.total:,}", f"{self.trainable:,}", f"{self.trainable_percent:.4f}"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = [
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            for r in rows
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))

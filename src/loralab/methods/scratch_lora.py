@@ -61,8 +61,9 @@ class LoRALinear(nn.Module):
     call :meth:`unmerge` before training again.
     """
 
-    def __init__(self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0,
-                 use_rslora: bool = False) -> None:
+    def __init__(
+        self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False
+    ) -> None:
         super().__init__()
         if isinstance(base_layer, Conv1D):
             in_features, out_features = base_layer.weight.shape
@@ -122,8 +123,10 @@ class LoRALinear(nn.Module):
             self.merged = False
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
-                f"alpha={self.alpha:g}, merged={self.merged}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+            f"alpha={self.alpha:g}, merged={self.merged}"
+        )
 
 
 class ScratchLoraModel(nn.Module):
@@ -251,8 +254,9 @@ def load_scratch_adapter(model: nn.Module, adapter_dir: str | Path, is_trainable
             module, _, leaf = name.rpartition(".")
             target = getattr(base.get_submodule(module), leaf)  # a parameter or a buffer
             if target.shape != value.shape:
-                raise RunDirError(f"{weights_path}: {key} has shape {tuple(value.shape)}, the model "
-                                  f"expects {tuple(target.shape)}")
+                raise RunDirError(
+                    f"{weights_path}: {key} has shape {tuple(value.shape)}, the model expects {tuple(target.shape)}"
+                )
             target.copy_(value)
     if not is_trainable:
         wrapper.eval()
@@ -264,9 +268,23 @@ def load_scratch_adapter(model: nn.Module, adapter_dir: str | Path, is_trainable
 # ---------------------------------------------------------------------------------------------
 
 #: peft options this implementation does not have: each must be off (falsy).
-UNSUPPORTED = ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "layer_replication", "target_parameters",
-               "trainable_token_indices", "use_qalora", "alora_invocation_tokens", "arrow_config", "use_bdlora",
-               "velora_config", "monteclora_config", "kasa_config", "ensure_weight_tying")
+UNSUPPORTED = (
+    "use_dora",
+    "lora_bias",
+    "rank_pattern",
+    "alpha_pattern",
+    "layer_replication",
+    "target_parameters",
+    "trainable_token_indices",
+    "use_qalora",
+    "alora_invocation_tokens",
+    "arrow_config",
+    "use_bdlora",
+    "velora_config",
+    "monteclora_config",
+    "kasa_config",
+    "ensure_weight_tying",
+)
 
 
 def _inject(model: nn.Module, conf: LoraConfig, trainable: bool) -> ScratchLoraModel:
@@ -285,8 +303,10 @@ def _inject(model: nn.Module, conf: LoraConfig, trainable: bool) -> ScratchLoraM
     for name in targets:
         base = model.get_submodule(name)
         if not isinstance(base, (nn.Linear, Conv1D)):
-            raise ConfigError(f"--target-modules {_names(conf.target_modules)}: {name} is a {type(base).__name__}; "
-                              "--impl scratch adapts Linear (and GPT-2 Conv1D) layers only (use --impl peft)")
+            raise ConfigError(
+                f"--target-modules {_names(conf.target_modules)}: {name} is a {type(base).__name__}; "
+                "--impl scratch adapts Linear (and GPT-2 Conv1D) layers only (use --impl peft)"
+            )
         # peft corrects fan_in_fan_out to the layer type (and saves the corrected value)
         conf.fan_in_fan_out = isinstance(base, Conv1D)
         layer = LoRALinear(base, conf.r, conf.lora_alpha, conf.lora_dropout, conf.use_rslora)

@@ -16,10 +16,24 @@ def reliability_png(result: dict, title: str) -> bytes:
     ax, axn = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
     lows = [b["low"] for b in cal["bins"]]
-    ax.bar(lows, [b["accuracy"] for b in cal["bins"]], width=width, align="edge", edgecolor="black",
-           color="C0", alpha=0.8, label="accuracy")
-    ax.scatter([b["confidence"] for b in cal["bins"]], [b["accuracy"] for b in cal["bins"]], color="C3", zorder=3,
-               s=18, label="(mean confidence, accuracy)")
+    ax.bar(
+        lows,
+        [b["accuracy"] for b in cal["bins"]],
+        width=width,
+        align="edge",
+        edgecolor="black",
+        color="C0",
+        alpha=0.8,
+        label="accuracy",
+    )
+    ax.scatter(
+        [b["confidence"] for b in cal["bins"]],
+        [b["accuracy"] for b in cal["bins"]],
+        color="C3",
+        zorder=3,
+        s=18,
+        label="(mean confidence, accuracy)",
+    )
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_title(f"{title}\nECE {cal['ece']:.3f}, {result['examples']} examples", fontsize=10)

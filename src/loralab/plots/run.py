@@ -17,8 +17,14 @@ def plot_curves(history: list[dict], out_dir: Path, title: str) -> None:
     fig = Figure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
     if steps:  # markers when there are few points, so that a short run's curve is visible
-        ax1.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], "o-" if len(steps) < 30 else "-",
-                 label="train loss", alpha=0.7, markersize=3)
+        ax1.plot(
+            [r["step"] for r in steps],
+            [r["train_loss"] for r in steps],
+            "o-" if len(steps) < 30 else "-",
+            label="train loss",
+            alpha=0.7,
+            markersize=3,
+        )
     if epochs:
         ax1.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "o-", label="validation loss")
         ax2.plot([r["epoch"] for r in epochs], [r["val_accuracy"] for r in epochs], "o-", color="C2")
@@ -48,7 +54,8 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], out_path: Pa
     peak = max(max(r) for r in matrix) or 1
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(matrix[i][j]), ha="center", va="center",
-                    color="white" if matrix[i][j] > peak / 2 else "black")
+            ax.text(
+                j, i, str(matrix[i][j]), ha="center", va="center", color="white" if matrix[i][j] > peak / 2 else "black"
+            )
     ax.set_title(title)
     save_figure(fig, out_path, "png")

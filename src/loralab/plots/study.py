@@ -58,8 +58,9 @@ def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.legend(fontsize=8)
 
 
-def params_png(study: str, split: str, cells: Sequence[tuple[str, Point]], front: Sequence[Point],
-               front_split: str) -> bytes:
+def params_png(
+    study: str, split: str, cells: Sequence[tuple[str, Point]], front: Sequence[Point], front_split: str
+) -> bytes:
     """Accuracy on ``split`` against trainable parameters (log scale), one labelled point per cell,
     and the Pareto ``front`` (chosen on ``front_split``) as a step line with circled cells."""
     fig = Figure(figsize=(7, 4.5))
@@ -67,13 +68,23 @@ def params_png(study: str, split: str, cells: Sequence[tuple[str, Point]], front
     for label, p in cells:
         _errbar(ax, [p], fmt="o", color="C0")
         ax.annotate(label, (p.x, 100 * p.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.step([p.x for p in front], [100 * p.mean for p in front], where="post", color="C3", lw=1.5, alpha=0.8,
-            label=f"Pareto front (on {front_split})")
-    ax.scatter([p.x for p in front], [100 * p.mean for p in front], s=120, facecolors="none", edgecolors="C3",
-               zorder=3)
+    ax.step(
+        [p.x for p in front],
+        [100 * p.mean for p in front],
+        where="post",
+        color="C3",
+        lw=1.5,
+        alpha=0.8,
+        label=f"Pareto front (on {front_split})",
+    )
+    ax.scatter([p.x for p in front], [100 * p.mean for p in front], s=120, facecolors="none", edgecolors="C3", zorder=3)
     ax.set_xscale("log")
-    _finish(ax, "trainable parameters (log scale)", f"{split} accuracy (%)",
-            f"{study}: accuracy vs trainable parameters (mean, 95% CI over seeds)")
+    _finish(
+        ax,
+        "trainable parameters (log scale)",
+        f"{split} accuracy (%)",
+        f"{study}: accuracy vs trainable parameters (mean, 95% CI over seeds)",
+    )
     return _png(fig)
 
 
@@ -101,11 +112,13 @@ def curves_png(study: str, curves: dict[str, tuple[Sequence[Curve], Curve]]) -> 
         color = f"C{i % 10}"
         for pts in per_seed:
             ax.plot([e for e, _ in pts], [100 * a for _, a in pts], color=color, alpha=0.25, lw=1)
-        ax.plot([e for e, _ in mean], [100 * a for _, a in mean], "o-", color=color,
-                label=f"{name} ({len(per_seed)} seeds)")
+        ax.plot(
+            [e for e, _ in mean], [100 * a for _, a in mean], "o-", color=color, label=f"{name} ({len(per_seed)} seeds)"
+        )
     ax.set_xticks(sorted({e for per_seed, _ in curves.values() for pts in per_seed for e, _ in pts}))
-    _finish(ax, "epoch", "validation accuracy (%)",
-            f"{study}: validation accuracy per epoch (thin: seeds, thick: mean)")
+    _finish(
+        ax, "epoch", "validation accuracy (%)", f"{study}: validation accuracy per epoch (thin: seeds, thick: mean)"
+    )
     return _png(fig)
 
 
@@ -121,8 +134,15 @@ def confusions_png(study: str, split: str, matrices: dict[str, tuple[np.ndarray,
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
-                ax.text(j, i, f"{m[i, j]}\n{100 * norm[i, j]:.0f}%", ha="center", va="center", fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{m[i, j]}\n{100 * norm[i, j]:.0f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_title(f"{name}\n({k} seed{'s' if k > 1 else ''} summed)", fontsize=9)

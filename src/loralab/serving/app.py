@@ -1,12 +1,12 @@
 """The FastAPI app: ``/predict``, ``/health``, the web page and, over many adapters, ``/adapters``.
 
-    POST   /predict          {"texts": [...]} -> {"predictions": [{label, label_name, confidence, probabilities}]}
-                             many adapters: also "adapter": NAME, or "adapters": [NAME, ...] | "all"
-    GET    /health           status, model, label names, limits and batching counters
-    GET    /adapters         many adapters: each one's name and run metadata, and the default
-    POST   /adapters         many adapters: {"run": PATH under an --adapter-root, "name": optional}
-    DELETE /adapters/NAME    many adapters: stop serving one
-    GET    /                 a self-contained web page (no external resources: works offline)
+POST   /predict          {"texts": [...]} -> {"predictions": [{label, label_name, confidence, probabilities}]}
+                         many adapters: also "adapter": NAME, or "adapters": [NAME, ...] | "all"
+GET    /health           status, model, label names, limits and batching counters
+GET    /adapters         many adapters: each one's name and run metadata, and the default
+POST   /adapters         many adapters: {"run": PATH under an --adapter-root, "name": optional}
+DELETE /adapters/NAME    many adapters: stop serving one
+GET    /                 a self-contained web page (no external resources: works offline)
 """
 
 import asyncio
@@ -25,7 +25,7 @@ PREDICTION_KEYS = ("label", "label_name", "confidence", "probabilities")
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                               "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -56,9 +56,14 @@ def resolve_under_roots(path: str, roots: Sequence[Path]) -> Path:
     raise RequestError(404, f"run {path}: no such run directory under the adapter roots")
 
 
-def create_app(predictor, limits: ServeLimits | None = None, info: dict | None = None,
-               allowed_hosts: Sequence[str] | None = None, adapter_roots: Sequence[str | Path] = (),
-               default_adapter: str | None = None):
+def create_app(
+    predictor,
+    limits: ServeLimits | None = None,
+    info: dict | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    adapter_roots: Sequence[str | Path] = (),
+    default_adapter: str | None = None,
+):
     """The FastAPI app serving ``predictor``: anything with ``predict(texts)`` and ``label_names``,
     or a :class:`~loralab.adapters.MultiAdapterPredictor` (many adapters: ``/adapters`` routes,
     ``adapter``/``adapters`` in ``/predict``; runs may be added from under ``adapter_roots``).
@@ -89,8 +94,9 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
         from ..adapters import UnknownAdapterError
 
         if default_adapter is not None and default_adapter not in predictor.adapters:
-            raise UnknownAdapterError(f"--default-adapter {default_adapter}: no such adapter (served: "
-                                      f"{', '.join(predictor.names)})")
+            raise UnknownAdapterError(
+                f"--default-adapter {default_adapter}: no such adapter (served: {', '.join(predictor.names)})"
+            )
         state["default"] = default_adapter or predictor.names[0]
 
     @contextlib.asynccontextmanager
@@ -102,9 +108,12 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
             await batcher.stop()
 
     app = FastAPI(
-        title="loralab text classifier", version=__version__, lifespan=lifespan, redoc_url=None,
+        title="loralab text classifier",
+        version=__version__,
+        lifespan=lifespan,
+        redoc_url=None,
         description="Classify texts with a model trained by loralab. The /docs page loads Swagger UI from a "
-                    "CDN and needs internet access; /openapi.json works offline.",
+        "CDN and needs internet access; /openapi.json works offline.",
     )
     app.state.batcher = batcher
     app.state.limits = limits
@@ -118,13 +127,16 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
         return JSONResponse(body, status_code=status, headers=headers)
 
     body_schema = request_model.model_json_schema()
-    errors_doc = {code: {"model": error_model, "description": why} for code, why in (
-        (413, "too many texts, a text too long, or the body too large"),
-        (415, "the body is not declared as JSON"),
-        (422, "the body is not JSON, or not an object with a non-empty list of non-empty strings"),
-        (503, "the server is busy (queue full); retry shortly"),
-        *([(404, "an unknown adapter")] if multi else []),
-    )}
+    errors_doc = {
+        code: {"model": error_model, "description": why}
+        for code, why in (
+            (413, "too many texts, a text too long, or the body too large"),
+            (415, "the body is not declared as JSON"),
+            (422, "the body is not JSON, or not an object with a non-empty list of non-empty strings"),
+            (503, "the server is busy (queue full); retry shortly"),
+            *([(404, "an unknown adapter")] if multi else []),
+        )
+    }
 
     def chosen_adapters(req) -> tuple[list[str], bool]:
         """``(names, several)``: the adapters a request asks for, and whether it used ``adapters``."""
@@ -145,8 +157,13 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
                 raise RequestError(404, f"unknown adapter {name!r} (GET /adapters lists the served ones)")
         return names, several
 
-    @app.post("/predict", response_model=response_model, responses=errors_doc, summary="Classify texts",
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}})
+    @app.post(
+        "/predict",
+        response_model=response_model,
+        responses=errors_doc,
+        summary="Classify texts",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}},
+    )
     async def predict(request: Request):
         """One prediction per text, in input order (many adapters: per text, one per adapter asked)."""
         try:
@@ -172,16 +189,30 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
         if not several:
             return JSONResponse({"adapter": names[0], "predictions": answers})
         k = len(names)
-        return JSONResponse({"adapters": names, "predictions": [answers[i:i + k] for i in range(0, len(answers), k)]})
+        return JSONResponse({"adapters": names, "predictions": [answers[i : i + k] for i in range(0, len(answers), k)]})
 
     @app.get("/health", summary="Status, model, limits and batching counters")
     async def health():
-        extra = {"adapters": predictor.names, "default_adapter": state["default"],
-                 "label_names": predictor.adapters[state["default"]].label_names} if multi else {}
-        return {"status": "ok" if batcher.running else "stopped", **info, **extra, "limits": asdict(limits),
-                "queued": batcher.queued(), "batching": asdict(batcher.stats)}
+        extra = (
+            {
+                "adapters": predictor.names,
+                "default_adapter": state["default"],
+                "label_names": predictor.adapters[state["default"]].label_names,
+            }
+            if multi
+            else {}
+        )
+        return {
+            "status": "ok" if batcher.running else "stopped",
+            **info,
+            **extra,
+            "limits": asdict(limits),
+            "queued": batcher.queued(),
+            "batching": asdict(batcher.stats),
+        }
 
     if multi:
+
         def listing(adapter) -> dict:
             return {"name": adapter.name, "default": adapter.name == state["default"], **adapter.info}
 
@@ -189,11 +220,17 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
         async def list_adapters():
             return {"default": state["default"], "adapters": [listing(a) for a in list(predictor.adapters.values())]}
 
-        @app.post("/adapters", status_code=201, summary="Serve one more LoRA run (under an --adapter-root)",
-                  responses={403: {"model": error_model, "description": "the path is not under an adapter root"},
-                             404: {"model": error_model, "description": "no such run directory"},
-                             409: {"model": error_model, "description": "the name is taken"},
-                             422: {"model": error_model, "description": "not a LoRA run over this backbone"}})
+        @app.post(
+            "/adapters",
+            status_code=201,
+            summary="Serve one more LoRA run (under an --adapter-root)",
+            responses={
+                403: {"model": error_model, "description": "the path is not under an adapter root"},
+                404: {"model": error_model, "description": "no such run directory"},
+                409: {"model": error_model, "description": "the name is taken"},
+                422: {"model": error_model, "description": "not a LoRA run over this backbone"},
+            },
+        )
         async def add_adapter(request: Request):
             from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -223,9 +260,14 @@ def create_app(predictor, limits: ServeLimits | None = None, info: dict | None =
                 return error(e.status, e.detail)
             return JSONResponse(listing(adapter), status_code=201)
 
-        @app.delete("/adapters/{name}", summary="Stop serving an adapter",
-                    responses={404: {"model": error_model, "description": "no such adapter"},
-                               409: {"model": error_model, "description": "the last adapter"}})
+        @app.delete(
+            "/adapters/{name}",
+            summary="Stop serving an adapter",
+            responses={
+                404: {"model": error_model, "description": "no such adapter"},
+                409: {"model": error_model, "description": "the last adapter"},
+            },
+        )
         async def remove_adapter(name: str):
             if name not in predictor.adapters:
                 return error(404, f"unknown adapter {name!r} (GET /adapters lists the served ones)")

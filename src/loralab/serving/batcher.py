@@ -174,4 +174,3 @@ class MicroBatcher:
             if not job.future.done():
                 job.future.set_result(results[start:end])
             start = end
-

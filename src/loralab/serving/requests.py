@@ -50,8 +50,11 @@ def request_models(multi: bool = False):
         """Texts to classify, one review each."""
 
         model_config = ConfigDict(extra="forbid", strict=True)
-        texts: list[str] = Field(min_length=1, description="texts to classify (non-empty, in order)",
-                                 examples=[["a gorgeous, witty film", "a tedious mess"]])
+        texts: list[str] = Field(
+            min_length=1,
+            description="texts to classify (non-empty, in order)",
+            examples=[["a gorgeous, witty film", "a tedious mess"]],
+        )
 
     class Prediction(BaseModel):
         label: int = Field(description="predicted label id")
@@ -74,7 +77,8 @@ def request_models(multi: bool = False):
 
         adapter: str | None = Field(None, description="the adapter to answer with (default: the default adapter)")
         adapters: list[str] | Literal["all"] | None = Field(
-            None, description='several adapters, in the order given, or "all" (in GET /adapters order)')
+            None, description='several adapters, in the order given, or "all" (in GET /adapters order)'
+        )
 
     class AdapterPrediction(Prediction):
         adapter: str = Field(description="the adapter that gave this answer")
@@ -84,7 +88,8 @@ def request_models(multi: bool = False):
         adapters: list[str] | None = Field(None, description="with `adapters`: the adapters, in answer order")
         predictions: list[AdapterPrediction] | list[list[AdapterPrediction]] = Field(
             description="one entry per input text, in input order: with `adapter`, its prediction; with "
-                        "`adapters`, the list of each adapter's prediction, in the order of `adapters`")
+            "`adapters`, the list of each adapter's prediction, in the order of `adapters`"
+        )
 
     return MultiPredictRequest, MultiPredictResponse, ErrorResponse
 
@@ -103,8 +108,11 @@ def parse_request(body: bytes, limits: ServeLimits, model):
         first = errors[0]
         where = ".".join(str(x) for x in first["loc"]) or "body"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise RequestError(422, f"{where}: {first['msg']}{more}",
-                           [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in errors]) from None
+        raise RequestError(
+            422,
+            f"{where}: {first['msg']}{more}",
+            [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in errors],
+        ) from None
     texts = request.texts
     if len(texts) > limits.max_texts:
         raise RequestError(413, f"too many texts: {len(texts)} (at most {limits.max_texts} per request)")
@@ -139,4 +147,3 @@ def is_json(content_type: str | None) -> bool:
         return True  # curl --data-binary without -H: accept, the body is still checked
     kind = content_type.split(";")[0].strip().lower()
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
-

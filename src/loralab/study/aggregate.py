@@ -113,8 +113,14 @@ def load_study(root: str | Path) -> StudyData:
         cells[r["cell"]].runs.append(data)
     if meta.get("baseline") not in cells:
         raise StudyError(f"{root}/study.json: baseline {meta.get('baseline')!r} is not a cell")
-    return StudyData(folder.root, meta["name"], meta.get("spec", {}).get("description") or "",
-                     meta["baseline"], list(cells.values()), meta)
+    return StudyData(
+        folder.root,
+        meta["name"],
+        meta.get("spec", {}).get("description") or "",
+        meta["baseline"],
+        list(cells.values()),
+        meta,
+    )
 
 
 def summarize(cell: CellData) -> CellSummary:
@@ -130,8 +136,13 @@ def summarize(cell: CellData) -> CellSummary:
     train_s = [run.results["timing"].get("train_seconds") for run in runs]
     mem = [run.results.get("memory", {}).get("peak_bytes") for run in runs]
     return CellSummary(
-        name=cell.name, method=cell.method, n_planned=len(cell.runs), seeds=[r.seed for r in cell.done],
-        metrics=metrics, trainable=params.get("trainable"), total=params.get("total"),
+        name=cell.name,
+        method=cell.method,
+        n_planned=len(cell.runs),
+        seeds=[r.seed for r in cell.done],
+        metrics=metrics,
+        trainable=params.get("trainable"),
+        total=params.get("total"),
         trainable_percent=params.get("trainable_percent"),
         seconds_per_epoch=t_interval([v for v in spe if v is not None]),
         train_seconds=t_interval([v for v in train_s if v is not None]),
@@ -181,8 +192,11 @@ def epoch_curves(cell: CellData) -> dict[int, list[tuple[float, float]]]:
             rows = r.run.metrics()
         except OSError:
             continue
-        pts = [(row["epoch"], row["val_accuracy"]) for row in rows
-               if row.get("kind") == "epoch" and row.get("val_accuracy") is not None]
+        pts = [
+            (row["epoch"], row["val_accuracy"])
+            for row in rows
+            if row.get("kind") == "epoch" and row.get("val_accuracy") is not None
+        ]
         if pts:
             out[r.seed] = pts
     return out

@@ -7,40 +7,64 @@ import argparse
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "study", help="run a study (cells x seeds, resumable) and report it with statistics",
+        "study",
+        help="run a study (cells x seeds, resumable) and report it with statistics",
         description="Run every (cell, seed) of a study YAML in its own process, resumably, and report "
-                    "the comparison with statistics, plots and an error analysis (docs/studies.md).")
+        "the comparison with statistics, plots and an error analysis (docs/studies.md).",
+    )
     sub = p.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
 
     r = sub.add_parser(
-        "run", help="run the unfinished runs of a study",
+        "run",
+        help="run the unfinished runs of a study",
         description="Run every (cell, seed) of STUDY.yaml that has no finished run directory yet, each in a "
-                    "fresh process; failed runs are recorded in failures.json and retried next time.")
+        "fresh process; failed runs are recorded in failures.json and retried next time.",
+    )
     r.add_argument("spec", metavar="STUDY.yaml", help="the study file (see studies/)")
     r.add_argument("--out", metavar="DIR", help="the study folder (default: studies_out/<name>)")
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
-    r.add_argument("--threads", type=int, default=None,
-                   help="torch threads per run (default: CPU cores // jobs, at least 1)")
-    r.add_argument("--gpus-per-run", type=int, default=None, metavar="G",
-                   help="GPUs given to each run through CUDA_VISIBLE_DEVICES (default: 1 where a GPU is visible, "
-                        "else 0); G > 1 trains each run data-parallel on its G GPUs")
-    r.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: worker processes on this machine (default); ray: one Ray task per run on a Ray "
-                        "cluster (pip install 'loralab[ray]')")
-    r.add_argument("--address", metavar="ADDR", default=None,
-                   help="--executor ray: the cluster to join (e.g. 10.0.0.1:6379 or auto); default: a local Ray "
-                        "instance started for this study")
-    r.add_argument("--dry-run", action="store_true",
-                   help="list the cells, their trainable parameters and an estimated cost; run nothing")
-    r.add_argument("--data-dir", metavar="DIR", help="data folder for every run (default: base.data_dir, "
-                                                     "else $LORALAB_DATA_DIR)")
+    r.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: CPU cores // jobs, at least 1)"
+    )
+    r.add_argument(
+        "--gpus-per-run",
+        type=int,
+        default=None,
+        metavar="G",
+        help="GPUs given to each run through CUDA_VISIBLE_DEVICES (default: 1 where a GPU is visible, "
+        "else 0); G > 1 trains each run data-parallel on its G GPUs",
+    )
+    r.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: worker processes on this machine (default); ray: one Ray task per run on a Ray "
+        "cluster (pip install 'loralab[ray]')",
+    )
+    r.add_argument(
+        "--address",
+        metavar="ADDR",
+        default=None,
+        help="--executor ray: the cluster to join (e.g. 10.0.0.1:6379 or auto); default: a local Ray "
+        "instance started for this study",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the cells, their trainable parameters and an estimated cost; run nothing",
+    )
+    r.add_argument(
+        "--data-dir", metavar="DIR", help="data folder for every run (default: base.data_dir, else $LORALAB_DATA_DIR)"
+    )
     r.add_argument("--model", metavar="MODEL", help="backbone for every run, replacing base.model")
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser(
-        "report", help="write report.md, report.html and summary.csv for a study folder",
+        "report",
+        help="write report.md, report.html and summary.csv for a study folder",
         description="Summarise a study folder: per-cell statistics over seeds, comparisons with the baseline "
-                    "(paired bootstrap, exact tests), plots, error analysis and findings.")
+        "(paired bootstrap, exact tests), plots, error analysis and findings.",
+    )
     rep.add_argument("dir", metavar="DIR", help="the study folder (e.g. studies_out/smoke)")
     rep.set_defaults(func=cmd_report)
 
@@ -73,16 +97,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor == "ray":
         from .ray_executor import run_study_on_ray
 
-        outcome = run_study_on_ray(plan, address=args.address, threads=args.threads, gpus_per_run=args.gpus_per_run,
-                                   echo=echo)
+        outcome = run_study_on_ray(
+            plan, address=args.address, threads=args.threads, gpus_per_run=args.gpus_per_run, echo=echo
+        )
     else:
         if args.address:
             raise ConfigError("--address is for --executor ray")
         outcome = run_study(plan, jobs=args.jobs, threads=args.threads, echo=echo, gpus_per_run=args.gpus_per_run)
     total = len(plan.runs)
-    print(f"study {plan.spec.name}: {total - len(outcome.failed)} of {total} runs complete "
-          f"({len(outcome.trained)} trained now, {len(outcome.skipped)} already done, {len(outcome.failed)} failed) "
-          f"in {outcome.seconds:.0f} s -> {plan.root}")
+    print(
+        f"study {plan.spec.name}: {total - len(outcome.failed)} of {total} runs complete "
+        f"({len(outcome.trained)} trained now, {len(outcome.skipped)} already done, {len(outcome.failed)} failed) "
+        f"in {outcome.seconds:.0f} s -> {plan.root}"
+    )
     if outcome.failed:
         print(f"failed runs are listed in {plan.root}/failures.json; `loralab study run` again retries them")
     print(f"report: loralab study report {plan.root}")
@@ -122,22 +149,53 @@ def dry_run_lines(plan, jobs: int) -> tuple[list[str], list[str]]:
             table = inspect_params(cfg)
         except LoralabError as e:
             errors.append(f"cell {cell.name!r}: {e}")
-            rows.append((cell.name, cfg.method.method, "error", "", f"{sizes['train']:,}", str(cfg.train.epochs),
-                         "", str(len(runs)), str(done)))
+            rows.append(
+                (
+                    cell.name,
+                    cfg.method.method,
+                    "error",
+                    "",
+                    f"{sizes['train']:,}",
+                    str(cfg.train.epochs),
+                    "",
+                    str(len(runs)),
+                    str(done),
+                )
+            )
             continue
         est = estimate_seconds(cfg, table.total, sizes)
         remaining += est * (len(runs) - done)
-        rows.append((cell.name, cfg.method.method, f"{table.trainable:,}", f"{table.trainable_percent:.4f}",
-                     f"{sizes['train']:,}", str(cfg.train.epochs), clock(est), str(len(runs)), str(done)))
+        rows.append(
+            (
+                cell.name,
+                cfg.method.method,
+                f"{table.trainable:,}",
+                f"{table.trainable_percent:.4f}",
+                f"{sizes['train']:,}",
+                str(cfg.train.epochs),
+                clock(est),
+                str(len(runs)),
+                str(done),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"study {plan.spec.name}: {len(plan.cells)} cells x {len(plan.spec.seeds)} seeds "
-             f"({', '.join(map(str, plan.spec.seeds))}) = {len(plan.runs)} runs -> {plan.root}",
-             f"baseline: {plan.baseline}", ""]
-    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-              for r in rows]
-    lines += ["", f"estimated time for the {sum(not folder.is_complete(r.id) for r in plan.runs)} unfinished runs: "
-                  f"{clock(remaining / jobs)} with --jobs {jobs} (rough: see `loralab.study.cost`, docs/studies.md)",
-              "", "runs:"]
+    lines = [
+        f"study {plan.spec.name}: {len(plan.cells)} cells x {len(plan.spec.seeds)} seeds "
+        f"({', '.join(map(str, plan.spec.seeds))}) = {len(plan.runs)} runs -> {plan.root}",
+        f"baseline: {plan.baseline}",
+        "",
+    ]
+    lines += [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"estimated time for the {sum(not folder.is_complete(r.id) for r in plan.runs)} unfinished runs: "
+        f"{clock(remaining / jobs)} with --jobs {jobs} (rough: see `loralab.study.cost`, docs/studies.md)",
+        "",
+        "runs:",
+    ]
     lines += [f"  {r.id}  [{'done' if folder.is_complete(r.id) else 'todo'}]" for r in plan.runs]
     return lines, errors
 

@@ -55,8 +55,10 @@ def estimate_seconds(config: RunConfig, total_params: int, sizes: dict[str, int]
     if config.method.method == "head" and config.train.cache_features and epochs:
         work = (n_train + n_val) * EVAL_SECONDS_PER_EXAMPLE + (n_val + n_test) * EVAL_SECONDS_PER_EXAMPLE
     else:
-        work = (n_train * epochs * TRAIN_SECONDS_PER_EXAMPLE[config.method.method]
-                + (n_val * (epochs + 1) + n_test) * EVAL_SECONDS_PER_EXAMPLE)
+        work = (
+            n_train * epochs * TRAIN_SECONDS_PER_EXAMPLE[config.method.method]
+            + (n_val * (epochs + 1) + n_test) * EVAL_SECONDS_PER_EXAMPLE
+        )
     return STARTUP_SECONDS + scale * work
 
 

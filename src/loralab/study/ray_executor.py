@@ -44,8 +44,13 @@ def import_ray():
     return ray
 
 
-def run_study_on_ray(plan: StudyPlan, address: str | None = None, threads: int | None = None,
-                     gpus_per_run: int | None = None, echo: Callable[[str], None] = print) -> StudyOutcome:
+def run_study_on_ray(
+    plan: StudyPlan,
+    address: str | None = None,
+    threads: int | None = None,
+    gpus_per_run: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> StudyOutcome:
     """Run every unfinished run of ``plan`` as a Ray task (``num_cpus=threads``, ``num_gpus=G``)."""
     ray = import_ray()
     folder = StudyFolder(plan.root)
@@ -54,8 +59,7 @@ def run_study_on_ray(plan: StudyPlan, address: str | None = None, threads: int |
         with file_lock(folder.root / STUDY_LOCK, blocking=False):
             started = not ray.is_initialized()
             if started:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
             try:
                 return _run(ray, plan, folder, threads or 1, gpus_per_run, echo)
             finally:
@@ -65,26 +69,32 @@ def run_study_on_ray(plan: StudyPlan, address: str | None = None, threads: int |
         raise StudyError(f"{folder.root}: another `loralab study run` is using this study folder") from None
 
 
-def _run(ray, plan: StudyPlan, folder: StudyFolder, threads: int, gpus_per_run: int | None,
-         echo: Callable[[str], None]) -> StudyOutcome:
+def _run(
+    ray, plan: StudyPlan, folder: StudyFolder, threads: int, gpus_per_run: int | None, echo: Callable[[str], None]
+) -> StudyOutcome:
     t0 = time.perf_counter()
     resources = ray.cluster_resources()
     gpus = gpus_per_run if gpus_per_run is not None else (1 if resources.get("GPU", 0) > 0 else 0)
     if gpus > resources.get("GPU", 0):
         raise StudyError(f"--gpus-per-run {gpus}: the Ray cluster has {int(resources.get('GPU', 0))} GPU(s)")
     if threads > resources.get("CPU", 0):
-        raise StudyError(f"--threads {threads}: no node of the Ray cluster has that many CPUs "
-                         f"({int(resources.get('CPU', 0))} in all)")
+        raise StudyError(
+            f"--threads {threads}: no node of the Ray cluster has that many CPUs "
+            f"({int(resources.get('CPU', 0))} in all)"
+        )
     outcome = StudyOutcome()
-    how = (f"Ray cluster ({int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs), "
-           f"{threads} CPU(s){f' + {gpus} GPU(s)' if gpus else ''} per run")
+    how = (
+        f"Ray cluster ({int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs), "
+        f"{threads} CPU(s){f' + {gpus} GPU(s)' if gpus else ''} per run"
+    )
     todo, failures = prepare(plan, folder, outcome, echo, how)
     progress = Progress(plan, outcome, echo)
     task = ray.remote(train_in_task).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
     pending: dict = {}
     for run in todo:
-        ref = task.remote(run.id, strip_output_dir(run.train_flags()), threads, max(1, gpus),
-                          study_env(plan.spec.name, run))
+        ref = task.remote(
+            run.id, strip_output_dir(run.train_flags()), threads, max(1, gpus), study_env(plan.spec.name, run)
+        )
         pending[ref] = (run, time.perf_counter())
     progress(f"submitted {len(todo)} run(s)", len(pending), len(pending))
     while pending:
@@ -133,15 +143,31 @@ def train_in_task(run_id: str, flags: list[str], threads: int, processes: int, e
 
     with tempfile.TemporaryDirectory(prefix="loralab-ray-") as tmp:
         out = Path(tmp) / run_id
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", **(extra_env or {}))
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS=str(threads),
+            MKL_NUM_THREADS=str(threads),
+            TOKENIZERS_PARALLELISM="false",
+            PYTHONUNBUFFERED="1",
+            **(extra_env or {}),
+        )
         cmd = [*train_launcher(processes), "train", *flags, "--output-dir", str(out), "--no-progress"]
         # the training process dies with the Ray worker running this task: a cancelled task leaves no orphan
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env=env, preexec_fn=functools.partial(parent_death_signal, signal.SIGKILL))  # noqa: PLW1509
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=functools.partial(parent_death_signal, signal.SIGKILL),
+        )  # noqa: PLW1509
         archive = pack_dir(out) if proc.returncode == 0 and (out / "results.json").is_file() else None
-        return {"returncode": proc.returncode, "log": proc.stdout.decode("utf-8", "replace"), "archive": archive,
-                "node": socket.gethostname()}
+        return {
+            "returncode": proc.returncode,
+            "log": proc.stdout.decode("utf-8", "replace"),
+            "archive": archive,
+            "node": socket.gethostname(),
+        }
 
 
 def pack_dir(path: Path) -> bytes:

@@ -93,8 +93,13 @@ def plan_gpus(jobs: int, gpus_per_run: int | None) -> tuple[int, list[str], int]
     return g, pool, min(jobs, len(pool) // g)
 
 
-def run_study(plan: StudyPlan, jobs: int = 1, threads: int | None = None,
-              echo: Callable[[str], None] = print, gpus_per_run: int | None = None) -> StudyOutcome:
+def run_study(
+    plan: StudyPlan,
+    jobs: int = 1,
+    threads: int | None = None,
+    echo: Callable[[str], None] = print,
+    gpus_per_run: int | None = None,
+) -> StudyOutcome:
     """Run every unfinished run of ``plan``; returns what was skipped, trained and failed."""
     if jobs < 1:
         raise StudyError(f"--jobs must be at least 1, got {jobs}")
@@ -109,8 +114,9 @@ def run_study(plan: StudyPlan, jobs: int = 1, threads: int | None = None,
         raise StudyError(f"{folder.root}: another `loralab study run` is using this study folder") from None
 
 
-def prepare(plan: StudyPlan, folder: StudyFolder, outcome: StudyOutcome, echo: Callable[[str], None],
-            how: str) -> tuple[list[PlannedRun], dict[str, dict]]:
+def prepare(
+    plan: StudyPlan, folder: StudyFolder, outcome: StudyOutcome, echo: Callable[[str], None], how: str
+) -> tuple[list[PlannedRun], dict[str, dict]]:
     """What every executor does first: write study.json, find the unfinished runs, sweep stale
     staging, note foreign folders, drop stale failures. Returns (runs to do, failures so far)."""
     folder.write_study(plan.to_json())
@@ -121,8 +127,10 @@ def prepare(plan: StudyPlan, folder: StudyFolder, outcome: StudyOutcome, echo: C
             outcome.skipped.append(run.id)
         else:
             todo.append(run)
-    echo(f"study {plan.spec.name}: {len(plan.cells)} cells x {len(plan.spec.seeds)} seeds = {len(plan.runs)} runs, "
-         f"{len(outcome.skipped)} already done; {how} -> {folder.root}")
+    echo(
+        f"study {plan.spec.name}: {len(plan.cells)} cells x {len(plan.spec.seeds)} seeds = {len(plan.runs)} runs, "
+        f"{len(outcome.skipped)} already done; {how} -> {folder.root}"
+    )
     if removed := folder.sweep_stale_staging():
         echo(f"removed {removed} staging folder(s) left by killed runs")
     if folder.runs_dir.is_dir():
@@ -144,22 +152,37 @@ class Progress:
 
     def __call__(self, event: str, running: int, left: int) -> None:
         done = len(self.outcome.skipped) + len(self.outcome.trained)
-        self.echo(f"[{self.plan.spec.name} {clock(time.perf_counter() - self.t0)}] {event} | done {done}/"
-                  f"{len(self.plan.runs)}, running {running}, failed {len(self.outcome.failed)}, left {left}")
+        self.echo(
+            f"[{self.plan.spec.name} {clock(time.perf_counter() - self.t0)}] {event} | done {done}/"
+            f"{len(self.plan.runs)}, running {running}, failed {len(self.outcome.failed)}, left {left}"
+        )
 
 
-def record_failure(failures: dict, outcome: StudyOutcome, folder: StudyFolder, run: PlannedRun, rc: int,
-                   error: str, secs: float) -> None:
+def record_failure(
+    failures: dict, outcome: StudyOutcome, folder: StudyFolder, run: PlannedRun, rc: int, error: str, secs: float
+) -> None:
     failures[run.id] = {
-        "cell": run.cell, "seed": run.seed, "returncode": rc, "error": error,
-        "log": str(folder.log_path(run.id).relative_to(folder.root)), "seconds": round(secs, 1), "time": _now(),
+        "cell": run.cell,
+        "seed": run.seed,
+        "returncode": rc,
+        "error": error,
+        "log": str(folder.log_path(run.id).relative_to(folder.root)),
+        "seconds": round(secs, 1),
+        "time": _now(),
     }
     outcome.failed[run.id] = failures[run.id]
     folder.write_failures(failures)
 
 
-def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
-                echo: Callable[[str], None], gpus: int = 0, pool: list[str] | None = None) -> StudyOutcome:
+def _run_locked(
+    plan: StudyPlan,
+    folder: StudyFolder,
+    jobs: int,
+    threads: int,
+    echo: Callable[[str], None],
+    gpus: int = 0,
+    pool: list[str] | None = None,
+) -> StudyOutcome:
     t0 = time.perf_counter()
     outcome = StudyOutcome()
     how = f"{jobs} job(s) x {threads} torch thread(s)" + (f" x {gpus} GPU(s)" if gpus else "")
@@ -174,8 +197,9 @@ def _run_locked(plan: StudyPlan, folder: StudyFolder, jobs: int, threads: int,
                 run = todo.pop(0)
                 devices, free = free[:gpus], free[gpus:]
                 running.append(_start(run, folder, threads, devices, plan.spec.name))
-                progress(f"start {run.id}" + (f" on GPU {','.join(devices)}" if devices else ""), len(running),
-                         len(todo))
+                progress(
+                    f"start {run.id}" + (f" on GPU {','.join(devices)}" if devices else ""), len(running), len(todo)
+                )
             time.sleep(POLL_SECONDS)
             for item in list(running):
                 rc = item.proc.poll()
@@ -207,16 +231,37 @@ def study_env(study: str, run: PlannedRun) -> dict[str, str]:
 
 
 def worker_command(run: PlannedRun, folder: StudyFolder, threads: int, processes: int = 1) -> list[str]:
-    return [sys.executable, "-m", "loralab.study.worker", "--study", str(folder.root), "--run-id", run.id,
-            "--parent-pid", str(os.getpid()), "--threads", str(threads), "--processes", str(processes),
-            "--", *run.train_flags()]
+    return [
+        sys.executable,
+        "-m",
+        "loralab.study.worker",
+        "--study",
+        str(folder.root),
+        "--run-id",
+        run.id,
+        "--parent-pid",
+        str(os.getpid()),
+        "--threads",
+        str(threads),
+        "--processes",
+        str(processes),
+        "--",
+        *run.train_flags(),
+    ]
 
 
-def _start(run: PlannedRun, folder: StudyFolder, threads: int, devices: list[str] | None = None,
-           study: str = "") -> _Running:
+def _start(
+    run: PlannedRun, folder: StudyFolder, threads: int, devices: list[str] | None = None, study: str = ""
+) -> _Running:
     env = dict(os.environ, **study_env(study, run))
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if devices:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     log_file = open(folder.log_path(run.id), "ab")  # closed when the run ends
@@ -224,8 +269,13 @@ def _start(run: PlannedRun, folder: StudyFolder, threads: int, devices: list[str
     log_start = log_file.tell()
     log_file.write(header.encode())
     log_file.flush()
-    proc = subprocess.Popen(worker_command(run, folder, threads, max(1, len(devices or []))),
-                            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        worker_command(run, folder, threads, max(1, len(devices or []))),
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     return _Running(run, proc, log_file, log_start, time.perf_counter(), list(devices or []))
 
 

@@ -113,8 +113,11 @@ class StudySpec:
             clash = sorted(_norm(k) for k in options if _norm(k) in {_norm(g) for g in self.grid})
             if clash:
                 raise self._err(f"cell {name!r} sets {clash[0]!r}, which the grid also varies")
-        if (not isinstance(self.seeds, list) or not self.seeds
-                or any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds)):
+        if (
+            not isinstance(self.seeds, list)
+            or not self.seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds)
+        ):
             raise self._err(f"`seeds` must be a non-empty list of integers, got {self.seeds!r}")
         if len(set(self.seeds)) != len(self.seeds):
             raise self._err(f"`seeds` lists a seed twice: {self.seeds}")
@@ -150,8 +153,10 @@ class StudySpec:
         if self.grid:
             keys = list(self.grid)
             points = [
-                (",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values, strict=True)),
-                 dict(zip(keys, values, strict=True)))
+                (
+                    ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values, strict=True)),
+                    dict(zip(keys, values, strict=True)),
+                )
                 for values in itertools.product(*(self.grid[k] for k in keys))
             ]
         named = [(c["name"], {k: v for k, v in c.items() if k != "name"}) for c in self.cells] or [("", {})]
@@ -178,9 +183,16 @@ class StudySpec:
         return self.baseline if self.baseline is not None else self.expand()[0].name
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "base": self.base, "grid": self.grid,
-                "cells": self.cells, "seeds": self.seeds, "baseline": self.baseline,
-                **({"tune": self.tune} if self.tune is not None else {})}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "base": self.base,
+            "grid": self.grid,
+            "cells": self.cells,
+            "seeds": self.seeds,
+            "baseline": self.baseline,
+            **({"tune": self.tune} if self.tune is not None else {}),
+        }
 
     @classmethod
     def from_dict(cls, values: Any, source: str = "study") -> StudySpec:

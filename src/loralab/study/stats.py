@@ -122,8 +122,9 @@ def sign_flip_test(diffs: Sequence[int]) -> float:
     return min(1.0, p)
 
 
-def paired_bootstrap_ci(diffs: Sequence[float], n_boot: int = BOOTSTRAP_B, seed: int = BOOTSTRAP_SEED,
-                        level: float = 0.95) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    diffs: Sequence[float], n_boot: int = BOOTSTRAP_B, seed: int = BOOTSTRAP_SEED, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of ``mean(diffs)``, resampling the examples with replacement."""
     x = np.asarray(diffs, dtype=np.float64)
     if len(x) == 0:
@@ -132,7 +133,7 @@ def paired_bootstrap_ci(diffs: Sequence[float], n_boot: int = BOOTSTRAP_B, seed:
     means = np.empty(n_boot)
     for start in range(0, n_boot, _CHUNK):
         k = min(_CHUNK, n_boot - start)
-        means[start:start + k] = x[rng.integers(0, len(x), size=(k, len(x)))].mean(axis=1)
+        means[start : start + k] = x[rng.integers(0, len(x), size=(k, len(x)))].mean(axis=1)
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(low), float(high)
@@ -249,12 +250,22 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {
-            "n_examples": self.n_examples, "seeds_a": self.seeds_a, "seeds_b": self.seeds_b,
+            "n_examples": self.n_examples,
+            "seeds_a": self.seeds_a,
+            "seeds_b": self.seeds_b,
             "paired_runs": [s.label for s in self.per_seed],
-            "accuracy_a": self.accuracy_a, "accuracy_b": self.accuracy_b, "diff": self.diff,
-            "ci_low": self.ci_low, "ci_high": self.ci_high, "p": self.p, "p_holm": self.p_holm,
-            "mde": self.mde, "power": POWER, "alpha": ALPHA,
-            "discordant_b": self.b, "discordant_c": self.c,
+            "accuracy_a": self.accuracy_a,
+            "accuracy_b": self.accuracy_b,
+            "diff": self.diff,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "p": self.p,
+            "p_holm": self.p_holm,
+            "mde": self.mde,
+            "power": POWER,
+            "alpha": ALPHA,
+            "discordant_b": self.b,
+            "discordant_c": self.c,
             "p_mcnemar_per_seed": {s.label: s.p for s in self.per_seed},
             "bootstrap": {"resamples": self.n_boot, "seed": self.boot_seed},
         }
@@ -271,8 +282,12 @@ def paired_seeds(seeds_a: Sequence[int], seeds_b: Sequence[int]) -> list[tuple[i
     return list(zip(sorted(seeds_a), sorted(seeds_b), strict=False))
 
 
-def compare(correct_a: dict[int, np.ndarray], correct_b: dict[int, np.ndarray],
-            n_boot: int = BOOTSTRAP_B, seed: int = BOOTSTRAP_SEED) -> Comparison:
+def compare(
+    correct_a: dict[int, np.ndarray],
+    correct_b: dict[int, np.ndarray],
+    n_boot: int = BOOTSTRAP_B,
+    seed: int = BOOTSTRAP_SEED,
+) -> Comparison:
     """Compare two cells from ``{seed: bool array over the same examples}`` each.
 
     Only paired runs are used (:func:`paired_seeds`). Per example, each cell's correctness is
@@ -295,8 +310,17 @@ def compare(correct_a: dict[int, np.ndarray], correct_b: dict[int, np.ndarray],
         nb, nc = int((ra & ~rb).sum()), int((~ra & rb).sum())
         per_seed.append(SeedTest(sa, nb, nc, mcnemar_exact(nb, nc), None if sa == sb else sb))
     return Comparison(
-        n_examples=a.shape[1], seeds_a=len(correct_a), seeds_b=len(correct_b),
-        accuracy_a=float(a.mean()), accuracy_b=float(b.mean()),
-        diff=float(diffs.mean()), ci_low=low, ci_high=high, p=sign_flip_test(counts),
-        per_seed=per_seed, n_boot=n_boot, boot_seed=seed, mde=min_detectable_effect(diffs),
+        n_examples=a.shape[1],
+        seeds_a=len(correct_a),
+        seeds_b=len(correct_b),
+        accuracy_a=float(a.mean()),
+        accuracy_b=float(b.mean()),
+        diff=float(diffs.mean()),
+        ci_low=low,
+        ci_high=high,
+        p=sign_flip_test(counts),
+        per_seed=per_seed,
+        n_boot=n_boot,
+        boot_seed=seed,
+        mde=min_detectable_effect(diffs),
     )

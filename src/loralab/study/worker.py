@@ -47,8 +47,16 @@ def parent_death_signal(sig: int) -> None:
 def train_launcher(processes: int) -> list[str]:
     """The command that runs ``loralab`` here: one process, or ``processes`` data-parallel ones (torchrun)."""
     if processes > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                "-m", "loralab"]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            "-m",
+            "loralab",
+        ]
     return [sys.executable, "-m", "loralab"]
 
 

@@ -36,8 +36,9 @@ class CachedHeadBatches:
     head only. Same batches (the sampler sees the token lengths) and the same dropout calls as
     :class:`TokenBatches`, so the training is the same, only cheaper."""
 
-    def __init__(self, model, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, model, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int, device: torch.device
+    ) -> None:
         feats = extract_features(model, train_ids, eval_batch_size, pad_token_id, device)
         self.dataset = torch.utils.data.TensorDataset(feats, torch.as_tensor(list(train_labels)))
         self.val_features = extract_features(model, val_ids, eval_batch_size, pad_token_id, device)

@@ -53,7 +53,11 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    groups = [
+        g
+        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+        if g["params"]
+    ]
     return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
@@ -105,8 +109,11 @@ def fit(
     if cfg.method.method == "head" and tc.cache_features and world == 1:
         model.to(device)
         if main:
-            log.info("head: running the frozen backbone once over %s training and %s validation texts",
-                     f"{len(train_ids):,}", f"{len(val_ids):,}")
+            log.info(
+                "head: running the frozen backbone once over %s training and %s validation texts",
+                f"{len(train_ids):,}",
+                f"{len(val_ids):,}",
+            )
         t_feat = time.perf_counter()
         task = CachedHeadBatches(model, train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size, device)
         result.feature_seconds = time.perf_counter() - t_feat
@@ -117,8 +124,16 @@ def fit(
     optimizer = make_optimizer(model, cfg.lr, tc.weight_decay, fused=device.type in ("cuda", "cpu"))
     total = micro.steps_per_epoch * tc.epochs
     scheduler = linear_schedule(optimizer, int(tc.warmup_ratio * total), total)
-    step = TrainStep(model, optimizer, scheduler, accelerator, autocast_dtype, max_grad_norm=tc.max_grad_norm,
-                     grad_accum=tc.grad_accum, compile=tc.compile)
+    step = TrainStep(
+        model,
+        optimizer,
+        scheduler,
+        accelerator,
+        autocast_dtype,
+        max_grad_norm=tc.max_grad_norm,
+        grad_accum=tc.grad_accum,
+        compile=tc.compile,
+    )
     unwrapped = step.unwrapped
 
     pos = _Position()
@@ -135,17 +150,27 @@ def fit(
         for key, value in resumed["result"].items():
             setattr(result, key, value)
         if main:
-            log.info("resuming from step %d (epoch %d, %d of %d batches done)", result.steps, pos.epoch,
-                     pos.batches_done, micro.steps_per_epoch)
+            log.info(
+                "resuming from step %d (epoch %d, %d of %d batches done)",
+                result.steps,
+                pos.epoch,
+                pos.batches_done,
+                micro.steps_per_epoch,
+            )
         set_rng_state(resumed["rng"])
 
     def save_checkpoint() -> None:
         def state() -> dict:
-            return {"config": cfg.to_dict(), "trainable": trainable_state(unwrapped),
-                    "optimizer": step.optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": step.scaler.state_dict() if step.scaler is not None else None,
-                    "best_state": best_state, "position": dataclasses.asdict(pos),
-                    "result": dataclasses.asdict(result)}
+            return {
+                "config": cfg.to_dict(),
+                "trainable": trainable_state(unwrapped),
+                "optimizer": step.optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": step.scaler.state_dict() if step.scaler is not None else None,
+                "best_state": best_state,
+                "position": dataclasses.asdict(pos),
+                "result": dataclasses.asdict(result),
+            }
 
         checkpoints.save(result.steps, state, accelerator.wait_for_everyone)
 
@@ -163,8 +188,9 @@ def fit(
         step.model.train()
         set_frozen_modules_eval(unwrapped, cfg.method.method)
         t0 = time.perf_counter() - pos.epoch_elapsed
-        bar = progress_bar(micro.steps_per_epoch, pos.batches_done, f"epoch {epoch}/{tc.epochs}",
-                           enabled=tc.progress and main)
+        bar = progress_bar(
+            micro.steps_per_epoch, pos.batches_done, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main
+        )
         # the logging window: summed loss of the real examples trained on, and their number
         window = torch.tensor([pos.window_loss, pos.window_count], dtype=torch.float32, device=device)
         with step.context():  # undone before validation
@@ -191,9 +217,16 @@ def fit(
                     bar.update(1)
                 if result.steps % log_every == 0:
                     total_window = _sum_over_ranks(accelerator, window)
-                    result.history.append(_row(result.steps, epoch, "step", start,
-                                               train_loss=float(total_window[0] / max(total_window[1], 1)),
-                                               lr=scheduler.get_last_lr()[0]))
+                    result.history.append(
+                        _row(
+                            result.steps,
+                            epoch,
+                            "step",
+                            start,
+                            train_loss=float(total_window[0] / max(total_window[1], 1)),
+                            lr=scheduler.get_last_lr()[0],
+                        )
+                    )
                     if bar is not None:
                         bar.set_postfix(loss=f"{result.history[-1]['train_loss']:.4f}", refresh=False)
                     window.zero_()
@@ -213,21 +246,33 @@ def fit(
         vm = classification_metrics(val_labels, task.val_logits(unwrapped, device))
         vm = _from_main(vm, world)
         result.history.append(
-            _row(result.steps, epoch, "epoch", start,
-                 train_loss=float(total_window[0] / total_window[1]) if total_window[1] else None,
-                 lr=scheduler.get_last_lr()[0], val_loss=vm["loss"], val_accuracy=vm["accuracy"],
-                 epoch_seconds=epoch_time)
+            _row(
+                result.steps,
+                epoch,
+                "epoch",
+                start,
+                train_loss=float(total_window[0] / total_window[1]) if total_window[1] else None,
+                lr=scheduler.get_last_lr()[0],
+                val_loss=vm["loss"],
+                val_accuracy=vm["accuracy"],
+                epoch_seconds=epoch_time,
+            )
         )
         if result.best_validation_accuracy is None or vm["accuracy"] > result.best_validation_accuracy:
             result.best_epoch, result.best_validation_accuracy = epoch, vm["accuracy"]
             best_state = trainable_state(unwrapped)
         if main:
-            log.info("epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time)
+            log.info(
+                "epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time
+            )
             if on_log is not None:
                 on_log(result)
         if tc.patience and epoch < tc.epochs and epoch - result.best_epoch >= tc.patience:
-            result.stopped = {"epoch": epoch, "reason": f"early stopping: no better validation accuracy for "
-                                                          f"{tc.patience} epoch(s) (--patience {tc.patience})"}
+            result.stopped = {
+                "epoch": epoch,
+                "reason": f"early stopping: no better validation accuracy for "
+                f"{tc.patience} epoch(s) (--patience {tc.patience})",
+            }
             if main:
                 log.info("%s; epoch %d restored", result.stopped["reason"], result.best_epoch)
             break
@@ -257,7 +302,8 @@ def check_global_batch(batch_size: int, world_size: int, grad_accum: int) -> Non
     if batch_size % (world_size * grad_accum):
         raise ConfigError(
             f"--batch-size {batch_size} is the global batch: it must be divisible by {world_size} process(es) "
-            f"x --grad-accum {grad_accum} = {world_size * grad_accum}")
+            f"x --grad-accum {grad_accum} = {world_size * grad_accum}"
+        )
 
 
 def _sum_over_ranks(accelerator, window: torch.Tensor) -> list[float]:

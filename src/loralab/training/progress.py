@@ -43,9 +43,17 @@ class LineProgress:
     def _line(self, now: float) -> None:
         rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
         left = (self.total - self.n) / rate if rate > 0 else 0.0
-        log.info("%s: step %d/%d (%d%%)%s, %.1f steps/s, %d:%02d left", self.desc, self.n, self.total,
-                 100 * self.n // max(self.total, 1), f", {self.postfix}" if self.postfix else "", rate,
-                 int(left) // 60, int(left) % 60)
+        log.info(
+            "%s: step %d/%d (%d%%)%s, %.1f steps/s, %d:%02d left",
+            self.desc,
+            self.n,
+            self.total,
+            100 * self.n // max(self.total, 1),
+            f", {self.postfix}" if self.postfix else "",
+            rate,
+            int(left) // 60,
+            int(left) % 60,
+        )
 
     def close(self) -> None:
         if self.n > self.start_n:  # one closing line per epoch

@@ -125,8 +125,13 @@ def lean_autocast(model: nn.Module, dtype: torch.dtype | None) -> Iterator[int]:
         if isinstance(module, (nn.Linear, Conv1D)):
             for p in (module.weight, module.bias):
                 # (a weight shared by two layers is cast once: the second time its dtype is dtype)
-                if (p is not None and not p.requires_grad and p.is_floating_point() and p.dtype != dtype
-                        and id(p) not in embedding):
+                if (
+                    p is not None
+                    and not p.requires_grad
+                    and p.is_floating_point()
+                    and p.dtype != dtype
+                    and id(p) not in embedding
+                ):
                     saved.append((p, p.data))
                     p.data = p.data.to(dtype)
     try:
@@ -154,8 +159,13 @@ def fast_matmuls(device: torch.device) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def step_context(model: nn.Module, device: torch.device, autocast_dtype: torch.dtype | None,
-                 cpu_dropout: bool = True, lean: bool = True) -> Iterator[None]:
+def step_context(
+    model: nn.Module,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    cpu_dropout: bool = True,
+    lean: bool = True,
+) -> Iterator[None]:
     """What the optimizer steps of an epoch run in (``cpu_dropout`` and ``lean`` off: to compare):
 
     - on CPU, ``nn.Dropout`` modules use the cheaper mask of :class:`CPUDropout`;
@@ -180,8 +190,14 @@ def set_frozen_modules_eval(model: nn.Module, method: str) -> None:
         getattr(base, base.base_model_prefix).eval()
 
 
-def micro_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, global_count: int,
-               parts: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def micro_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None,
+    global_count: int,
+    parts: int,
+    world_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss to back-propagate for one micro-batch, and the (detached) summed loss of its real
     examples for logging.
 
@@ -215,9 +231,18 @@ class TrainStep:
     forward pass through ``torch.compile``.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, accelerator,
-                 autocast_dtype: torch.dtype | None, *, max_grad_norm: float = 1.0, grad_accum: int = 1,
-                 compile: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        accelerator,
+        autocast_dtype: torch.dtype | None,
+        *,
+        max_grad_norm: float = 1.0,
+        grad_accum: int = 1,
+        compile: bool = False,
+    ) -> None:
         self.accelerator, self.scheduler = accelerator, scheduler
         self.device, self.world = accelerator.device, accelerator.num_processes
         self.parts = self.world * grad_accum
@@ -238,13 +263,15 @@ class TrainStep:
         only after the last micro-batch of an optimizer step."""
         return contextlib.nullcontext() if last_of_step else self.accelerator.no_sync(self.model)
 
-    def loss(self, logits: Logits, batch: dict, weights: torch.Tensor | None = None,
-             global_count: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self, logits: Logits, batch: dict, weights: torch.Tensor | None = None, global_count: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`micro_loss` of ``batch`` (weights and ``global_count``: see there; not needed
         on one process without accumulation)."""
         with autocast(self.device, self.autocast_dtype):
-            return micro_loss(logits(self.forward, batch), batch["labels"], weights, global_count, self.parts,
-                              self.world)
+            return micro_loss(
+                logits(self.forward, batch), batch["labels"], weights, global_count, self.parts, self.world
+            )
 
     def backward(self, loss: torch.Tensor) -> None:
         self.accelerator.backward(self.scaler.scale(loss) if self.scaler is not None else loss)

@@ -11,36 +11,67 @@ REPORT_ONLY = ("final_seeds",)
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "tune", help="hyper-parameter search with Optuna (pip install 'loralab[tune]')",
+        "tune",
+        help="hyper-parameter search with Optuna (pip install 'loralab[tune]')",
         usage="loralab tune SEARCH.yaml [--trials N] [--storage URL] [--out DIR] [--jobs N] [--threads T]\n"
-              "                          [--executor local|ray] [--address ADDR] [--gpus-per-run G]\n"
-              "       loralab tune report DIR [--storage URL] [--final-seeds K] [--threads T]",
+        "                          [--executor local|ray] [--address ADDR] [--gpus-per-run G]\n"
+        "       loralab tune report DIR [--storage URL] [--final-seeds K] [--threads T]",
         description="Search run options with Optuna (TPE, random or grid; median or hyperband pruning) on "
-                    "validation accuracy; every trial is a run directory. Many workers, on one machine "
-                    "(--jobs) or many (--storage postgresql://...), share one search; a killed worker re-run "
-                    "continues it. `tune report DIR` writes report.md/report.html (docs/tuning.md).")
+        "validation accuracy; every trial is a run directory. Many workers, on one machine "
+        "(--jobs) or many (--storage postgresql://...), share one search; a killed worker re-run "
+        "continues it. `tune report DIR` writes report.md/report.html (docs/tuning.md).",
+    )
     p.add_argument("target", metavar="SEARCH.yaml | report", help="a search file, or `report` then the folder")
     p.add_argument("dir", nargs="?", metavar="DIR", help="(report) the search folder")
     p.add_argument("--out", metavar="DIR", help="the search folder (default: tunes_out/<name>)")
-    p.add_argument("--storage", metavar="URL",
-                   help="Optuna storage URL shared by the workers, e.g. postgresql://user:pw@host/db "
-                        "(default: $LORALAB_TUNE_STORAGE, else sqlite:///<out>/tune.db)")
-    p.add_argument("--trials", type=int, default=None,
-                   help="finished trials to reach over all workers (default: the file's `trials`)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="worker processes on this machine (default 1); with --executor ray, trials at once "
-                        "(default: as many as the cluster's CPUs hold at --threads each)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: worker processes here (default); ray: every trial a Ray task on a cluster "
-                        "(pip install 'loralab[ray]'; the study's storage stays with this command)")
-    p.add_argument("--address", metavar="ADDR", default=None,
-                   help="(--executor ray) the Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--gpus-per-run", type=int, default=None, metavar="G",
-                   help="(--executor ray) GPUs per trial (default: 1 if the cluster has GPUs, else 0)")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL shared by the workers, e.g. postgresql://user:pw@host/db "
+        "(default: $LORALAB_TUNE_STORAGE, else sqlite:///<out>/tune.db)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="finished trials to reach over all workers (default: the file's `trials`)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="worker processes on this machine (default 1); with --executor ray, trials at once "
+        "(default: as many as the cluster's CPUs hold at --threads each)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: worker processes here (default); ray: every trial a Ray task on a cluster "
+        "(pip install 'loralab[ray]'; the study's storage stays with this command)",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        default=None,
+        help="(--executor ray) the Ray cluster to join (default: RAY_ADDRESS, else a local Ray)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=int,
+        default=None,
+        metavar="G",
+        help="(--executor ray) GPUs per trial (default: 1 if the cluster has GPUs, else 0)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker / final run")
-    p.add_argument("--final-seeds", type=int, default=0, metavar="K",
-                   help="(report) retrain the best setting with K seeds using the file's `final` options "
-                        "(default: full training data) and report validation and test with 95%% CIs")
+    p.add_argument(
+        "--final-seeds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="(report) retrain the best setting with K seeds using the file's `final` options "
+        "(default: full training data) and report validation and test with 95%% CIs",
+    )
     p.set_defaults(func=cmd_tune)
 
 
@@ -85,21 +116,35 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.executor == "ray":
         from .ray_executor import run_search_on_ray
 
-        outcome = run_search_on_ray(spec, out, args.storage, args.trials, args.threads, args.jobs, args.address,
-                                    args.gpus_per_run, echo=lambda s: print(s, flush=True))
-        print(f"this search: {len(outcome.finished)} trial(s) finished ({len(outcome.pruned)} pruned), "
-              f"{len(outcome.failed)} failed, in {outcome.seconds:.0f}s")
+        outcome = run_search_on_ray(
+            spec,
+            out,
+            args.storage,
+            args.trials,
+            args.threads,
+            args.jobs,
+            args.address,
+            args.gpus_per_run,
+            echo=lambda s: print(s, flush=True),
+        )
+        print(
+            f"this search: {len(outcome.finished)} trial(s) finished ({len(outcome.pruned)} pruned), "
+            f"{len(outcome.failed)} failed, in {outcome.seconds:.0f}s"
+        )
         rc = 0
     elif (args.jobs or 1) > 1:
         out.mkdir(parents=True, exist_ok=True)
         url = resolve_storage(out, args.storage)
         open_study(spec, open_storage(url))  # create it once, and check it, before the workers start
-        rc = run_jobs(str(args.target), out, url, args.jobs, args.trials, args.threads,
-                      echo=lambda s: print(s, flush=True))
+        rc = run_jobs(
+            str(args.target), out, url, args.jobs, args.trials, args.threads, echo=lambda s: print(s, flush=True)
+        )
     else:
         outcome = run_worker(spec, out, args.storage, args.trials, args.threads, echo=lambda s: print(s, flush=True))
-        print(f"this worker: {len(outcome.finished)} trial(s) finished ({len(outcome.pruned)} pruned), "
-              f"{len(outcome.failed)} failed, in {outcome.seconds:.0f}s")
+        print(
+            f"this worker: {len(outcome.finished)} trial(s) finished ({len(outcome.pruned)} pruned), "
+            f"{len(outcome.failed)} failed, in {outcome.seconds:.0f}s"
+        )
         rc = 0
     print(f"report: loralab tune report {out}" + (" --storage URL" if args.storage else ""))
     return rc
@@ -108,7 +153,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build
 
-    paths = build(args.dir, storage=args.storage, final_seeds=args.final_seeds, threads=args.threads,
-                  echo=lambda s: print(s, flush=True))
+    paths = build(
+        args.dir,
+        storage=args.storage,
+        final_seeds=args.final_seeds,
+        threads=args.threads,
+        echo=lambda s: print(s, flush=True),
+    )
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -44,8 +44,9 @@ def run_trial(spec: TuneSpec, trial, out_dir: Path) -> TrialOutcome:
     return train_trial(spec, sample(spec, trial), trial.number, trial_dir(out_dir, trial.number), report)
 
 
-def train_trial(spec: TuneSpec, params: dict[str, Any], number: int, run_dir: Path,
-                report: Callable[[float, int], bool]) -> TrialOutcome:
+def train_trial(
+    spec: TuneSpec, params: dict[str, Any], number: int, run_dir: Path, report: Callable[[float, int], bool]
+) -> TrialOutcome:
     """Train one trial with sampled ``params`` into ``run_dir``. After each epoch but the last,
     ``report(value, epoch)`` gives the pruner the validation metric and says whether to stop: the
     same code whether the pruner is in this process or reached through Ray (:mod:`.ray_executor`)."""
@@ -61,12 +62,11 @@ def train_trial(spec: TuneSpec, params: dict[str, Any], number: int, run_dir: Pa
             return
         epoch, value = int(row["epoch"]), float(row[column])
         if report(value, epoch) and epoch < config.train.epochs:  # the last epoch: nothing to save
-            raise StopRun(f"pruned by the {pruner_name} pruner after epoch {epoch} "
-                          f"({column} {value:.4f}, trial {number})")
+            raise StopRun(
+                f"pruned by the {pruner_name} pruner after epoch {epoch} ({column} {value:.4f}, trial {number})"
+            )
 
-    result = train(config, command=["loralab", "train", *train_flags(config)], on_epoch=on_epoch,
-                   test_split=False)
+    result = train(config, command=["loralab", "train", *train_flags(config)], on_epoch=on_epoch, test_split=False)
     r = result.results
     value = float(r["validation"][spec.metric])
-    return TrialOutcome(value, "stopped" in r, result.run_dir, int(r["epochs"]),
-                        float(r["timing"]["total_seconds"]))
+    return TrialOutcome(value, "stopped" in r, result.run_dir, int(r["epochs"]), float(r["timing"]["total_seconds"]))

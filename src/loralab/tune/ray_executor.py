@@ -61,8 +61,12 @@ class PruningReporter:
         from .runner import make_pruner
 
         # a plain sampler: Trial() calls the sampler's before_trial, which must not touch a trial the driver asked for
-        self.study = optuna.load_study(study_name=spec.name, storage=open_storage(url),
-                                       sampler=optuna.samplers.RandomSampler(), pruner=make_pruner(spec))
+        self.study = optuna.load_study(
+            study_name=spec.name,
+            storage=open_storage(url),
+            sampler=optuna.samplers.RandomSampler(),
+            pruner=make_pruner(spec),
+        )
 
     def report(self, trial_id: int, value: float, epoch: int) -> bool:
         trial = require_optuna().trial.Trial(self.study, trial_id)
@@ -70,9 +74,17 @@ class PruningReporter:
         return trial.should_prune()
 
 
-def run_search_on_ray(spec: TuneSpec, out_dir: str | Path, storage: str | None = None, trials: int | None = None,
-                      threads: int | None = None, jobs: int | None = None, address: str | None = None,
-                      gpus_per_trial: int | None = None, echo: Callable[[str], None] = print) -> WorkerOutcome:
+def run_search_on_ray(
+    spec: TuneSpec,
+    out_dir: str | Path,
+    storage: str | None = None,
+    trials: int | None = None,
+    threads: int | None = None,
+    jobs: int | None = None,
+    address: str | None = None,
+    gpus_per_trial: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> WorkerOutcome:
     """Run the search's remaining trials as Ray tasks, at most ``jobs`` at once (default: as many
     as the cluster's CPUs hold at ``threads`` each)."""
     ray = import_ray()
@@ -94,8 +106,18 @@ def run_search_on_ray(spec: TuneSpec, out_dir: str | Path, storage: str | None =
             ray.shutdown()
 
 
-def _search(ray, spec: TuneSpec, study, out_dir: Path, url: str, budget: int, threads: int, jobs: int | None,
-            gpus_per_trial: int | None, echo: Callable[[str], None]) -> WorkerOutcome:
+def _search(
+    ray,
+    spec: TuneSpec,
+    study,
+    out_dir: Path,
+    url: str,
+    budget: int,
+    threads: int,
+    jobs: int | None,
+    gpus_per_trial: int | None,
+    echo: Callable[[str], None],
+) -> WorkerOutcome:
     optuna = require_optuna()
     TrialState = optuna.trial.TrialState
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -113,12 +135,17 @@ def _search(ray, spec: TuneSpec, study, out_dir: Path, url: str, budget: int, th
         echo(f"failed {len(outcome.interrupted)} trial(s) of killed workers: {outcome.interrupted}")
     sweep_staging(out_dir, study)
     here = ray.get_runtime_context().get_node_id()
-    reporter = ray.remote(PruningReporter).options(
-        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(spec, url)
+    reporter = (
+        ray.remote(PruningReporter)
+        .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
+        .remote(spec, url)
+    )
     task = ray.remote(trial_in_task).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
-    echo(f"search {spec.name}: {len(live_trials(study))} of {budget} trials done or running -> {out_dir} "
-         f"(storage {redact(url)}; Ray cluster of {int(resources.get('CPU', 0))} CPUs, "
-         f"{int(resources.get('GPU', 0))} GPUs; up to {jobs} trials at once)")
+    echo(
+        f"search {spec.name}: {len(live_trials(study))} of {budget} trials done or running -> {out_dir} "
+        f"(storage {redact(url)}; Ray cluster of {int(resources.get('CPU', 0))} CPUs, "
+        f"{int(resources.get('GPU', 0))} GPUs; up to {jobs} trials at once)"
+    )
     pending: dict = {}
     failures_in_row = 0
     try:
@@ -133,8 +160,7 @@ def _search(ray, spec: TuneSpec, study, out_dir: Path, url: str, budget: int, th
                     break
                 trial.set_user_attr(ATTR_RUN_DIR, str(trial_dir(out_dir, trial.number)))
                 beat = Heartbeat(study._storage, trial._trial_id).__enter__()
-                ref = task.remote(spec, sample(spec, trial), trial.number, trial._trial_id, reporter,
-                                  threads)
+                ref = task.remote(spec, sample(spec, trial), trial.number, trial._trial_id, reporter, threads)
                 pending[ref] = (trial, beat)
             if not pending:
                 break
@@ -152,8 +178,7 @@ def _search(ray, spec: TuneSpec, study, out_dir: Path, url: str, budget: int, th
                 echo(f"trial {trial.number} FAILED: {result['error']}")
                 failures_in_row += 1
                 if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
-                    raise TuneError(f"{spec.source}: {failures_in_row} trials failed in a row; "
-                                    f"last: {result['error']}")
+                    raise TuneError(f"{spec.source}: {failures_in_row} trials failed in a row; last: {result['error']}")
                 continue
             failures_in_row = 0
             land_archive(trial_dir(out_dir, trial.number), result["archive"])
@@ -166,9 +191,11 @@ def _search(ray, spec: TuneSpec, study, out_dir: Path, url: str, budget: int, th
             else:
                 tell(study, trial, result["value"])
             outcome.finished.append(trial.number)
-            echo(f"trial {trial.number} {'pruned' if result['pruned'] else 'done'} on {result['node']}: "
-                 f"{spec.metric} {result['value']:.4f} after {result['epochs']} epoch(s), {result['seconds']:.0f}s, "
-                 f"{trial.params} | {len(live_trials(study))}/{budget}")
+            echo(
+                f"trial {trial.number} {'pruned' if result['pruned'] else 'done'} on {result['node']}: "
+                f"{spec.metric} {result['value']:.4f} after {result['epochs']} epoch(s), {result['seconds']:.0f}s, "
+                f"{trial.params} | {len(live_trials(study))}/{budget}"
+            )
     except BaseException:
         for ref, (trial, beat) in pending.items():  # the trials in flight never finished: they do not count
             ray.cancel(ref, force=True)
@@ -184,8 +211,7 @@ def _grid_done(optuna, study) -> bool:
     return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
 
 
-def trial_in_task(spec: TuneSpec, params: dict[str, Any], number: int, trial_id: int, reporter,
-                  threads: int) -> dict:
+def trial_in_task(spec: TuneSpec, params: dict[str, Any], number: int, trial_id: int, reporter, threads: int) -> dict:
     """Body of the Ray task (runs on a worker node): train the trial in a temporary folder, asking
     ``reporter`` after each epoch whether to prune; return its outcome and the run directory as a
     tar archive (or the one-line error)."""
@@ -198,9 +224,20 @@ def trial_in_task(spec: TuneSpec, params: dict[str, Any], number: int, trial_id:
     with tempfile.TemporaryDirectory(prefix="loralab-ray-trial-") as tmp:
         run_dir = Path(tmp) / TRIALS_DIR / f"trial-{number:04d}"
         try:
-            result = train_trial(spec, params, number, run_dir,
-                                 lambda value, epoch: ray.get(reporter.report.remote(trial_id, value, epoch)))
+            result = train_trial(
+                spec,
+                params,
+                number,
+                run_dir,
+                lambda value, epoch: ray.get(reporter.report.remote(trial_id, value, epoch)),
+            )
         except LoralabError as e:
             return {"error": str(e)}
-        return {"value": result.value, "pruned": result.pruned, "epochs": result.epochs, "seconds": result.seconds,
-                "archive": pack_dir(result.run_dir), "node": socket.gethostname()}
+        return {
+            "value": result.value,
+            "pruned": result.pruned,
+            "epochs": result.epochs,
+            "seconds": result.seconds,
+            "archive": pack_dir(result.run_dir),
+            "node": socket.gethostname(),
+        }

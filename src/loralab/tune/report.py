@@ -40,14 +40,25 @@ def trial_rows(spec: TuneSpec, study, out_dir: Path) -> tuple[list[str], list[li
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get(ATTR_SURPLUS):
             continue
-        value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
-                                                     if t.intermediate_values else None)
+        value = (
+            t.value
+            if t.value is not None
+            else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
+        )
         run_dir = t.user_attrs.get(ATTR_RUN_DIR, "")
         if run_dir and Path(run_dir).is_relative_to(out_dir):
             run_dir = str(Path(run_dir).relative_to(out_dir))
-        rows.append([str(t.number), t.state.name.lower(), "" if value is None else f"{value:.4f}",
-                     *[_fmt(t.params.get(n)) for n in names], str(t.user_attrs.get("epochs", "")),
-                     str(t.user_attrs.get("seconds", "")), f"`{run_dir}`" if run_dir else ""])
+        rows.append(
+            [
+                str(t.number),
+                t.state.name.lower(),
+                "" if value is None else f"{value:.4f}",
+                *[_fmt(t.params.get(n)) for n in names],
+                str(t.user_attrs.get("epochs", "")),
+                str(t.user_attrs.get("seconds", "")),
+                f"`{run_dir}`" if run_dir else "",
+            ]
+        )
     return headers, rows
 
 
@@ -60,14 +71,20 @@ def final_plan(spec: TuneSpec, params: dict[str, Any], root: Path, seeds: int):
     flat = spec.trial_config(params).override(spec.final).to_flat()
     defaults = RunConfig().to_flat()
     base = {k: v for k, v in flat.items() if v != defaults[k] and k not in MANAGED_OPTIONS}
-    study = StudySpec(name=f"{spec.name}-final", base=base, cells=[{"name": "tuned"}],
-                      seeds=list(range(1, seeds + 1)), source=f"{spec.source} (final)",
-                      description=f"best setting of search {spec.name}, retrained with {seeds} seeds")
+    study = StudySpec(
+        name=f"{spec.name}-final",
+        base=base,
+        cells=[{"name": "tuned"}],
+        seeds=list(range(1, seeds + 1)),
+        source=f"{spec.source} (final)",
+        description=f"best setting of search {spec.name}, retrained with {seeds} seeds",
+    )
     return make_plan(study, root)
 
 
-def run_final(spec: TuneSpec, params: dict[str, Any], out_dir: Path, seeds: int, threads: int | None,
-              echo: Callable[[str], None]) -> dict:
+def run_final(
+    spec: TuneSpec, params: dict[str, Any], out_dir: Path, seeds: int, threads: int | None, echo: Callable[[str], None]
+) -> dict:
     """Train (resumably) the final runs and return their per-split t-intervals."""
     from ..study.runner import run_study
     from ..study.stats import t_interval
@@ -76,16 +93,25 @@ def run_final(spec: TuneSpec, params: dict[str, Any], out_dir: Path, seeds: int,
     outcome = run_study(plan, jobs=1, threads=threads, echo=echo)
     files = [Path(r.config.train.output_dir, "results.json") for r in plan.runs]
     results = [read_json(f) for f in files if f.is_file()]
-    out = {"runs": len(results), "failed": len(outcome.failed), "folder": str(plan.root),
-           "command": plan.runs[0].command()}
+    out = {
+        "runs": len(results),
+        "failed": len(outcome.failed),
+        "folder": str(plan.root),
+        "command": plan.runs[0].command(),
+    }
     for split in ("validation", "test"):
         values = [r[split]["accuracy"] for r in results if r.get(split)]
         out[split] = t_interval(values).clip(0.0, 1.0) if values else None
     return out
 
 
-def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0, threads: int | None = None,
-          echo: Callable[[str], None] = print) -> dict[str, Path]:
+def build(
+    out_dir: str | Path,
+    storage: str | None = None,
+    final_seeds: int = 0,
+    threads: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Path]:
     from ..study.report.document import Doc
 
     optuna = require_optuna()
@@ -93,8 +119,10 @@ def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0,
     out_dir = Path(out_dir).resolve()
     meta, spec, study = open_search(out_dir, storage)
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(ATTR_SURPLUS)]
-    count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED,
-                                                            TrialState.FAIL, TrialState.RUNNING)}
+    count = {
+        s: sum(t.state == s for t in trials)
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    }
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     doc = Doc()
     doc.h(1, f"Search {spec.name}")
@@ -103,14 +131,16 @@ def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0,
     sampler, _ = spec.sampler_options()
     pruner, _ = spec.pruner_options()
     seconds = sum(float(t.user_attrs.get("seconds", 0)) for t in trials)
-    doc.ul([
-        f"objective: validation {spec.metric} ({spec.direction}); the test split is never loaded by a trial",
-        f"sampler {sampler}, pruner {pruner}; budget {meta['trials']} finished trials",
-        f"trials: {count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
-        f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running",
-        f"search cost: {seconds / 60:.1f} min of trial time (sum over trials, all workers)",
-        "fixed options (`base`): " + (", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.base.items()) or "none"),
-    ])
+    doc.ul(
+        [
+            f"objective: validation {spec.metric} ({spec.direction}); the test split is never loaded by a trial",
+            f"sampler {sampler}, pruner {pruner}; budget {meta['trials']} finished trials",
+            f"trials: {count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
+            f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running",
+            f"search cost: {seconds / 60:.1f} min of trial time (sum over trials, all workers)",
+            "fixed options (`base`): " + (", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.base.items()) or "none"),
+        ]
+    )
     doc.h(2, "Space")
     doc.table(["option", "distribution"], [[f"`{p.name}`", p.describe()] for p in spec.params])
     final = None
@@ -130,13 +160,24 @@ def build(out_dir: str | Path, storage: str | None = None, final_seeds: int = 0,
         doc.p("No trial has completed yet.")
     if final is not None:
         doc.h(2, f"Best setting retrained with {final_seeds} seeds")
-        doc.p(f"Options `final` applied: {', '.join(f'`{k}={_fmt(v)}`' for k, v in spec.final.items()) or 'none'}; "
-              f"{final['runs']} of {final_seeds} runs complete; study folder `{final['folder']}` "
-              f"(`loralab study report` it for the full statistics). Command of seed 1: `{' '.join(final['command'])}`.")
-        doc.table(["split", "runs", "accuracy mean ± sd", "95% t-interval"],
-                  [[split, str(iv.n), f"{100 * iv.mean:.1f}% ± {100 * iv.std:.1f}",
-                    f"[{100 * iv.low:.1f}, {100 * iv.high:.1f}]"]
-                   for split in ("validation", "test") if (iv := final[split]) is not None])
+        doc.p(
+            f"Options `final` applied: {', '.join(f'`{k}={_fmt(v)}`' for k, v in spec.final.items()) or 'none'}; "
+            f"{final['runs']} of {final_seeds} runs complete; study folder `{final['folder']}` "
+            f"(`loralab study report` it for the full statistics). Command of seed 1: `{' '.join(final['command'])}`."
+        )
+        doc.table(
+            ["split", "runs", "accuracy mean ± sd", "95% t-interval"],
+            [
+                [
+                    split,
+                    str(iv.n),
+                    f"{100 * iv.mean:.1f}% ± {100 * iv.std:.1f}",
+                    f"[{100 * iv.low:.1f}, {100 * iv.high:.1f}]",
+                ]
+                for split in ("validation", "test")
+                if (iv := final[split]) is not None
+            ],
+        )
     doc.h(2, "All trials")
     doc.table(*trial_rows(spec, study, out_dir))
     images = search_views(study, pruned=pruner != "none") if complete else {}

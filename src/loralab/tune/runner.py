@@ -69,19 +69,22 @@ def make_sampler(spec: TuneSpec):
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=opts.get("seed"))
     # constant_liar: parallel workers see running trials as bad, so they do not all sample the same point
-    return optuna.samplers.TPESampler(seed=opts.get("seed"), n_startup_trials=opts.get("n_startup_trials", 10),
-                                      constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=opts.get("seed"), n_startup_trials=opts.get("n_startup_trials", 10), constant_liar=True
+    )
 
 
 def make_pruner(spec: TuneSpec):
     optuna = require_optuna()
     kind, opts = spec.pruner_options()
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=opts.get("n_startup_trials", 2),
-                                           n_warmup_steps=opts.get("n_warmup_steps", 0))
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=opts.get("n_startup_trials", 2), n_warmup_steps=opts.get("n_warmup_steps", 0)
+        )
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=opts.get("min_resource", 1),
-                                              reduction_factor=opts.get("reduction_factor", 3))
+        return optuna.pruners.HyperbandPruner(
+            min_resource=opts.get("min_resource", 1), reduction_factor=opts.get("reduction_factor", 3)
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -98,14 +101,26 @@ def live_trials(study) -> list:
 
 def write_tune_file(spec: TuneSpec, out_dir: Path, url: str, budget: int) -> None:
     path = out_dir / TUNE_FILE
-    data = {"schema_version": 1, "name": spec.name, "source": spec.source, "spec": spec.to_dict(),
-            "storage": redact(url), "trials": budget}
+    data = {
+        "schema_version": 1,
+        "name": spec.name,
+        "source": spec.source,
+        "spec": spec.to_dict(),
+        "storage": redact(url),
+        "trials": budget,
+    }
     if not path.is_file() or read_json(path) != data:
         atomic_write_json(path, data)
 
 
-def run_worker(spec: TuneSpec, out_dir: str | Path, storage: str | None = None, trials: int | None = None,
-               threads: int | None = None, echo: Callable[[str], None] = print) -> WorkerOutcome:
+def run_worker(
+    spec: TuneSpec,
+    out_dir: str | Path,
+    storage: str | None = None,
+    trials: int | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> WorkerOutcome:
     """Run trials of ``spec`` until the search has ``trials`` finished ones (default: the spec's
     budget; for grid, at most the grid's size). Safe to run on many machines at once against one
     storage, and to re-run after a crash."""
@@ -128,8 +143,10 @@ def run_worker(spec: TuneSpec, out_dir: str | Path, storage: str | None = None, 
     if outcome.interrupted:
         echo(f"failed {len(outcome.interrupted)} trial(s) of killed workers: {outcome.interrupted}")
     sweep_staging(out_dir, study)
-    echo(f"search {spec.name}: {len(live_trials(study))} of {budget} trials done or running "
-         f"-> {out_dir} (storage {redact(url)})")
+    echo(
+        f"search {spec.name}: {len(live_trials(study))} of {budget} trials done or running "
+        f"-> {out_dir} (storage {redact(url)})"
+    )
     failures_in_row = 0
     while True:
         sampler = study.sampler
@@ -178,9 +195,11 @@ def run_worker(spec: TuneSpec, out_dir: str | Path, storage: str | None = None, 
         else:
             tell(study, trial, result.value)
         outcome.finished.append(trial.number)
-        echo(f"trial {trial.number} {'pruned' if result.pruned else 'done'}: {spec.metric} {result.value:.4f} "
-             f"after {result.epochs} epoch(s), {result.seconds:.0f}s, {trial.params} | "
-             f"{len(live_trials(study))}/{budget}")
+        echo(
+            f"trial {trial.number} {'pruned' if result.pruned else 'done'}: {spec.metric} {result.value:.4f} "
+            f"after {result.epochs} epoch(s), {result.seconds:.0f}s, {trial.params} | "
+            f"{len(live_trials(study))}/{budget}"
+        )
     outcome.seconds = time.perf_counter() - t0
     return outcome
 
@@ -212,15 +231,27 @@ def sweep_staging(out_dir: Path, study) -> int:
     return removed
 
 
-def run_jobs(spec_path: str, out_dir: Path, url: str, jobs: int, trials: int | None, threads: int | None,
-             echo: Callable[[str], None] = print) -> int:
+def run_jobs(
+    spec_path: str,
+    out_dir: Path,
+    url: str,
+    jobs: int,
+    trials: int | None,
+    threads: int | None,
+    echo: Callable[[str], None] = print,
+) -> int:
     """``--jobs N``: N worker processes on this machine sharing the storage; returns the worst exit code."""
     from ..study.runner import default_threads
 
     threads = threads or default_threads(jobs)
     (out_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, STORAGE_ENV: url, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}  # the URL (maybe with a password) goes by environment, not argv
+    env = {
+        **os.environ,
+        STORAGE_ENV: url,
+        "OMP_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }  # the URL (maybe with a password) goes by environment, not argv
     cmd = [sys.executable, "-m", "loralab", "tune", spec_path, "--out", str(out_dir), "--threads", str(threads)]
     if trials:
         cmd += ["--trials", str(trials)]

@@ -67,8 +67,7 @@ class Param:
             return trial.suggest_categorical(self.name, list(self.choices))
         if self.type == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.name, self.low, self.high, step=self.step,
-                                   log=self.type == "loguniform")
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.type == "loguniform")
 
     def describe(self) -> str:
         if self.type == "categorical":
@@ -123,8 +122,9 @@ class TuneSpec:
             if ranged:
                 raise self._err(f"sampler grid: space.{ranged[0]} must be a list of values (grid needs choices)")
         if pruner != "none" and self.metric not in EPOCH_METRICS:
-            raise self._err(f"pruner {pruner}: metric {self.metric!r} is not logged per epoch "
-                            f"(use {' or '.join(EPOCH_METRICS)})")
+            raise self._err(
+                f"pruner {pruner}: metric {self.metric!r} is not logged per epoch (use {' or '.join(EPOCH_METRICS)})"
+            )
         self.trial_config({p.name: p.choices[0] if p.choices else p.low for p in self.params})
 
     def _check_options(self, options: dict, where: str) -> None:
@@ -159,7 +159,9 @@ class TuneSpec:
             allowed.discard("log")
         extra = sorted(set(value) - allowed)
         if extra:
-            raise self._err(f"{where}: unknown key {extra[0]!r} for type {kind} (allowed: {', '.join(sorted(allowed))})")
+            raise self._err(
+                f"{where}: unknown key {extra[0]!r} for type {kind} (allowed: {', '.join(sorted(allowed))})"
+            )
         if kind == "categorical":
             choices = value.get("choices")
             if not isinstance(choices, list) or not choices:
@@ -214,8 +216,9 @@ class TuneSpec:
         return self._typed("sampler", self.sampler, SAMPLERS, {"seed", "n_startup_trials"})
 
     def pruner_options(self) -> tuple[str, dict]:
-        return self._typed("pruner", self.pruner, PRUNERS,
-                           {"n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"})
+        return self._typed(
+            "pruner", self.pruner, PRUNERS, {"n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"}
+        )
 
     def _typed(self, key: str, value: Any, kinds: tuple, allowed: set) -> tuple[str, dict]:
         if value is None:
@@ -250,9 +253,17 @@ class TuneSpec:
         return math.prod(len(p.choices) for p in self.params)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "base": self.base, "space": self.space,
-                "metric": self.metric, "sampler": self.sampler, "pruner": self.pruner, "trials": self.trials,
-                "final": self.final}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "base": self.base,
+            "space": self.space,
+            "metric": self.metric,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "trials": self.trials,
+            "final": self.final,
+        }
 
     def fingerprint(self) -> str:
         """What the workers of a shared search must agree on: base (but data paths), space, metric,

@@ -54,11 +54,12 @@ def open_storage(url: str, heartbeat: int | None = HEARTBEAT_SECONDS, grace: int
     else:
         kwargs["pool_pre_ping"] = True
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                          grace_period=grace)
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace)
     except ImportError as e:
-        raise TuneError(f"--storage {redact(url)}: the database driver is missing ({e}); "
-                        "for PostgreSQL: pip install psycopg2-binary") from None
+        raise TuneError(
+            f"--storage {redact(url)}: the database driver is missing ({e}); "
+            "for PostgreSQL: pip install psycopg2-binary"
+        ) from None
     except Exception as e:  # sqlalchemy's errors: unreachable server, bad credentials, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TuneError(f"--storage {redact(url)}: cannot open ({first})") from None
@@ -72,7 +73,7 @@ def driver_url(url: str) -> str:
     import importlib.util
 
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+        return "postgresql+psycopg2://" + url[len("postgresql://") :]
     return url
 
 
@@ -95,8 +96,10 @@ def open_study(spec, storage, create: bool = True):
         study.set_user_attr(ATTR_SPEC, spec.to_dict())
         study.set_user_attr(ATTR_FINGERPRINT, spec.fingerprint())
     elif attrs[ATTR_FINGERPRINT] != spec.fingerprint():
-        raise TuneError(f"{spec.source}: the storage already holds a search named {spec.name!r} with another "
-                        "base/space/metric/sampler/pruner; rename the search or use another --storage/--out")
+        raise TuneError(
+            f"{spec.source}: the storage already holds a search named {spec.name!r} with another "
+            "base/space/metric/sampler/pruner; rename the search or use another --storage/--out"
+        )
     return study
 
 

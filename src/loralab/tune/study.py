@@ -61,21 +61,37 @@ def cell_searches(study, overrides: dict[str, Any] | None = None) -> dict[str, T
         if not isinstance(space, dict):
             raise ConfigError(f"{where}: the space of cell {cell.name!r} must be a mapping")
         searched = {_norm(k) for k in space}
-        merged = {**{_norm(k): v for k, v in study.base.items()}, **overrides,
-                  **{_norm(k): v for k, v in cell.options.items()}, **{_norm(k): v for k, v in search_base.items()}}
+        merged = {
+            **{_norm(k): v for k, v in study.base.items()},
+            **overrides,
+            **{_norm(k): v for k, v in cell.options.items()},
+            **{_norm(k): v for k, v in search_base.items()},
+        }
         base = {k: v for k, v in merged.items() if k not in searched and k not in MANAGED_OPTIONS}
         slug = re.sub(r"[^a-z0-9.]+", "-", cell.name.lower()).strip("-.")[:48] or "cell"
         out[cell.name] = TuneSpec(
-            name=f"{study.name}.{slug}", base=base, space=space, trials=t.get("trials", 10),
-            metric=t.get("metric", "accuracy"), sampler=t.get("sampler", "tpe"), pruner=t.get("pruner", "none"),
-            description=f"cell {cell.name} of study {study.name}", source=f"{study.source}: tune (cell {cell.name!r})")
+            name=f"{study.name}.{slug}",
+            base=base,
+            space=space,
+            trials=t.get("trials", 10),
+            metric=t.get("metric", "accuracy"),
+            sampler=t.get("sampler", "tpe"),
+            pruner=t.get("pruner", "none"),
+            description=f"cell {cell.name} of study {study.name}",
+            source=f"{study.source}: tune (cell {cell.name!r})",
+        )
     if not out:
         raise ConfigError(f"{where}: no cell has a space (give `space` or `cells`)")
     return out
 
 
-def tuned_spec(study, root: str | Path, overrides: dict[str, Any] | None = None, threads: int | None = None,
-               echo: Callable[[str], None] = print):
+def tuned_spec(
+    study,
+    root: str | Path,
+    overrides: dict[str, Any] | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] = print,
+):
     """Run (or resume) each cell's search and return the study with every tuned cell set to its
     best values (grid cells become named cells); writes ``tuning.json`` in the study folder."""
     from ..artifacts import atomic_write_json
@@ -102,11 +118,17 @@ def tuned_spec(study, root: str | Path, overrides: dict[str, Any] | None = None,
             best = tstudy.best_trial
             options = {k: v for k, v in options.items() if _norm(k) not in best.params}
             options.update(best.params)
-            record[cell.name] = {"params": best.params, f"validation_{search.metric}": best.value,
-                                 "trial": best.number, "trials": len(done),
-                                 "search_seconds": round(sum(float(t.user_attrs.get("seconds", 0))
-                                                             for t in tstudy.get_trials(deepcopy=False)), 1),
-                                 "folder": str(folder.relative_to(root)), "search_base": search.base}
+            record[cell.name] = {
+                "params": best.params,
+                f"validation_{search.metric}": best.value,
+                "trial": best.number,
+                "trials": len(done),
+                "search_seconds": round(
+                    sum(float(t.user_attrs.get("seconds", 0)) for t in tstudy.get_trials(deepcopy=False)), 1
+                ),
+                "folder": str(folder.relative_to(root)),
+                "search_base": search.base,
+            }
             echo(f"cell {cell.name}: best {best.params} (validation {search.metric} {best.value:.4f})")
         cells.append({"name": cell.name, **options})
     root.mkdir(parents=True, exist_ok=True)
@@ -122,8 +144,10 @@ def tune_first(study, args, overrides: dict[str, Any]):
     searches = cell_searches(study, overrides)
     if args.dry_run:
         for name, search in searches.items():
-            print(f"tune cell {name}: {search.trials} trials over {', '.join(p.name for p in search.params)} "
-                  f"(search options: {search.base}); the table below shows the cells before tuning")
+            print(
+                f"tune cell {name}: {search.trials} trials over {', '.join(p.name for p in search.params)} "
+                f"(search options: {search.base}); the table below shows the cells before tuning"
+            )
         return study
     root = Path(args.out) if args.out else Path(DEFAULT_OUT_ROOT) / study.name
     return tuned_spec(study, root, overrides, threads=args.threads, echo=lambda s: print(s, flush=True))

@@ -26,5 +26,15 @@ from .findings import findings, verdict
 from .numbers import PairResult, ReportData, collect, one_option_pairs, pareto_front, representative_run
 from .render import build, write_summary_csv
 
-__all__ = ["PairResult", "ReportData", "build", "collect", "findings", "one_option_pairs", "pareto_front",
-           "representative_run", "verdict", "write_summary_csv"]
+__all__ = [
+    "PairResult",
+    "ReportData",
+    "build",
+    "collect",
+    "findings",
+    "one_option_pairs",
+    "pareto_front",
+    "representative_run",
+    "verdict",
+    "write_summary_csv",
+]

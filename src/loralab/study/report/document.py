@@ -68,10 +68,14 @@ class Doc:
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>")
             elif kind == "img":
                 data = base64.b64encode(self.images[value[0]]).decode("ascii")
-                body.append(f'<figure><img alt="{html.escape(value[1])}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{_inline(value[1])}</figcaption></figure>")
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
-                f"</title>\n<style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+                body.append(
+                    f'<figure><img alt="{html.escape(value[1])}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{_inline(value[1])}</figcaption></figure>"
+                )
+        return (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+            f"</title>\n<style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
@@ -89,7 +93,6 @@ def _inline(text: str) -> str:
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
 
 
-
 def _value(v: Any) -> str:
     if v is None:
         return "default"
@@ -98,7 +101,6 @@ def _value(v: Any) -> str:
     if isinstance(v, list):
         return ",".join(map(str, v))
     return str(v)
-
 
 
 def _csv(x: Any) -> Any:
@@ -127,7 +129,7 @@ def _fmt_iv(iv, pct: bool = False) -> str:
     spec = "{:.1f}" if pct else "{:.3f}"
     text = spec.format(k * iv.mean) + unit
     if iv.n > 1:
-        text += (f" ± {spec.format(k * iv.std)} [{spec.format(k * iv.low)}, {spec.format(k * iv.high)}]")
+        text += f" ± {spec.format(k * iv.std)} [{spec.format(k * iv.low)}, {spec.format(k * iv.high)}]"
     return text
 
 

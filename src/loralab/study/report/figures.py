@@ -28,11 +28,14 @@ def plot_params(r: ReportData) -> bytes | None:
     cells = [s for s in r.summaries.values() if s.n and s.trainable is not None]
     if len(cells) < 2:
         return None
-    labelled = [(s.name + (" (0 trainable)" if s.trainable == 0 else ""), _point(max(s.trainable, 1), s, r.split))
-                for s in cells]
+    labelled = [
+        (s.name + (" (0 trainable)" if s.trainable == 0 else ""), _point(max(s.trainable, 1), s, r.split))
+        for s in cells
+    ]
     front = pareto_front(cells, CHOICE_SPLIT)  # chosen on validation, drawn at its r.split values
-    return params_png(r.study.name, r.split, labelled, [_point(max(s.trainable, 1), s, r.split) for s in front],
-                      CHOICE_SPLIT)
+    return params_png(
+        r.study.name, r.split, labelled, [_point(max(s.trainable, 1), s, r.split) for s in front], CHOICE_SPLIT
+    )
 
 
 def _groups(cells: list[CellData], option: str) -> dict[str, list[CellData]]:
@@ -45,14 +48,19 @@ def _groups(cells: list[CellData], option: str) -> dict[str, list[CellData]]:
     return groups
 
 
-def plot_against(r: ReportData, option: str, xlabel: str, x_of: Callable[[CellData], Any],
-                 only_method: str | None = None) -> bytes | None:
+def plot_against(
+    r: ReportData, option: str, xlabel: str, x_of: Callable[[CellData], Any], only_method: str | None = None
+) -> bytes | None:
     cells = [c for c in r.study.cells if r.summaries[c.name].n and (only_method is None or c.method == only_method)]
     if len({x_of(c) for c in cells if x_of(c) is not None}) < 2:
         return None
-    lines = {label: [_point(x_of(c), r.summaries[c.name], r.split)
-                     for c in sorted([c for c in members if x_of(c) is not None], key=x_of)]
-             for label, members in _groups(cells, option).items()}
+    lines = {
+        label: [
+            _point(x_of(c), r.summaries[c.name], r.split)
+            for c in sorted([c for c in members if x_of(c) is not None], key=x_of)
+        ]
+        for label, members in _groups(cells, option).items()
+    }
     return against_png(r.study.name, r.split, xlabel, lines, log_base=2 if option == "rank" else 10)
 
 

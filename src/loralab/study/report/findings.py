@@ -21,16 +21,20 @@ def verdict(label_a: str, label_b: str, c: Comparison, family: int = 1) -> str:
     elif sig is False:
         verb = "is not significantly better than" if d >= 0 else "is not significantly worse than"
     else:
-        verb = ("is borderline better than" if d >= 0 else "is borderline worse than")
-    text = (f"{label_a} {verb} {label_b}: {d:+.1f} pt, 95% CI [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}], "
-            f"p {_eq(c.p)}, Holm-adjusted p {_eq(c.p_holm)}")
+        verb = "is borderline better than" if d >= 0 else "is borderline worse than"
+    text = (
+        f"{label_a} {verb} {label_b}: {d:+.1f} pt, 95% CI [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}], "
+        f"p {_eq(c.p)}, Holm-adjusted p {_eq(c.p_holm)}"
+    )
     if sig is None:
         text += " (the interval and the test disagree)"
     elif sig is False and c.p < ALPHA:
         text += f" (p < {ALPHA:g} before the Holm adjustment for the report's {family} tests)"
     if not math.isnan(c.mde):
-        text += (f"; with {c.paired} seed pair{'s' if c.paired > 1 else ''} and {c.n_examples} examples it had "
-                 f"{100 * POWER:.0f}% power to detect a difference of ±{100 * c.mde:.1f} pt")
+        text += (
+            f"; with {c.paired} seed pair{'s' if c.paired > 1 else ''} and {c.n_examples} examples it had "
+            f"{100 * POWER:.0f}% power to detect a difference of ±{100 * c.mde:.1f} pt"
+        )
     if c.paired < max(c.seeds_a, c.seeds_b):
         text += f" (compared on the {c.paired} paired seed{'s' if c.paired > 1 else ''} only)"
     if len(c.per_seed) > 1:
@@ -71,13 +75,17 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
     if len(scored) > 1:
         top = max(scored, key=lambda s: acc[s.name].mean)
         worst = min(scored, key=lambda s: acc[s.name].mean)
-        out.append(f"Lowest {split} accuracy: {worst.name}, {_mean_std(acc[worst.name])}; "
-                   f"spread between cells {100 * (acc[top.name].mean - acc[worst.name].mean):.1f} pt.")
+        out.append(
+            f"Lowest {split} accuracy: {worst.name}, {_mean_std(acc[worst.name])}; "
+            f"spread between cells {100 * (acc[top.name].mean - acc[worst.name].mean):.1f} pt."
+        )
     family = r.family
     if len(family) > 1:
-        out.append(f"The report makes {len(family)} comparisons (each cell against the baseline and each pair of "
-                   f"cells that differ in one option). They are one family: each p-value is shown raw and "
-                   f"Holm-adjusted, and the wording follows the adjusted one (family-wise {ALPHA:g}).")
+        out.append(
+            f"The report makes {len(family)} comparisons (each cell against the baseline and each pair of "
+            f"cells that differ in one option). They are one family: each p-value is shown raw and "
+            f"Holm-adjusted, and the wording follows the adjusted one (family-wise {ALPHA:g})."
+        )
     for pr in r.vs_baseline:
         out.append(verdict(pr.a, f"the baseline {pr.b}", pr.comparison, len(family)) + ".")
     for pr in r.pairs:
@@ -85,39 +93,52 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
     front = pareto_front(scored, CHOICE_SPLIT)
     with_params = [s for s in scored if s.trainable is not None and not math.isnan(val[s.name].mean)]
     if len(with_params) > 1:
-        out.append(f"Pareto front ({CHOICE_SPLIT} accuracy vs trainable parameters): "
-                   + ", ".join(f"{s.name} ({_count(s.trainable)})" for s in front) + ".")
+        out.append(
+            f"Pareto front ({CHOICE_SPLIT} accuracy vs trainable parameters): "
+            + ", ".join(f"{s.name} ({_count(s.trainable)})" for s in front)
+            + "."
+        )
         near = [s for s in with_params if 100 * (val[best.name].mean - val[s.name].mean) <= NEAR_BEST_PT]
         cheapest = min(near, key=lambda s: s.trainable)
         if cheapest.name != best.name and best.trainable and cheapest.trainable < best.trainable:
             ratio = best.trainable / max(cheapest.trainable, 1)
-            out.append(f"{cheapest.name} comes within {NEAR_BEST_PT:g} pt of the best on {CHOICE_SPLIT} "
-                       f"({100 * (val[cheapest.name].mean - val[best.name].mean):+.1f} pt) with "
-                       f"{ratio:,.0f}x fewer trainable parameters ({_count(cheapest.trainable)} vs "
-                       f"{_count(best.trainable)}).")
+            out.append(
+                f"{cheapest.name} comes within {NEAR_BEST_PT:g} pt of the best on {CHOICE_SPLIT} "
+                f"({100 * (val[cheapest.name].mean - val[best.name].mean):+.1f} pt) with "
+                f"{ratio:,.0f}x fewer trainable parameters ({_count(cheapest.trainable)} vs "
+                f"{_count(best.trainable)})."
+            )
     timed = [s for s in scored if not math.isnan(s.seconds_per_epoch.mean)]
     if len(timed) > 1:
         fast = min(timed, key=lambda s: s.seconds_per_epoch.mean)
         slow = max(timed, key=lambda s: s.seconds_per_epoch.mean)
         if slow.name != fast.name:
-            out.append(f"Training speed: {fast.name} takes {fast.seconds_per_epoch.mean:.1f} s per epoch, "
-                       f"{slow.seconds_per_epoch.mean / fast.seconds_per_epoch.mean:.1f}x less than "
-                       f"{slow.name} ({slow.seconds_per_epoch.mean:.1f} s).")
+            out.append(
+                f"Training speed: {fast.name} takes {fast.seconds_per_epoch.mean:.1f} s per epoch, "
+                f"{slow.seconds_per_epoch.mean / fast.seconds_per_epoch.mean:.1f}x less than "
+                f"{slow.name} ({slow.seconds_per_epoch.mean:.1f} s)."
+            )
     mem = [s for s in scored if not math.isnan(s.peak_memory_mb.mean)]
     if len(mem) > 1:
         lo = min(mem, key=lambda s: s.peak_memory_mb.mean)
         hi = max(mem, key=lambda s: s.peak_memory_mb.mean)
         if _mb(hi.peak_memory_mb.mean) != _mb(lo.peak_memory_mb.mean):
-                out.append(f"Peak memory ranges from {_mb(lo.peak_memory_mb.mean)} ({lo.name}) to "
-                       f"{_mb(hi.peak_memory_mb.mean)} ({hi.name}).")
+            out.append(
+                f"Peak memory ranges from {_mb(lo.peak_memory_mb.mean)} ({lo.name}) to "
+                f"{_mb(hi.peak_memory_mb.mean)} ({hi.name})."
+            )
     multi = [s for s in scored if s.n > 1]
     if multi:
         noisy = max(multi, key=lambda s: acc[s.name].std)
-        out.append(f"Seed spread: the largest standard deviation over seeds is {100 * acc[noisy.name].std:.1f} pt "
-                   f"({noisy.name}, {noisy.n} seeds).")
+        out.append(
+            f"Seed spread: the largest standard deviation over seeds is {100 * acc[noisy.name].std:.1f} pt "
+            f"({noisy.name}, {noisy.n} seeds)."
+        )
     else:
-        out.append("One seed per cell: no spread over seeds can be measured; the intervals reflect the "
-                   "sampling of the evaluation examples only.")
+        out.append(
+            "One seed per cell: no spread over seeds can be measured; the intervals reflect the "
+            "sampling of the evaluation examples only."
+        )
     if analysis_result is not None:
         out += analysis_findings(analysis_result, best.name)
     return out
@@ -132,8 +153,10 @@ def constant_predictors(r: ReportData, share: float = 0.95) -> list[str]:
         if count / len(preds) >= share:
             names = r.study.cell(name).done[0].run.label_names
             shown = names[label] if 0 <= label < len(names) else str(label)
-            out.append(f"{name} predicts {shown!r} for {100 * count / len(preds):.1f}% of the {r.split} examples "
-                       f"(seeds pooled): a near-constant classifier, not a trained one.")
+            out.append(
+                f"{name} predicts {shown!r} for {100 * count / len(preds):.1f}% of the {r.split} examples "
+                f"(seeds pooled): a near-constant classifier, not a trained one."
+            )
     return out
 
 
@@ -142,21 +165,26 @@ def analysis_findings(res: dict, cell: str) -> list[str]:
     cal = res["calibration"]
     gap = 100 * (cal["mean_confidence"] - res["accuracy"])
     kind = "over-confident" if gap > 0 else "under-confident"
-    out.append(f"Calibration of {cell}: ECE {cal['ece']:.3f}; mean confidence {100 * cal['mean_confidence']:.1f}% "
-               f"vs accuracy {100 * res['accuracy']:.1f}% ({kind} by {abs(gap):.1f} pt).")
+    out.append(
+        f"Calibration of {cell}: ECE {cal['ece']:.3f}; mean confidence {100 * cal['mean_confidence']:.1f}% "
+        f"vs accuracy {100 * res['accuracy']:.1f}% ({kind} by {abs(gap):.1f} pt)."
+    )
     buckets = [b for b in res["length"] if b["n"] >= 20]
     if len(buckets) > 1:
         worst = min(buckets, key=lambda b: b["accuracy"])
         best = max(buckets, key=lambda b: b["accuracy"])
-        out.append(f"By length, {cell} is weakest on {worst['name']}-word sentences ({100 * worst['accuracy']:.1f}%, "
-                   f"n = {worst['n']}) and strongest on {best['name']} ({100 * best['accuracy']:.1f}%, n = {best['n']}).")
+        out.append(
+            f"By length, {cell} is weakest on {worst['name']}-word sentences ({100 * worst['accuracy']:.1f}%, "
+            f"n = {worst['n']}) and strongest on {best['name']} ({100 * best['accuracy']:.1f}%, n = {best['n']})."
+        )
     for key, what in (("negation", "a negation"), ("contrast", "a contrast word")):
         with_, without = res[key]
         if with_["n"] and without["n"]:
             d = 100 * (with_["accuracy"] - without["accuracy"])
-            out.append(f"Sentences with {what} ({with_['n']}) are {abs(d):.1f} pt "
-                       f"{'less' if d < 0 else 'more'} accurate than those without ({100 * with_['accuracy']:.1f}% vs "
-                       f"{100 * without['accuracy']:.1f}%) for {cell}; a constant guess of each group's majority "
-                       f"label would get {100 * with_['majority']:.1f}% vs {100 * without['majority']:.1f}%.")
+            out.append(
+                f"Sentences with {what} ({with_['n']}) are {abs(d):.1f} pt "
+                f"{'less' if d < 0 else 'more'} accurate than those without ({100 * with_['accuracy']:.1f}% vs "
+                f"{100 * without['accuracy']:.1f}%) for {cell}; a constant guess of each group's majority "
+                f"label would get {100 * with_['majority']:.1f}% vs {100 * without['majority']:.1f}%."
+            )
     return out
-

@@ -19,10 +19,30 @@ CHOICE_SPLIT = "validation"
 #: A cell "matches the best" for the cost finding if it is within this many points.
 NEAR_BEST_PT = 1.0
 MAX_PAIRS = 40
-NUMERIC_OPTIONS = ("rank", "alpha", "dropout", "train_size", "epochs", "batch_size", "lr", "max_length",
-                   "weight_decay", "warmup_ratio")
-__all__ = ["ALPHA", "CHOICE_SPLIT", "NEAR_BEST_PT", "PairResult", "ReportData", "best_cell", "collect",
-           "one_option_pairs", "pareto_front", "representative_run"]
+NUMERIC_OPTIONS = (
+    "rank",
+    "alpha",
+    "dropout",
+    "train_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "max_length",
+    "weight_decay",
+    "warmup_ratio",
+)
+__all__ = [
+    "ALPHA",
+    "CHOICE_SPLIT",
+    "NEAR_BEST_PT",
+    "PairResult",
+    "ReportData",
+    "best_cell",
+    "collect",
+    "one_option_pairs",
+    "pareto_front",
+    "representative_run",
+]
 
 
 @dataclass
@@ -72,15 +92,18 @@ def collect(study: StudyData) -> ReportData:
             del preds[name]
     mixed = mixed_versions(study)
     if mixed:
-        notes.append("the runs were not all made with the same software, so their differences may be partly "
-                     "numerical: " + "; ".join(mixed))
+        notes.append(
+            "the runs were not all made with the same software, so their differences may be partly "
+            "numerical: " + "; ".join(mixed)
+        )
     base = study.baseline
     vs_baseline = []
     if base in preds:
         for c in study.cells:
             if c.name != base and c.name in preds:
-                vs_baseline.append(PairResult(c.name, base, c.name, base, None,
-                                              compare(preds[c.name].correct, preds[base].correct)))
+                vs_baseline.append(
+                    PairResult(c.name, base, c.name, base, None, compare(preds[c.name].correct, preds[base].correct))
+                )
     elif study.cells:
         notes.append(f"the baseline {base!r} has no finished run: no comparisons against it")
     pairs = []
@@ -88,8 +111,16 @@ def collect(study: StudyData) -> ReportData:
         if base in (a.name, b.name) or len(pairs) >= MAX_PAIRS:
             continue
         va, vb = a.config.get(option), b.config.get(option)
-        pairs.append(PairResult(a.name, b.name, f"{option} {_value(va)}", f"{option} {_value(vb)}", option,
-                                compare(preds[a.name].correct, preds[b.name].correct)))
+        pairs.append(
+            PairResult(
+                a.name,
+                b.name,
+                f"{option} {_value(va)}",
+                f"{option} {_value(vb)}",
+                option,
+                compare(preds[a.name].correct, preds[b.name].correct),
+            )
+        )
     family = vs_baseline + pairs
     for pr, adjusted in zip(family, holm([pr.comparison.p for pr in family]), strict=True):
         pr.comparison.p_holm = adjusted
@@ -109,7 +140,7 @@ def one_option_pairs(cells: list[CellData]) -> list[tuple[CellData, CellData, st
     larger value first; for other options every pair, in cell order."""
     out = []
     for i, a in enumerate(cells):
-        for b in cells[i + 1:]:
+        for b in cells[i + 1 :]:
             diff = [k for k in set(a.config) | set(b.config) if a.config.get(k) != b.config.get(k)]
             if len(diff) != 1:
                 continue
@@ -150,4 +181,3 @@ def representative_run(r: ReportData, cell: str):
     mean = r.summaries[cell].metrics[(CHOICE_SPLIT, "accuracy")].mean
     runs = [x for x in r.study.cell(cell).done if x.run.results.get(r.split) and x.run.results.get(CHOICE_SPLIT)]
     return min(runs, key=lambda x: (abs(x.run.results[CHOICE_SPLIT]["accuracy"] - mean), x.seed)) if runs else None
-

@@ -45,9 +45,11 @@ def build(root: str | Path) -> dict[str, Path]:
     doc.h(1, f"Study `{study.name}`")
     if study.description:
         doc.p(study.description)
-    doc.p(f"Folder `{study.root}` · {n_done} of {len(study.runs)} runs finished · "
-          f"{len(study.cells)} cells · baseline **{study.baseline}** · comparisons on the **{split}** split "
-          f"({n_examples} examples) · generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    doc.p(
+        f"Folder `{study.root}` · {n_done} of {len(study.runs)} runs finished · "
+        f"{len(study.cells)} cells · baseline **{study.baseline}** · comparisons on the **{split}** split "
+        f"({n_examples} examples) · generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+    )
     for note in r.notes:
         doc.p(f"Note: {note}")
 
@@ -57,38 +59,70 @@ def build(root: str | Path) -> dict[str, Path]:
 
     doc.h(2, "Cells")
     doc.p("Mean ± standard deviation over seeds, with the 95% t-interval over seeds in brackets.")
-    doc.table(["cell", "seeds", "validation accuracy", "test accuracy", "validation F1", "test F1"],
-              [[s.name, f"{s.n}/{s.n_planned}",
-                *(_fmt_iv(s.metrics[(sp, m)], pct=True) for m in ("accuracy", "f1") for sp in ("validation", "test"))]
-               for s in r.summaries.values()])
-    doc.table(["cell", "validation loss", "test loss", "trainable params", "trainable %", "s / epoch",
-               "training s", "peak memory"],
-              [[s.name, _fmt_iv(s.metrics[("validation", "loss")]), _fmt_iv(s.metrics[("test", "loss")]),
-                _count(s.trainable), "–" if s.trainable_percent is None else f"{s.trainable_percent:.4f}",
-                _fmt_num(s.seconds_per_epoch.mean, "{:.1f}"), _fmt_num(s.train_seconds.mean, "{:.1f}"),
-                _mb(s.peak_memory_mb.mean)]
-               for s in r.summaries.values()])
-    doc.p("Seconds per epoch, training seconds (all epochs, with the head's one-off feature pass) and peak "
-          "memory (GPU: max allocated; CPU: the process's peak RSS) are means over seeds, as recorded by each "
-          "run. Runs started with `--jobs` above 1 shared the CPU, so compare their timings with care.")
+    doc.table(
+        ["cell", "seeds", "validation accuracy", "test accuracy", "validation F1", "test F1"],
+        [
+            [
+                s.name,
+                f"{s.n}/{s.n_planned}",
+                *(_fmt_iv(s.metrics[(sp, m)], pct=True) for m in ("accuracy", "f1") for sp in ("validation", "test")),
+            ]
+            for s in r.summaries.values()
+        ],
+    )
+    doc.table(
+        [
+            "cell",
+            "validation loss",
+            "test loss",
+            "trainable params",
+            "trainable %",
+            "s / epoch",
+            "training s",
+            "peak memory",
+        ],
+        [
+            [
+                s.name,
+                _fmt_iv(s.metrics[("validation", "loss")]),
+                _fmt_iv(s.metrics[("test", "loss")]),
+                _count(s.trainable),
+                "–" if s.trainable_percent is None else f"{s.trainable_percent:.4f}",
+                _fmt_num(s.seconds_per_epoch.mean, "{:.1f}"),
+                _fmt_num(s.train_seconds.mean, "{:.1f}"),
+                _mb(s.peak_memory_mb.mean),
+            ]
+            for s in r.summaries.values()
+        ],
+    )
+    doc.p(
+        "Seconds per epoch, training seconds (all epochs, with the head's one-off feature pass) and peak "
+        "memory (GPU: max allocated; CPU: the process's peak RSS) are means over seeds, as recorded by each "
+        "run. Runs started with `--jobs` above 1 shared the CPU, so compare their timings with care."
+    )
     opts = [[c.name, ", ".join(f"{k}={_value(v)}" for k, v in c.options.items()) or "(base)"] for c in study.cells]
     doc.p("Options of each cell on top of the study's `base` (resolved options in `study.json`):")
     doc.table(["cell", "options"], opts)
 
     tuning = _read_tuning(study.root)
     if tuning:
-        _tuning_section(doc, tuning, study_seconds=sum(
-            float(x.run.results.get("train_seconds") or 0) for x in study.runs if x.run is not None))
+        _tuning_section(
+            doc,
+            tuning,
+            study_seconds=sum(float(x.run.results.get("train_seconds") or 0) for x in study.runs if x.run is not None),
+        )
 
     doc.h(2, f"Against the baseline ({study.baseline})")
-    doc.p(f"Accuracy difference on {split} (cell − baseline, seed-averaged per example, on the seeds both cells "
-          f"have); 95% CI: paired bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed "
-          f"{BOOTSTRAP_SEED}); MDE: the smallest difference the comparison detects with {100 * POWER:.0f}% power "
-          f"at two-sided {ALPHA:g}; p: exact paired sign-flip test over examples (the exact McNemar test when "
-          f"each cell has one seed); Holm p: p adjusted by Holm's method over all {len(r.family)} comparisons "
-          "of this report (this table and the next), which the findings follow; seeds: runs paired (a cell's "
-          "seeds the other lacks are left out); b / c: discordant pairs summed over the paired seeds "
-          "(b: cell right, baseline wrong); per-seed exact McNemar p, min–max.")
+    doc.p(
+        f"Accuracy difference on {split} (cell − baseline, seed-averaged per example, on the seeds both cells "
+        f"have); 95% CI: paired bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed "
+        f"{BOOTSTRAP_SEED}); MDE: the smallest difference the comparison detects with {100 * POWER:.0f}% power "
+        f"at two-sided {ALPHA:g}; p: exact paired sign-flip test over examples (the exact McNemar test when "
+        f"each cell has one seed); Holm p: p adjusted by Holm's method over all {len(r.family)} comparisons "
+        "of this report (this table and the next), which the findings follow; seeds: runs paired (a cell's "
+        "seeds the other lacks are left out); b / c: discordant pairs summed over the paired seeds "
+        "(b: cell right, baseline wrong); per-seed exact McNemar p, min–max."
+    )
     doc.table(*_comparison_table(r.vs_baseline, first="cell"))
     if r.pairs:
         doc.h(2, "Cells that differ in one option")
@@ -97,15 +131,22 @@ def build(root: str | Path) -> dict[str, Path]:
 
     doc.h(2, "Plots")
     plots = [
-        ("accuracy_vs_params.png", plot_params(r),
-          f"{split} accuracy vs trainable parameters (log scale), mean and 95% CI over seeds; circled: the Pareto "
-         f"front on {CHOICE_SPLIT} accuracy."),
-        ("accuracy_vs_rank.png",
-         plot_against(r, "rank", "LoRA rank", lambda c: c.config.get("rank"), only_method="lora"),
-         f"{split} accuracy vs LoRA rank (LoRA cells), one line per combination of the other varying options."),
-        ("learning_curve.png",
-         plot_against(r, "train_size", "training examples", lambda c: r.summaries[c.name].train_examples),
-         f"{split} accuracy vs number of training examples (learning curve)."),
+        (
+            "accuracy_vs_params.png",
+            plot_params(r),
+            f"{split} accuracy vs trainable parameters (log scale), mean and 95% CI over seeds; circled: the Pareto "
+            f"front on {CHOICE_SPLIT} accuracy.",
+        ),
+        (
+            "accuracy_vs_rank.png",
+            plot_against(r, "rank", "LoRA rank", lambda c: c.config.get("rank"), only_method="lora"),
+            f"{split} accuracy vs LoRA rank (LoRA cells), one line per combination of the other varying options.",
+        ),
+        (
+            "learning_curve.png",
+            plot_against(r, "train_size", "training examples", lambda c: r.summaries[c.name].train_examples),
+            f"{split} accuracy vs number of training examples (learning curve).",
+        ),
         ("training_curves.png", plot_curves(r), "Validation accuracy after each epoch, every cell (from metrics.csv)."),
         ("confusion_matrices.png", plot_confusions(r), f"Confusion matrices on {split}, summed over seeds."),
     ]
@@ -116,22 +157,40 @@ def build(root: str | Path) -> dict[str, Path]:
     if analysis_result is not None:
         doc.h(2, f"Error analysis of the best cell: {r.best}")
         cmp_text = f", compared with the baseline run {base_run.id}" if base_run is not None else ""
-        doc.p(f"The best cell on {CHOICE_SPLIT} accuracy. Run `{best_run.id}` (seed {best_run.seed}, the seed closest "
-              f"to the cell's {CHOICE_SPLIT} mean) on {split}{cmp_text}. "
-              "Buckets as in `loralab analyze` (docs/studies.md).")
+        doc.p(
+            f"The best cell on {CHOICE_SPLIT} accuracy. Run `{best_run.id}` (seed {best_run.seed}, the seed closest "
+            f"to the cell's {CHOICE_SPLIT} mean) on {split}{cmp_text}. "
+            "Buckets as in `loralab analyze` (docs/studies.md)."
+        )
         labels = best_run.run.label_names
         for title, headers, rows in analysis.tables(analysis_result, labels, r.best, study.baseline, k=5):
             doc.h(3, title)
             doc.table(headers, rows)
             if title.startswith("Calibration"):
-                doc.img("reliability_best.png", reliability_png(analysis_result, f"{r.best} · {split}"),
-                        f"Reliability diagram of {best_run.id} on {split}.")
+                doc.img(
+                    "reliability_best.png",
+                    reliability_png(analysis_result, f"{r.best} · {split}"),
+                    f"Reliability diagram of {best_run.id} on {split}.",
+                )
 
     doc.h(2, "Runs")
-    doc.table(["run", "cell", "seed", "status", "validation accuracy", "test accuracy", "error"],
-              [[x.id, x.cell, str(x.seed), x.status,
-                *(_pct1(x.run.results[sp]["accuracy"]) if x.run is not None and x.run.results.get(sp) else "–"
-                  for sp in ("validation", "test")), x.error or ""] for x in study.runs])
+    doc.table(
+        ["run", "cell", "seed", "status", "validation accuracy", "test accuracy", "error"],
+        [
+            [
+                x.id,
+                x.cell,
+                str(x.seed),
+                x.status,
+                *(
+                    _pct1(x.run.results[sp]["accuracy"]) if x.run is not None and x.run.results.get(sp) else "–"
+                    for sp in ("validation", "test")
+                ),
+                x.error or "",
+            ]
+            for x in study.runs
+        ],
+    )
 
     root = study.root
     for name, png in doc.images.items():
@@ -139,16 +198,24 @@ def build(root: str | Path) -> dict[str, Path]:
     atomic_write_text(root / "report.md", doc.markdown())
     atomic_write_text(root / "report.html", doc.html(f"Study {study.name}"))
     write_summary_csv(root / "summary.csv", r)
-    atomic_write_json(root / "report.json", {
-        "study": study.name, "split": split, "baseline": study.baseline, "best": r.best,
-        "best_chosen_on": CHOICE_SPLIT, "family": {"tests": len(r.family), "adjustment": "holm", "alpha": ALPHA},
-        "findings": found, "notes": r.notes,
-        "cells": {name: _summary_json(s) for name, s in r.summaries.items()},
-        "against_baseline": {pr.a: pr.comparison.to_dict() for pr in r.vs_baseline},
-        "pairs": [{"a": pr.a, "b": pr.b, "option": pr.option, **pr.comparison.to_dict()} for pr in r.pairs],
-        "error_analysis": analysis_result and {"run": best_run.id, **analysis_result},
-        "tuning": tuning or None,
-    })
+    atomic_write_json(
+        root / "report.json",
+        {
+            "study": study.name,
+            "split": split,
+            "baseline": study.baseline,
+            "best": r.best,
+            "best_chosen_on": CHOICE_SPLIT,
+            "family": {"tests": len(r.family), "adjustment": "holm", "alpha": ALPHA},
+            "findings": found,
+            "notes": r.notes,
+            "cells": {name: _summary_json(s) for name, s in r.summaries.items()},
+            "against_baseline": {pr.a: pr.comparison.to_dict() for pr in r.vs_baseline},
+            "pairs": [{"a": pr.a, "b": pr.b, "option": pr.option, **pr.comparison.to_dict()} for pr in r.pairs],
+            "error_analysis": analysis_result and {"run": best_run.id, **analysis_result},
+            "tuning": tuning or None,
+        },
+    )
     return {k: root / k for k in ("report.md", "report.html", "summary.csv", "report.json")}
 
 
@@ -165,34 +232,69 @@ def _tuning_section(doc: Doc, tuning: dict[str, Any], study_seconds: float) -> N
     doc.h(2, "Tuning")
     search_seconds = sum(float(t.get("search_seconds") or 0) for t in tuning.values())
     trials = sum(int(t.get("trials") or 0) for t in tuning.values())
-    doc.p(f"Each tuned cell's setting was searched first (Optuna, on validation only; search folders under "
-          f"`tune/`), then its seeds ran at the best setting. Search cost: {trials} finished trials, "
-          f"{search_seconds:,.0f} training seconds in all, against {study_seconds:,.0f} for the study's runs.")
+    doc.p(
+        f"Each tuned cell's setting was searched first (Optuna, on validation only; search folders under "
+        f"`tune/`), then its seeds ran at the best setting. Search cost: {trials} finished trials, "
+        f"{search_seconds:,.0f} training seconds in all, against {study_seconds:,.0f} for the study's runs."
+    )
     rows = []
     for cell, t in tuning.items():
         metric = next((k for k in t if k.startswith("validation_")), "validation_accuracy")
         value = t.get(metric)
-        rows.append([cell, ", ".join(f"{k}={_value(v)}" for k, v in t.get("params", {}).items()),
-                     "–" if value is None else f"{value:.4f} ({metric.removeprefix('validation_')})",
-                     f"{t.get('trial', '–')}", str(t.get("trials", "–")), f"{float(t.get('search_seconds') or 0):,.0f}",
-                     ", ".join(f"{k}={_value(v)}" for k, v in (t.get("search_base") or {}).items()) or "(study base)"])
+        rows.append(
+            [
+                cell,
+                ", ".join(f"{k}={_value(v)}" for k, v in t.get("params", {}).items()),
+                "–" if value is None else f"{value:.4f} ({metric.removeprefix('validation_')})",
+                f"{t.get('trial', '–')}",
+                str(t.get("trials", "–")),
+                f"{float(t.get('search_seconds') or 0):,.0f}",
+                ", ".join(f"{k}={_value(v)}" for k, v in (t.get("search_base") or {}).items()) or "(study base)",
+            ]
+        )
     doc.table(["cell", "tuned values", "best validation", "best trial", "trials", "search s", "search options"], rows)
 
 
 def _comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list[list[str]]]:
     a, b = ("cell", "baseline") if first == "cell" else ("first", "second")
-    headers = [first, f"accuracy ({a})", f"accuracy ({b})", f"Δ {a} − {b} (pt)", "95% CI (pt)",
-               f"MDE (pt, {100 * POWER:.0f}% power)", "p", "Holm p", "seeds", "b / c", "McNemar p per seed"]
+    headers = [
+        first,
+        f"accuracy ({a})",
+        f"accuracy ({b})",
+        f"Δ {a} − {b} (pt)",
+        "95% CI (pt)",
+        f"MDE (pt, {100 * POWER:.0f}% power)",
+        "p",
+        "Holm p",
+        "seeds",
+        "b / c",
+        "McNemar p per seed",
+    ]
     rows = []
     for pr in prs:
         c = pr.comparison
         name = pr.a if pr.option is None else f"{pr.label_a} vs {pr.label_b} ({pr.a} vs {pr.b})"
-        seeds = "–" if not c.per_seed else (_p(c.p_seed_min) if len(c.per_seed) == 1
-                                            else f"{_p(c.p_seed_min)} – {_p(c.p_seed_max)}")
+        seeds = (
+            "–"
+            if not c.per_seed
+            else (_p(c.p_seed_min) if len(c.per_seed) == 1 else f"{_p(c.p_seed_min)} – {_p(c.p_seed_max)}")
+        )
         paired = f"{c.paired}" + (f" of {c.seeds_a}/{c.seeds_b}" if c.paired < max(c.seeds_a, c.seeds_b) else "")
-        rows.append([name, _pct1(c.accuracy_a), _pct1(c.accuracy_b), f"{100 * c.diff:+.2f}",
-                     f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]", _fmt_num(100 * c.mde, "±{:.2f}"),
-                     _p(c.p), _p(c.p_holm), paired, f"{c.b} / {c.c}", seeds])
+        rows.append(
+            [
+                name,
+                _pct1(c.accuracy_a),
+                _pct1(c.accuracy_b),
+                f"{100 * c.diff:+.2f}",
+                f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]",
+                _fmt_num(100 * c.mde, "±{:.2f}"),
+                _p(c.p),
+                _p(c.p_holm),
+                paired,
+                f"{c.b} / {c.c}",
+                seeds,
+            ]
+        )
     return headers, rows
 
 
@@ -202,11 +304,26 @@ def write_summary_csv(path: Path, r: ReportData) -> None:
     for split in ("validation", "test"):
         for metric in ("accuracy", "f1", "loss"):
             columns += [f"{split}_{metric}_{x}" for x in ("mean", "std", "ci_low", "ci_high")]
-    columns += ["trainable_params", "total_params", "trainable_percent", "seconds_per_epoch", "train_seconds",
-                "peak_memory_mb",
-                "train_examples", f"delta_vs_baseline_{r.split}_pt", "delta_ci_low_pt", "delta_ci_high_pt",
-                "p_sign_flip", "discordant_b", "discordant_c", "p_mcnemar_min", "p_mcnemar_max", "p_holm", "mde_pt",
-                "options"]
+    columns += [
+        "trainable_params",
+        "total_params",
+        "trainable_percent",
+        "seconds_per_epoch",
+        "train_seconds",
+        "peak_memory_mb",
+        "train_examples",
+        f"delta_vs_baseline_{r.split}_pt",
+        "delta_ci_low_pt",
+        "delta_ci_high_pt",
+        "p_sign_flip",
+        "discordant_b",
+        "discordant_c",
+        "p_mcnemar_min",
+        "p_mcnemar_max",
+        "p_holm",
+        "mde_pt",
+        "options",
+    ]
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
@@ -218,10 +335,31 @@ def write_summary_csv(path: Path, r: ReportData) -> None:
                 iv = s.metrics[(split, metric)]
                 row += [_csv(iv.mean), _csv(iv.std), _csv(iv.low), _csv(iv.high)]
         c = vs.get(name)
-        row += [_csv(s.trainable), _csv(s.total), _csv(s.trainable_percent), _csv(s.seconds_per_epoch.mean),
-                _csv(s.train_seconds.mean), _csv(s.peak_memory_mb.mean), _csv(s.train_examples)]
-        row += ([_csv(100 * c.diff), _csv(100 * c.ci_low), _csv(100 * c.ci_high), _csv(c.p), c.b, c.c,
-                 _csv(c.p_seed_min), _csv(c.p_seed_max), _csv(c.p_holm), _csv(100 * c.mde)] if c else [""] * 10)
+        row += [
+            _csv(s.trainable),
+            _csv(s.total),
+            _csv(s.trainable_percent),
+            _csv(s.seconds_per_epoch.mean),
+            _csv(s.train_seconds.mean),
+            _csv(s.peak_memory_mb.mean),
+            _csv(s.train_examples),
+        ]
+        row += (
+            [
+                _csv(100 * c.diff),
+                _csv(100 * c.ci_low),
+                _csv(100 * c.ci_high),
+                _csv(c.p),
+                c.b,
+                c.c,
+                _csv(c.p_seed_min),
+                _csv(c.p_seed_max),
+                _csv(c.p_holm),
+                _csv(100 * c.mde),
+            ]
+            if c
+            else [""] * 10
+        )
         row.append(json.dumps(cells[name].options, sort_keys=True))
         w.writerow(row)
     atomic_write_text(path, buf.getvalue())
@@ -229,12 +367,15 @@ def write_summary_csv(path: Path, r: ReportData) -> None:
 
 def _summary_json(s: CellSummary) -> dict:
     return {
-        "seeds": s.seeds, "n_planned": s.n_planned, "method": s.method,
+        "seeds": s.seeds,
+        "n_planned": s.n_planned,
+        "method": s.method,
         "metrics": {f"{sp}_{m}": vars(iv) for (sp, m), iv in s.metrics.items()},
-        "trainable": s.trainable, "total": s.total, "trainable_percent": s.trainable_percent,
-        "seconds_per_epoch": s.seconds_per_epoch.mean, "train_seconds": s.train_seconds.mean,
+        "trainable": s.trainable,
+        "total": s.total,
+        "trainable_percent": s.trainable_percent,
+        "seconds_per_epoch": s.seconds_per_epoch.mean,
+        "train_seconds": s.train_seconds.mean,
         "peak_memory_mb": s.peak_memory_mb.mean,
         "train_examples": s.train_examples,
     }
-
-
