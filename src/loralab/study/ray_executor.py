@@ -69,11 +69,9 @@ def run_study_on_ray(
         raise StudyError(f"{folder.root}: another `loralab study run` is using this study folder") from None
 
 
-def _run(
-    ray, plan: StudyPlan, folder: StudyFolder, threads: int, gpus_per_run: int | None, echo: Callable[[str], None]
-) -> StudyOutcome:
-    t0 = time.perf_counter()
-    resources = ray.cluster_resources()
+def task_gpus(resources: dict, threads: int, gpus_per_run: int | None) -> int:
+    """GPUs per task (default: 1 where the cluster has GPUs), after checking that the cluster has
+    them and ``threads`` CPUs."""
     gpus = gpus_per_run if gpus_per_run is not None else (1 if resources.get("GPU", 0) > 0 else 0)
     if gpus > resources.get("GPU", 0):
         raise StudyError(f"--gpus-per-run {gpus}: the Ray cluster has {int(resources.get('GPU', 0))} GPU(s)")
@@ -82,6 +80,15 @@ def _run(
             f"--threads {threads}: no node of the Ray cluster has that many CPUs "
             f"({int(resources.get('CPU', 0))} in all)"
         )
+    return gpus
+
+
+def _run(
+    ray, plan: StudyPlan, folder: StudyFolder, threads: int, gpus_per_run: int | None, echo: Callable[[str], None]
+) -> StudyOutcome:
+    t0 = time.perf_counter()
+    resources = ray.cluster_resources()
+    gpus = task_gpus(resources, threads, gpus_per_run)
     outcome = StudyOutcome()
     how = (
         f"Ray cluster ({int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs), "

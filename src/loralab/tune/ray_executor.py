@@ -25,17 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LoralabError
-from ..study.ray_executor import import_ray, land_archive, pack_dir
+from ..study.ray_executor import import_ray, land_archive, pack_dir, task_gpus
 from . import require_optuna
 from .objective import TRIALS_DIR, sample, train_trial, trial_dir
 from .runner import (
     MAX_CONSECUTIVE_FAILURES,
     WorkerOutcome,
     live_trials,
-    resolve_storage,
+    start_search,
     sweep_staging,
     tell,
-    write_tune_file,
 )
 from .spec import TuneSpec
 from .storage import (
@@ -48,7 +47,6 @@ from .storage import (
     fail_interrupted,
     host,
     open_storage,
-    open_study,
     redact,
 )
 
@@ -88,14 +86,7 @@ def run_search_on_ray(
     """Run the search's remaining trials as Ray tasks, at most ``jobs`` at once (default: as many
     as the cluster's CPUs hold at ``threads`` each)."""
     ray = import_ray()
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    budget = trials or spec.trials
-    if spec.sampler_options()[0] == "grid":
-        budget = min(budget, spec.grid_size())
-    url = resolve_storage(out_dir, storage)
-    study = open_study(spec, open_storage(url))
-    write_tune_file(spec, out_dir, url, budget)
+    out_dir, url, study, budget = start_search(spec, out_dir, storage, trials)
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -124,11 +115,7 @@ def _search(
 
     t0 = time.perf_counter()
     resources = ray.cluster_resources()
-    gpus = gpus_per_trial if gpus_per_trial is not None else (1 if resources.get("GPU", 0) > 0 else 0)
-    if gpus > resources.get("GPU", 0):
-        raise TuneError(f"--gpus-per-run {gpus}: the Ray cluster has {int(resources.get('GPU', 0))} GPU(s)")
-    if threads > resources.get("CPU", 0):
-        raise TuneError(f"--threads {threads}: the Ray cluster has {int(resources.get('CPU', 0))} CPUs")
+    gpus = task_gpus(resources, threads, gpus_per_trial)
     jobs = jobs or max(1, int(resources.get("CPU", 0) // threads))
     outcome = WorkerOutcome(interrupted=fail_interrupted(study))
     if outcome.interrupted:

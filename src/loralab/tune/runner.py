@@ -113,6 +113,21 @@ def write_tune_file(spec: TuneSpec, out_dir: Path, url: str, budget: int) -> Non
         atomic_write_json(path, data)
 
 
+def start_search(spec: TuneSpec, out_dir: str | Path, storage: str | None, trials: int | None):
+    """What every worker starts from: ``(out_dir, url, study, budget)``, the search folder made,
+    the study created or checked, and ``tune.json`` written. The budget is ``trials`` (default: the
+    spec's), for grid at most the grid's size."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    budget = trials or spec.trials
+    if spec.sampler_options()[0] == "grid":
+        budget = min(budget, spec.grid_size())
+    url = resolve_storage(out_dir, storage)
+    study = open_study(spec, open_storage(url))
+    write_tune_file(spec, out_dir, url, budget)
+    return out_dir, url, study, budget
+
+
 def run_worker(
     spec: TuneSpec,
     out_dir: str | Path,
@@ -126,14 +141,7 @@ def run_worker(
     storage, and to re-run after a crash."""
     optuna = require_optuna()
     TrialState = optuna.trial.TrialState
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    budget = trials or spec.trials
-    if spec.sampler_options()[0] == "grid":
-        budget = min(budget, spec.grid_size())
-    url = resolve_storage(out_dir, storage)
-    study = open_study(spec, open_storage(url))
-    write_tune_file(spec, out_dir, url, budget)
+    out_dir, url, study, budget = start_search(spec, out_dir, storage, trials)
     if threads:
         import torch
 
