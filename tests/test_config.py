@@ -32,6 +32,9 @@ def test_flat_round_trip_and_defaults():
         ({"epochs": 2.5}, "--epochs: cannot use 2.5"),
         ({"labels": "a"}, "--labels needs at least two"),
         ({"group_by_length": "maybe"}, "--group-by-length: cannot use"),
+        ({"seed": 2**32}, r"--seed must be in \[0, 2\*\*32\)"),
+        ({"seed": -1}, r"--seed must be in"),
+        ({"device": "tpu"}, "--device must be auto, cpu or cuda"),
     ],
 )
 def test_invalid_values_name_the_flag(values, message):

@@ -208,6 +208,10 @@ class TrainConfig:
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"--batch-size {self.batch_size} is not divisible by --grad-accum {self.grad_accum}")
         self.checkpoint_steps()  # validates --checkpoint-every
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range, which accelerate's set_seed passes on
+            raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.resume and not self.output_dir:
             raise ConfigError("--resume needs --output-dir (the run directory to continue)")
 
@@ -221,8 +225,6 @@ class TrainConfig:
                 f"--checkpoint-every must be epoch, none or a number of steps >= 1, got {self.checkpoint_every!r}"
             )
         return int(value)
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
 
 GROUPS: dict[str, type] = {
