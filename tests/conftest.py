@@ -220,6 +220,13 @@ def tiny_run_config(model_dir: Path, data_dir: Path, out: Path, **overrides):
     return RunConfig.from_flat(values)
 
 
+def tiny_train_argv(model_dir: Path, data_dir: Path, out: Path, *extra: str, **overrides) -> list[str]:
+    """``loralab -q train`` arguments for :func:`tiny_run_config` with ``overrides``, then ``extra``."""
+    from loralab.study.plan import train_flags
+
+    return ["-q", "train", *train_flags(tiny_run_config(model_dir, data_dir, out, **overrides)), *extra]
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A local Ray cluster of 2 CPUs on loopback, started as a user would (``ray start --head``)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_glue_dir
+from conftest import tiny_train_argv, write_glue_dir
 
 HERE = Path(__file__).resolve().parent
 LAUNCH = HERE / "dist_launch.py"
@@ -27,38 +27,7 @@ def data(tmp_path_factory) -> Path:
 
 def args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     # dropout on (the model's and LoRA's): resuming must restore the random-number streams too
-    return [
-        "-q",
-        "train",
-        "--model",
-        str(model),
-        "--data-dir",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--epochs",
-        "3",
-        "--batch-size",
-        "8",
-        "--eval-batch-size",
-        "16",
-        "--log-every",
-        "3",
-        "--no-progress",
-        "--device",
-        "cpu",
-        "--rank",
-        "4",
-        "--alpha",
-        "8",
-        "--dropout",
-        "0.1",
-        "--max-length",
-        "48",
-        "--lr",
-        "5e-3",
-        *extra,
-    ]
+    return tiny_train_argv(model, data, out, *extra, epochs=3, log_every=3, dropout=0.1, lr=5e-3)
 
 
 def launch(mode: str, argv: list[str], tmp: Path) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from conftest import free_port, write_glue_dir
+from conftest import free_port, tiny_train_argv, write_glue_dir
 
 HERE = Path(__file__).resolve().parent
 LAUNCH = HERE / "dist_launch.py"
@@ -40,38 +40,7 @@ def odd_data(tmp_path_factory) -> Path:
 
 
 def train_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "-q",
-        "train",
-        "--model",
-        str(model),
-        "--data-dir",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--eval-batch-size",
-        "16",
-        "--log-every",
-        "2",
-        "--no-progress",
-        "--device",
-        "cpu",
-        "--rank",
-        "4",
-        "--alpha",
-        "8",
-        "--dropout",
-        "0",
-        "--max-length",
-        "48",
-        "--lr",
-        "5e-3",
-        *extra,
-    ]
+    return tiny_train_argv(model, data, out, *extra, epochs=2, batch_size=16, log_every=2, dropout=0.0, lr=5e-3)
 
 
 def child_env() -> dict:
