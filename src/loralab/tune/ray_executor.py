@@ -17,7 +17,6 @@ continues the search.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,28 +26,20 @@ from typing import Any
 from ..errors import LoralabError
 from ..study.ray_executor import import_ray, land_archive, pack_dir, task_gpus
 from . import require_optuna
-from .objective import TRIALS_DIR, sample, train_trial, trial_dir
+from .objective import TrialOutcome, sample, train_trial, trial_dir
 from .runner import (
-    MAX_CONSECUTIVE_FAILURES,
     WorkerOutcome,
+    claim_trial,
+    fail_trial,
+    finish_trial,
+    grid_done,
     live_trials,
+    recover,
     start_search,
-    sweep_staging,
     tell,
 )
 from .spec import TuneSpec
-from .storage import (
-    ATTR_HOST,
-    ATTR_PID,
-    ATTR_RUN_DIR,
-    ATTR_SURPLUS,
-    Heartbeat,
-    TuneError,
-    fail_interrupted,
-    host,
-    open_storage,
-    redact,
-)
+from .storage import Heartbeat, open_storage, redact
 
 
 class PruningReporter:
@@ -109,18 +100,14 @@ def _search(
     gpus_per_trial: int | None,
     echo: Callable[[str], None],
 ) -> WorkerOutcome:
-    optuna = require_optuna()
-    TrialState = optuna.trial.TrialState
+    TrialState = require_optuna().trial.TrialState
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     t0 = time.perf_counter()
     resources = ray.cluster_resources()
     gpus = task_gpus(resources, threads, gpus_per_trial)
     jobs = jobs or max(1, int(resources.get("CPU", 0) // threads))
-    outcome = WorkerOutcome(interrupted=fail_interrupted(study))
-    if outcome.interrupted:
-        echo(f"failed {len(outcome.interrupted)} trial(s) of killed workers: {outcome.interrupted}")
-    sweep_staging(out_dir, study)
+    outcome = recover(study, out_dir, echo)
     here = ray.get_runtime_context().get_node_id()
     reporter = (
         ray.remote(PruningReporter)
@@ -137,15 +124,10 @@ def _search(
     failures_in_row = 0
     try:
         while True:
-            while len(pending) < jobs and len(live_trials(study)) < budget and not _grid_done(optuna, study):
-                trial = study.ask()
-                trial.set_user_attr(ATTR_HOST, host())
-                trial.set_user_attr(ATTR_PID, os.getpid())
-                if len([t for t in live_trials(study) if t.number < trial.number]) >= budget:
-                    trial.set_user_attr(ATTR_SURPLUS, True)  # another worker claimed the last trial first
-                    tell(study, trial, state=TrialState.FAIL)
+            while len(pending) < jobs and len(live_trials(study)) < budget and not grid_done(study):
+                trial = claim_trial(study, out_dir, budget)
+                if trial is None:
                     break
-                trial.set_user_attr(ATTR_RUN_DIR, str(trial_dir(out_dir, trial.number)))
                 beat = Heartbeat(study._storage, trial._trial_id).__enter__()
                 ref = task.remote(spec, sample(spec, trial), trial.number, trial._trial_id, reporter, threads)
                 pending[ref] = (trial, beat)
@@ -158,31 +140,15 @@ def _search(
                 result = ray.get(ref)
             except Exception as e:  # a task that died (node lost, out of memory) is one failed trial
                 result = {"error": f"ray task failed: {type(e).__name__}: {e}"}
-            if result.get("error"):
-                trial.set_user_attr("error", result["error"])
-                tell(study, trial, state=TrialState.FAIL)
-                outcome.failed.append(trial.number)
-                echo(f"trial {trial.number} FAILED: {result['error']}")
-                failures_in_row += 1
-                if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
-                    raise TuneError(f"{spec.source}: {failures_in_row} trials failed in a row; last: {result['error']}")
+            if "error" in result:
+                failures_in_row = fail_trial(study, trial, outcome, result["error"], failures_in_row, spec, echo)
                 continue
             failures_in_row = 0
-            land_archive(trial_dir(out_dir, trial.number), result["archive"])
-            trial.set_user_attr("epochs", result["epochs"])
-            trial.set_user_attr("seconds", round(result["seconds"], 1))
+            run_dir = trial_dir(out_dir, trial.number)
+            land_archive(run_dir, result["archive"])
             trial.set_user_attr("node", result["node"])
-            if result["pruned"]:
-                tell(study, trial, state=TrialState.PRUNED)
-                outcome.pruned.append(trial.number)
-            else:
-                tell(study, trial, result["value"])
-            outcome.finished.append(trial.number)
-            echo(
-                f"trial {trial.number} {'pruned' if result['pruned'] else 'done'} on {result['node']}: "
-                f"{spec.metric} {result['value']:.4f} after {result['epochs']} epoch(s), {result['seconds']:.0f}s, "
-                f"{trial.params} | {len(live_trials(study))}/{budget}"
-            )
+            outcome_of_trial = TrialOutcome(run_dir=run_dir, **result["outcome"])
+            finish_trial(study, trial, outcome, outcome_of_trial, spec, budget, echo, where=f" on {result['node']}")
     except BaseException:
         for ref, (trial, beat) in pending.items():  # the trials in flight never finished: they do not count
             ray.cancel(ref, force=True)
@@ -191,11 +157,6 @@ def _search(
         raise
     outcome.seconds = time.perf_counter() - t0
     return outcome
-
-
-def _grid_done(optuna, study) -> bool:
-    sampler = study.sampler
-    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
 
 
 def trial_in_task(spec: TuneSpec, params: dict[str, Any], number: int, trial_id: int, reporter, threads: int) -> dict:
@@ -209,7 +170,7 @@ def trial_in_task(spec: TuneSpec, params: dict[str, Any], number: int, trial_id:
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="loralab-ray-trial-") as tmp:
-        run_dir = Path(tmp) / TRIALS_DIR / f"trial-{number:04d}"
+        run_dir = trial_dir(Path(tmp), number)
         try:
             result = train_trial(
                 spec,
@@ -220,11 +181,5 @@ def trial_in_task(spec: TuneSpec, params: dict[str, Any], number: int, trial_id:
             )
         except LoralabError as e:
             return {"error": str(e)}
-        return {
-            "value": result.value,
-            "pruned": result.pruned,
-            "epochs": result.epochs,
-            "seconds": result.seconds,
-            "archive": pack_dir(result.run_dir),
-            "node": socket.gethostname(),
-        }
+        outcome = {"value": result.value, "pruned": result.pruned, "epochs": result.epochs, "seconds": result.seconds}
+        return {"outcome": outcome, "archive": pack_dir(result.run_dir), "node": socket.gethostname()}

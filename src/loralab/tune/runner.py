@@ -25,7 +25,7 @@ from pathlib import Path
 from ..artifacts import atomic_write_json, read_json
 from ..errors import LoralabError
 from . import require_optuna
-from .objective import TRIALS_DIR, run_trial
+from .objective import TRIALS_DIR, TrialOutcome, run_trial, trial_dir
 from .spec import TuneSpec
 from .storage import (
     ATTR_HOST,
@@ -139,42 +139,29 @@ def run_worker(
     """Run trials of ``spec`` until the search has ``trials`` finished ones (default: the spec's
     budget; for grid, at most the grid's size). Safe to run on many machines at once against one
     storage, and to re-run after a crash."""
-    optuna = require_optuna()
-    TrialState = optuna.trial.TrialState
+    TrialState = require_optuna().trial.TrialState
     out_dir, url, study, budget = start_search(spec, out_dir, storage, trials)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    outcome = WorkerOutcome(interrupted=fail_interrupted(study))
-    if outcome.interrupted:
-        echo(f"failed {len(outcome.interrupted)} trial(s) of killed workers: {outcome.interrupted}")
-    sweep_staging(out_dir, study)
+    outcome = recover(study, out_dir, echo)
     echo(
         f"search {spec.name}: {len(live_trials(study))} of {budget} trials done or running "
         f"-> {out_dir} (storage {redact(url)})"
     )
     failures_in_row = 0
-    while True:
-        sampler = study.sampler
-        if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
-            break
+    while not grid_done(study):
         if newly := fail_interrupted(study):  # a worker died meanwhile: its trial no longer counts
             outcome.interrupted += newly
             echo(f"failed {len(newly)} trial(s) of killed workers: {newly}")
             sweep_staging(out_dir, study)
         if len(live_trials(study)) >= budget:
             break
-        trial = study.ask()
-        trial.set_user_attr(ATTR_HOST, host())
-        trial.set_user_attr(ATTR_PID, os.getpid())
-        before = [t for t in live_trials(study) if t.number < trial.number]
-        if len(before) >= budget:  # another worker claimed the last trial first
-            trial.set_user_attr(ATTR_SURPLUS, True)
-            tell(study, trial, state=TrialState.FAIL)
+        trial = claim_trial(study, out_dir, budget)
+        if trial is None:
             break
-        trial.set_user_attr(ATTR_RUN_DIR, str(out_dir / TRIALS_DIR / f"trial-{trial.number:04d}"))
         try:
             with Heartbeat(study._storage, trial._trial_id):
                 result = run_trial(spec, trial, out_dir)
@@ -182,34 +169,87 @@ def run_worker(
             tell(study, trial, state=TrialState.FAIL)
             raise
         except LoralabError as e:
-            trial.set_user_attr("error", str(e))
-            tell(study, trial, state=TrialState.FAIL)
-            outcome.failed.append(trial.number)
-            echo(f"trial {trial.number} FAILED: {e}")
-            failures_in_row += 1
-            if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
-                raise TuneError(f"{spec.source}: {failures_in_row} trials failed in a row; last: {e}") from None
+            failures_in_row = fail_trial(study, trial, outcome, str(e), failures_in_row, spec, echo)
             continue
         except Exception as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             tell(study, trial, state=TrialState.FAIL)
             raise
         failures_in_row = 0
-        trial.set_user_attr("epochs", result.epochs)
-        trial.set_user_attr("seconds", round(result.seconds, 1))
-        if result.pruned:
-            tell(study, trial, state=TrialState.PRUNED)
-            outcome.pruned.append(trial.number)
-        else:
-            tell(study, trial, result.value)
-        outcome.finished.append(trial.number)
-        echo(
-            f"trial {trial.number} {'pruned' if result.pruned else 'done'}: {spec.metric} {result.value:.4f} "
-            f"after {result.epochs} epoch(s), {result.seconds:.0f}s, {trial.params} | "
-            f"{len(live_trials(study))}/{budget}"
-        )
+        finish_trial(study, trial, outcome, result, spec, budget, echo)
     outcome.seconds = time.perf_counter() - t0
     return outcome
+
+
+def recover(study, out_dir: Path, echo: Callable[[str], None]) -> WorkerOutcome:
+    """A worker's start: fail the trials of killed workers (they never count) and remove their
+    staging folders; the returned outcome records them."""
+    outcome = WorkerOutcome(interrupted=fail_interrupted(study))
+    if outcome.interrupted:
+        echo(f"failed {len(outcome.interrupted)} trial(s) of killed workers: {outcome.interrupted}")
+    sweep_staging(out_dir, study)
+    return outcome
+
+
+def grid_done(study) -> bool:
+    """Whether a grid search has asked for every point of its grid (never, for other samplers)."""
+    sampler = study.sampler
+    return isinstance(sampler, require_optuna().samplers.GridSampler) and sampler.is_exhausted(study)
+
+
+def claim_trial(study, out_dir: Path, budget: int):
+    """Ask the storage for a trial and claim it for this worker, or None (closing the claim as a
+    failed "surplus" trial) when ``budget`` live trials are already numbered below it."""
+    trial = study.ask()
+    trial.set_user_attr(ATTR_HOST, host())
+    trial.set_user_attr(ATTR_PID, os.getpid())
+    if len([t for t in live_trials(study) if t.number < trial.number]) >= budget:
+        trial.set_user_attr(ATTR_SURPLUS, True)  # another worker claimed the last trial first
+        tell(study, trial, state=require_optuna().trial.TrialState.FAIL)
+        return None
+    trial.set_user_attr(ATTR_RUN_DIR, str(trial_dir(out_dir, trial.number)))
+    return trial
+
+
+def fail_trial(
+    study, trial, outcome: WorkerOutcome, error: str, failures_in_row: int, spec: TuneSpec, echo: Callable[[str], None]
+) -> int:
+    """Record a trial that failed with a one-line ``error``; returns the failures in a row, and
+    stops the worker (:class:`TuneError`) at :data:`MAX_CONSECUTIVE_FAILURES`."""
+    trial.set_user_attr("error", error)
+    tell(study, trial, state=require_optuna().trial.TrialState.FAIL)
+    outcome.failed.append(trial.number)
+    echo(f"trial {trial.number} FAILED: {error}")
+    failures_in_row += 1
+    if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
+        raise TuneError(f"{spec.source}: {failures_in_row} trials failed in a row; last: {error}")
+    return failures_in_row
+
+
+def finish_trial(
+    study,
+    trial,
+    outcome: WorkerOutcome,
+    result: TrialOutcome,
+    spec: TuneSpec,
+    budget: int,
+    echo: Callable[[str], None],
+    where: str = "",
+) -> None:
+    """Tell the storage how a trial that ran ended (complete with its value, or pruned) and say so."""
+    trial.set_user_attr("epochs", result.epochs)
+    trial.set_user_attr("seconds", round(result.seconds, 1))
+    if result.pruned:
+        tell(study, trial, state=require_optuna().trial.TrialState.PRUNED)
+        outcome.pruned.append(trial.number)
+    else:
+        tell(study, trial, result.value)
+    outcome.finished.append(trial.number)
+    echo(
+        f"trial {trial.number} {'pruned' if result.pruned else 'done'}{where}: {spec.metric} {result.value:.4f} "
+        f"after {result.epochs} epoch(s), {result.seconds:.0f}s, {trial.params} | "
+        f"{len(live_trials(study))}/{budget}"
+    )
 
 
 def tell(study, trial, value: float | None = None, state=None) -> None:
