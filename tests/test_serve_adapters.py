@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,18 @@ def test_start_up_errors_are_one_line(runs, head_run, tiny_models, tiny_data, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("loralab: error: ") for line in err)
     assert "share one backbone" in err[0] and "--adapter-root" in err[1]
+
+
+@pytest.mark.parametrize("option", ["use_dora", "arrow_config", "ensure_weight_tying"])
+def test_a_peft_option_the_layers_lack_is_refused(runs, tmp_path, option):
+    run = tmp_path / "run"
+    shutil.copytree(runs["qv-r2"], run)
+    config = run / "adapter" / "adapter_config.json"
+    conf = json.loads(config.read_text())
+    assert not conf.get(option)  # peft writes every option; the trained run leaves it off
+    config.write_text(json.dumps({**conf, option: {"on": 1} if option.endswith("_config") else True}))
+    with pytest.raises(AdapterError, match=f"uses peft option\\(s\\) {option}, which multi-adapter serving"):
+        load_adapters([runs["all-r8"], run], device="cpu")
 
 
 def test_a_study_folder_serves_all_its_lora_runs(runs, head_run, tmp_path):

@@ -14,21 +14,13 @@ from torch import nn
 
 from .errors import RunDirError
 
+# The peft options the multi-adapter layers lack are exactly those the from-scratch layers lack:
+# each must be off (falsy) in adapter_config.json.
+from .methods.scratch_lora import UNSUPPORTED
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PREFIX = "base_model.model."  # peft's prefix of every key in an adapter file
-#: peft options this loader does not implement: each must be off (falsy) in adapter_config.json.
-UNSUPPORTED = (
-    "use_dora",
-    "rank_pattern",
-    "alpha_pattern",
-    "layer_replication",
-    "target_parameters",
-    "trainable_token_indices",
-    "use_qalora",
-    "alora_invocation_tokens",
-    "lora_bias",
-)
 
 
 class AdapterError(RunDirError):

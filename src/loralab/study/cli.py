@@ -1,8 +1,10 @@
-"""``loralab study run STUDY.yaml`` and ``loralab study report DIR`` (thin: parse, call, print)."""
+"""``loralab study run STUDY.yaml``, ``loralab study report DIR`` and ``loralab study compare A B``
+(thin: parse, call, print)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -67,6 +69,19 @@ def add_parser(subparsers) -> None:
     )
     rep.add_argument("dir", metavar="DIR", help="the study folder (e.g. studies_out/smoke)")
     rep.set_defaults(func=cmd_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="compare one cell of a study (or a search's final seeds) with one cell of another",
+        description="A against B, each DIR[:CELL]: a study folder, or a search folder with final seeds "
+        "(`loralab tune report DIR --final-seeds K`); CELL may be left out for a one-cell study. Prints "
+        "each side's mean ± sd and 95%% t-interval and the paired comparison on validation and test "
+        "(bootstrap CI, exact sign-flip p, Holm-adjusted over the splits, minimum detectable effect).",
+    )
+    cmp.add_argument("a", metavar="A", help="DIR[:CELL]")
+    cmp.add_argument("b", metavar="B", help="DIR[:CELL]")
+    cmp.add_argument("--out", metavar="FILE", help="also write the Markdown to FILE")
+    cmp.set_defaults(func=cmd_compare)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -205,4 +220,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     paths = build(args.dir)
     print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..artifacts import atomic_write_text
+    from .compare import compare_sides, markdown, resolve
+    from .folder import StudyError
+
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise StudyError(f"--out {args.out}: the folder {Path(args.out).resolve().parent} does not exist")
+    text = markdown(compare_sides(resolve(args.a), resolve(args.b)))
+    if args.out:
+        atomic_write_text(args.out, text)
+    print(text, end="")
     return 0

@@ -12,12 +12,12 @@ from typing import Any
 from ..artifacts import atomic_write_bytes, atomic_write_text, read_json
 from ..errors import ConfigError
 from ..plots.search import search_views
+from ..study.compare import FINAL_DIR
 from . import require_optuna
 from .runner import STORAGE_ENV, require_budget_file
 from .spec import MANAGED_OPTIONS, TuneSpec
 from .storage import ATTR_RUN_DIR, ATTR_SURPLUS, open_storage, open_study
 
-FINAL_DIR = "final"
 PLOTS_DIR = "plots"
 
 

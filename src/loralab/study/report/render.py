@@ -123,11 +123,11 @@ def build(root: str | Path) -> dict[str, Path]:
         "seeds the other lacks are left out); b / c: discordant pairs summed over the paired seeds "
         "(b: cell right, baseline wrong); per-seed exact McNemar p, min–max."
     )
-    doc.table(*_comparison_table(r.vs_baseline, first="cell"))
+    doc.table(*comparison_table(r.vs_baseline, first="cell"))
     if r.pairs:
         doc.h(2, "Cells that differ in one option")
         doc.p("Same statistics; for numeric options only neighbouring values are compared, the larger first.")
-        doc.table(*_comparison_table(r.pairs, first="comparison"))
+        doc.table(*comparison_table(r.pairs, first="comparison"))
 
     doc.h(2, "Plots")
     plots = [
@@ -255,7 +255,7 @@ def _tuning_section(doc: Doc, tuning: dict[str, Any], study_seconds: float) -> N
     doc.table(["cell", "tuned values", "best validation", "best trial", "trials", "search s", "search options"], rows)
 
 
-def _comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list[list[str]]]:
+def comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list[list[str]]]:
     a, b = ("cell", "baseline") if first == "cell" else ("first", "second")
     headers = [
         first,
