@@ -9,7 +9,7 @@ import json
 import loralab
 from conftest import tiny_run_config
 from loralab.cli import main as cli_main
-from loralab.table import md_cell
+from loralab.table import md_cell, settings_of
 
 
 def test_table_rows_come_from_the_run_directories(tiny_models, tiny_data, tmp_path, capsys):
@@ -39,3 +39,14 @@ def test_table_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
 def test_markdown_cells_escape_pipes_and_flatten_newlines():
     assert md_cell("a|b\nc") == "a\\|b c"
     assert md_cell(3) == "3"
+
+
+def test_settings_name_a_dropout_other_than_the_default():
+    config = {
+        "method": {"method": "lora", "rank": 32, "alpha": 64.0, "target_modules": ["all-linear"], "dropout": 0.117026},
+        "train": {"seed": 1},
+        "data": {},
+    }
+    assert settings_of(config, 7.919e-4) == "r 32, α 64, all-linear, dropout 0.117, lr 0.0007919, seed 1"
+    config["method"]["dropout"] = 0.1
+    assert settings_of(config, 5e-4) == "r 32, α 64, all-linear, lr 0.0005, seed 1"

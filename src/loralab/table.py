@@ -14,9 +14,11 @@ import csv
 import io
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from . import artifacts
+from .config import MethodConfig
 
 COLUMNS = (
     "run",
@@ -36,14 +38,19 @@ COLUMNS = (
 )
 
 
+DEFAULT_DROPOUT = next(f.default for f in fields(MethodConfig) if f.name == "dropout")
+
+
 def settings_of(config: dict, lr: float | None) -> str:
-    """The options that define the run beyond its method (LoRA's rank, alpha, targets, layers; lr;
-    a training subset; a precision other than fp32)."""
+    """The options that define the run beyond its method (LoRA's rank, alpha, targets, a dropout
+    other than the default, layers; lr; a training subset; a precision other than fp32)."""
     method, train, data = config["method"], config["train"], config["data"]
     parts = []
     if method["method"] == "lora":
         targets = ",".join(method.get("target_modules") or ["qv"])
         parts.append(f"r {method['rank']}, α {method['alpha']:g}, {targets}")
+        if method.get("dropout", DEFAULT_DROPOUT) != DEFAULT_DROPOUT:
+            parts.append(f"dropout {method['dropout']:.3g}")
         if method.get("layers"):
             parts.append(f"layers {method['layers']}")
         if method.get("impl", "peft") != "peft":

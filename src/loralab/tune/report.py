@@ -138,7 +138,8 @@ def build(
             f"trials: {count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
             f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running",
             f"search cost: {seconds / 60:.1f} min of trial time (sum over trials, all workers)",
-            "fixed options (`base`): " + (", ".join(f"`{k}={_fmt(v)}`" for k, v in spec.base.items()) or "none"),
+            "fixed options (`base`): "
+            + (", ".join(f"`{k}={_fmt(v, 'null')}`" for k, v in spec.base.items()) or "none"),
         ]
     )
     doc.h(2, "Space")
@@ -160,8 +161,9 @@ def build(
         doc.p("No trial has completed yet.")
     if final is not None:
         doc.h(2, f"Best setting retrained with {final_seeds} seeds")
+        applied = ", ".join(f"`{k}={_fmt(v, 'null')}`" for k, v in spec.final.items()) or "none"
         doc.p(
-            f"Options `final` applied: {', '.join(f'`{k}={_fmt(v)}`' for k, v in spec.final.items()) or 'none'}; "
+            f"Options `final` applied: {applied}; "
             f"{final['runs']} of {final_seeds} runs complete; study folder `{final['folder']}` "
             f"(`loralab study report` it for the full statistics). Command of seed 1: `{' '.join(final['command'])}`."
         )
@@ -197,7 +199,7 @@ def build(
     return paths
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, none: str = "") -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "" if value is None else str(value)
+    return none if value is None else str(value)
