@@ -4,6 +4,8 @@ after drawing, and Optuna's style sheet does not leak into the caller's rcParams
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from loralab import analysis
 from loralab.plots import plot_confusion, plot_curves
 from loralab.plots.analysis import reliability_png
+from loralab.plots.output import pyplot_scope
 from loralab.plots.study import Point, against_png, confusions_png, curves_png, params_png
 
 PNG = b"\x89PNG"
@@ -83,3 +86,15 @@ def test_search_figures_leave_the_backend_and_the_style_alone(caller_backend):
         plt.close(mine)
     assert matplotlib.get_backend() == caller_backend
     assert matplotlib.rcParams["axes.facecolor"] == facecolor  # Optuna's ggplot style was undone
+
+
+def test_pyplot_scope_quiets_the_categorical_axis_info_and_restores_the_level():
+    log = logging.getLogger("matplotlib.category")
+    before = log.level
+    log.setLevel(logging.INFO)
+    try:
+        with pyplot_scope():
+            assert log.getEffectiveLevel() == logging.WARNING
+        assert log.level == logging.INFO
+    finally:
+        log.setLevel(before)

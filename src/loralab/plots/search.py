@@ -6,7 +6,6 @@ Optuna draws only through pyplot (and sets its own style sheet), so the views ar
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 from .output import figure_bytes, pyplot_scope
@@ -28,10 +27,6 @@ def search_views(study, pruned: bool) -> dict[str, tuple[bytes, str]]:
     if pruned:
         views["intermediate.png"] = (vis.plot_intermediate_values, "validation metric after each epoch (pruning)")
     out = {}
-    # matplotlib logs an INFO line per categorical axis whose values look numeric (alpha: 8, 16, ...)
-    category_log = logging.getLogger("matplotlib.category")
-    level = category_log.level
-    category_log.setLevel(logging.WARNING)
     with pyplot_scope() as plt:
         for name, (fn, caption) in views.items():
             with warnings.catch_warnings():
@@ -48,5 +43,4 @@ def search_views(study, pruned: bool) -> dict[str, tuple[bytes, str]]:
                 fig.tight_layout()
             out[name] = (figure_bytes(fig, "png", dpi=110), caption)
             plt.close(fig)
-    category_log.setLevel(level)
     return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..table import markdown_table
-from .aggregate import CellData, CellSummary, StudyData, load_study, predictions, summarize
+from .aggregate import SPLITS, CellData, CellSummary, load_study, predictions, summarize
 from .folder import StudyError
 from .report.document import _count, _fmt_iv, _mb
 from .report.findings import verdict
@@ -17,13 +17,11 @@ from .report.render import comparison_table
 from .stats import POWER, Comparison, compare, holm
 
 FINAL_DIR = "final"  # where `loralab tune report --final-seeds` puts its one-cell study
-SPLITS = ("validation", "test")
 
 
 @dataclass
 class Side:
     label: str
-    study: StudyData
     cell: CellData
     summary: CellSummary
 
@@ -60,7 +58,7 @@ def resolve(arg: str) -> Side:
     cell = study.cell(cell_name)
     if not cell.done:
         raise StudyError(f"{path}:{cell_name}: no finished run yet")
-    return Side(f"{study.name}:{cell_name}", study, cell, summarize(cell))
+    return Side(f"{study.name}:{cell_name}", cell, summarize(cell))
 
 
 def compare_sides(a: Side, b: Side) -> CrossComparison:

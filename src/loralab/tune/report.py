@@ -138,8 +138,7 @@ def build(
             f"trials: {count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
             f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running",
             f"search cost: {seconds / 60:.1f} min of trial time (sum over trials, all workers)",
-            "fixed options (`base`): "
-            + (", ".join(f"`{k}={_fmt(v, 'null')}`" for k, v in spec.base.items()) or "none"),
+            f"fixed options (`base`): {_options(spec.base)}",
         ]
     )
     doc.h(2, "Space")
@@ -161,9 +160,8 @@ def build(
         doc.p("No trial has completed yet.")
     if final is not None:
         doc.h(2, f"Best setting retrained with {final_seeds} seeds")
-        applied = ", ".join(f"`{k}={_fmt(v, 'null')}`" for k, v in spec.final.items()) or "none"
         doc.p(
-            f"Options `final` applied: {applied}; "
+            f"Options `final` applied: {_options(spec.final)}; "
             f"{final['runs']} of {final_seeds} runs complete; study folder `{final['folder']}` "
             f"(`loralab study report` it for the full statistics). Command of seed 1: `{' '.join(final['command'])}`."
         )
@@ -197,6 +195,11 @@ def build(
     atomic_write_text(paths["md"], doc.markdown())
     atomic_write_text(paths["html"], doc.html(f"loralab search {spec.name}"))
     return paths
+
+
+def _options(options: dict[str, Any]) -> str:
+    """Run options as `key=value` (an unset option as null), or "none"."""
+    return ", ".join(f"`{k}={_fmt(v, 'null')}`" for k, v in options.items()) or "none"
 
 
 def _fmt(value: Any, none: str = "") -> str:
