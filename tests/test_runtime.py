@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -95,3 +97,17 @@ def test_seed_everything_seeds_python_numpy_and_torch_as_before():
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
         assert new == draws()
+
+
+def test_library_versions_record_the_cpu_model_and_count():
+    from loralab.runtime import cpu_model, library_versions
+
+    v = library_versions()
+    assert v["cpu"] == cpu_model() and v["cpu_count"] == str(os.cpu_count())
+    if Path("/proc/cpuinfo").is_file():  # Linux: the model name line, not platform.processor()'s ""
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        assert v["cpu"] == (names[0] if names else v["cpu"]) and v["cpu"]

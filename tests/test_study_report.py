@@ -61,7 +61,11 @@ def write_run(
         "validation": val_metrics,
         "test": split_metrics,
         "params": {"trainable": trainable, "total": 1_000_000, "trainable_percent": trainable / 1e4},
-        "timing": {"seconds_per_epoch": seconds},
+        "timing": {
+            "seconds_per_epoch": seconds,
+            "train_seconds": seconds * len(epochs_acc),
+            "total_seconds": seconds * len(epochs_acc) + 10,
+        },
         "memory": {"peak_bytes": 512 * 2**20},
         "data": {"train_examples": config.data.train_size or 1000},
     }
@@ -206,6 +210,32 @@ def test_report_files_contain_the_runs_numbers(rank_study):
     delta = float(rows["rank=8"]["delta_vs_baseline_test_pt"])
     assert delta == pytest.approx(100 * (31 / 40 - 22 / 40))
     assert rows["rank=16"]["seeds_done"] == "2"
+
+
+def test_the_report_states_the_runs_time_and_the_tuning_section_the_seeds_cost(one_seed_study):
+    # per run: seconds 1 + trainable / 1000, 2 epochs -> base 1.1 s/epoch, better 6.0 s/epoch
+    (one_seed_study / "tuning.json").write_text(
+        json.dumps({"better": {"params": {"lr": 0.001}, "trials": 2, "search_seconds": 100.0}})
+    )
+    paths = build(one_seed_study)
+    md = paths["report.md"].read_text()
+    # total_seconds = 2 * s/epoch + 10: (2.2 + 10) + (12.0 + 10) = 34.2 s
+    assert json.loads(paths["report.json"].read_text())["run_seconds"] == pytest.approx(34.2)
+    assert "· 0.01 h of run time (the finished runs' own clocks, summed) ·" in md
+    # train_seconds = 2.2 + 12.0 = 14.2 -> "14" (it read 0 when taken from the wrong key)
+    assert "100 training seconds in all, against 14 for the study's runs." in md
+
+
+def test_the_report_says_which_machines_the_runs_ran_on(rank_study):
+    # one run records its machine (as runtime.library_versions does), the others predate that
+    run_dir = next(p for p in (rank_study / "runs").iterdir() if p.name.startswith("rank-4-seed1"))
+    meta = json.loads((run_dir / "config.json").read_text())
+    meta["versions"] = {"cpu": "Test CPU 9000", "cpu_count": "2", "torch_threads": "2", "device": "cpu"}
+    (run_dir / "config.json").write_text(json.dumps(meta))
+    paths = build(rank_study)
+    line = "Machines: unrecorded (7 runs); Test CPU 9000, 2 CPUs, 2 torch threads (1 run)."
+    assert line in paths["report.md"].read_text()
+    assert json.loads(paths["report.json"].read_text())["machines"] == line.removeprefix("Machines: ")[:-1]
 
 
 def test_report_of_a_folder_without_study_json_is_a_one_line_error(tmp_path):

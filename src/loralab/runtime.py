@@ -121,4 +121,18 @@ def library_versions() -> dict[str, str]:
             pass
     out["torch_threads"] = str(torch.get_num_threads())
     out["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    out["cpu"] = cpu_model()
+    out["cpu_count"] = str(os.cpu_count())
     return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, where ``platform.processor()`` is empty)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

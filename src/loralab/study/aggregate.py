@@ -229,6 +229,24 @@ def mixed_versions(study: StudyData) -> list[str]:
     return out
 
 
+def machines(study: StudyData) -> str:
+    """Where the finished runs ran, from each run's ``config.json``, e.g. ``AMD EPYC, 2 CPUs,
+    2 torch threads (6 runs); unrecorded (3 runs)``: timings are comparable within one machine."""
+    counts: dict[str, int] = {}
+    for r in study.runs:
+        if r.run is None:
+            continue
+        v = r.run.meta.get("versions") or {}
+        gpu = v.get("device") if v.get("device") not in (None, "", "cpu") else None
+        if "cpu" not in v:
+            key = "unrecorded"
+        else:
+            key = f"{v['cpu']}, {v.get('cpu_count', '?')} CPUs, {v.get('torch_threads', '?')} torch threads"
+            key += f", GPU {gpu}" if gpu else ""
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{k} ({n} run{'s' if n > 1 else ''})" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def varying_options(cells: list[CellData]) -> list[str]:
     """Options whose resolved value differs between cells, in option order."""
     keys: list[str] = []

@@ -13,7 +13,7 @@ from typing import Any
 from ... import analysis
 from ...artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...plots.analysis import reliability_png
-from ..aggregate import CellSummary, load_study
+from ..aggregate import CellSummary, load_study, machines
 from ..stats import ALPHA, BOOTSTRAP_B, BOOTSTRAP_SEED, POWER
 from .document import Doc, _count, _csv, _fmt_iv, _fmt_num, _mb, _p, _pct1, _value
 from .figures import plot_against, plot_confusions, plot_curves, plot_params
@@ -28,6 +28,7 @@ def build(root: str | Path) -> dict[str, Path]:
     doc = Doc()
     split = r.split
     n_done = sum(1 for x in study.runs if x.run is not None)
+    run_seconds = sum(_timing(x.run, "total_seconds") for x in study.runs if x.run is not None)
     n_examples = len(next(iter(r.preds.values())).labels) if r.preds else 0
 
     analysis_result, best_run, base_run = None, None, None
@@ -48,8 +49,11 @@ def build(root: str | Path) -> dict[str, Path]:
     doc.p(
         f"Folder `{study.root}` · {n_done} of {len(study.runs)} runs finished · "
         f"{len(study.cells)} cells · baseline **{study.baseline}** · comparisons on the **{split}** split "
-        f"({n_examples} examples) · generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        f"({n_examples} examples) · {run_seconds / 3600:.2f} h of run time (the finished runs' own clocks, "
+        f"summed) · generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
     )
+    if n_done:
+        doc.p(f"Machines: {machines(study)}.")
     for note in r.notes:
         doc.p(f"Note: {note}")
 
@@ -109,7 +113,7 @@ def build(root: str | Path) -> dict[str, Path]:
         _tuning_section(
             doc,
             tuning,
-            study_seconds=sum(float(x.run.results.get("train_seconds") or 0) for x in study.runs if x.run is not None),
+            study_seconds=sum(_timing(x.run, "train_seconds") for x in study.runs if x.run is not None),
         )
 
     doc.h(2, f"Against the baseline ({study.baseline})")
@@ -206,6 +210,8 @@ def build(root: str | Path) -> dict[str, Path]:
             "baseline": study.baseline,
             "best": r.best,
             "best_chosen_on": CHOICE_SPLIT,
+            "run_seconds": run_seconds,
+            "machines": machines(study) if n_done else None,
             "family": {"tests": len(r.family), "adjustment": "holm", "alpha": ALPHA},
             "findings": found,
             "notes": r.notes,
@@ -217,6 +223,11 @@ def build(root: str | Path) -> dict[str, Path]:
         },
     )
     return {k: root / k for k in ("report.md", "report.html", "summary.csv", "report.json")}
+
+
+def _timing(run, key: str) -> float:
+    """A finished run's ``results.json`` timing figure (0 when the run did not record it)."""
+    return float((run.results.get("timing") or {}).get(key) or 0)
 
 
 def _read_tuning(root: Path) -> dict[str, Any]:
