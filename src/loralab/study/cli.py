@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = tune_first(spec, args, overrides)
     plan = make_plan(spec, args.out, overrides)
     if args.dry_run:
-        lines, errors = dry_run_lines(plan, args.jobs)
+        lines, errors = dry_run_lines(plan, args.jobs, args.threads, args.gpus_per_run)
         print("\n".join(lines))
         if errors:
             raise ConfigError(errors[0])
@@ -143,15 +143,20 @@ def check_data(plan) -> None:
             split_paths(run.config.data)
 
 
-def dry_run_lines(plan, jobs: int) -> tuple[list[str], list[str]]:
+def dry_run_lines(
+    plan, jobs: int, threads: int | None = None, gpus_per_run: int | None = None
+) -> tuple[list[str], list[str]]:
     """The dry-run table and the errors of cells that cannot be built (e.g. a bad --layers)."""
     from ..api import inspect_params
     from ..errors import LoralabError
-    from .cost import estimate_seconds, split_sizes
+    from .cost import estimate_seconds, split_sizes, study_seconds, thread_factor
     from .folder import StudyFolder
-    from .runner import clock
+    from .runner import clock, cpu_count, default_threads, visible_gpus
 
     folder = StudyFolder(plan.root)
+    threads = threads or default_threads(jobs)
+    cores = cpu_count()
+    gpus = bool(visible_gpus()) if gpus_per_run is None else gpus_per_run > 0
     rows = [("cell", "method", "trainable", "trainable %", "train ex.", "epochs", "est. / run", "runs", "done")]
     remaining = 0.0
     errors = []
@@ -178,8 +183,8 @@ def dry_run_lines(plan, jobs: int) -> tuple[list[str], list[str]]:
                 )
             )
             continue
-        est = estimate_seconds(cfg, table.total, sizes)
-        remaining += est * (len(runs) - done)
+        remaining += estimate_seconds(cfg, table.total, sizes) * (len(runs) - done)  # at the constants' threads
+        est = estimate_seconds(cfg, table.total, sizes, thread_factor(threads, cores))
         rows.append(
             (
                 cell.name,
@@ -207,7 +212,9 @@ def dry_run_lines(plan, jobs: int) -> tuple[list[str], list[str]]:
     lines += [
         "",
         f"estimated time for the {sum(not folder.is_complete(r.id) for r in plan.runs)} unfinished runs: "
-        f"{clock(remaining / jobs)} with --jobs {jobs} (rough: see `loralab.study.cost`, docs/studies.md)",
+        f"{clock(study_seconds(remaining, jobs, threads, cores, gpus))} with --jobs {jobs} x {threads} thread(s) "
+        f"on {cores} cores{' (CPU figures: far too high on a GPU)' if gpus else ''} "
+        "(rough: see `loralab.study.cost`, docs/studies.md)",
         "",
         "runs:",
     ]
