@@ -355,3 +355,19 @@ def test_a_cell_with_fewer_seeds_is_compared_on_the_paired_seeds(rank_study):
     assert c["paired_runs"] == ["1", "2"] and (c["seeds_a"], c["seeds_b"]) == (2, 3)
     assert c["accuracy_b"] == pytest.approx((20 + 22) / 80)  # the baseline's seeds 1 and 2 only
     assert "(compared on the 2 paired seeds only)" in next(f for f in report["findings"] if f.startswith("rank=16"))
+
+
+def test_a_report_with_only_the_baseline_finished_says_there_is_no_comparison_yet(tmp_path):
+    spec = StudySpec(
+        name="early",
+        cells=[{"name": "base", "method": "head"}, {"name": "other", "method": "lora"}],
+        seeds=[1],
+        baseline="base",
+        base={"model": "fake-model"},
+    )
+    root = fake_study(
+        tmp_path / "early", spec, {("base", 1): (20, 0)}, {"base": 100, "other": 5000}, missing=(("other", 1),)
+    )
+    md = build(root)["report.md"].read_text()
+    assert "No comparison yet: the baseline, or every other cell, has no finished run." in md
+    assert "over all 0 comparisons" not in md

@@ -117,16 +117,10 @@ def build(root: str | Path) -> dict[str, Path]:
         )
 
     doc.h(2, f"Against the baseline ({study.baseline})")
-    doc.p(
-        f"Accuracy difference on {split} (cell − baseline, seed-averaged per example, on the seeds both cells "
-        f"have); 95% CI: paired bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed "
-        f"{BOOTSTRAP_SEED}); MDE: the smallest difference the comparison detects with {100 * POWER:.0f}% power "
-        f"at two-sided {ALPHA:g}; p: exact paired sign-flip test over examples (the exact McNemar test when "
-        f"each cell has one seed); Holm p: p adjusted by Holm's method over all {len(r.family)} comparisons "
-        "of this report (this table and the next), which the findings follow; seeds: runs paired (a cell's "
-        "seeds the other lacks are left out); b / c: discordant pairs summed over the paired seeds "
-        "(b: cell right, baseline wrong); per-seed exact McNemar p, min–max."
-    )
+    if not r.vs_baseline:
+        doc.p("No comparison yet: the baseline, or every other cell, has no finished run.")
+    else:
+        _comparisons_legend(doc, r, split, n_examples)
     doc.table(*comparison_table(r.vs_baseline, first="cell"))
     if r.pairs:
         doc.h(2, "Cells that differ in one option")
@@ -264,6 +258,20 @@ def _tuning_section(doc: Doc, tuning: dict[str, Any], study_seconds: float) -> N
             ]
         )
     doc.table(["cell", "tuned values", "best validation", "best trial", "trials", "search s", "search options"], rows)
+
+
+def _comparisons_legend(doc: Doc, r: ReportData, split: str, n_examples: int) -> None:
+    """What each column of the comparison tables means."""
+    doc.p(
+        f"Accuracy difference on {split} (cell − baseline, seed-averaged per example, on the seeds both cells "
+        f"have); 95% CI: paired bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed "
+        f"{BOOTSTRAP_SEED}); MDE: the smallest difference the comparison detects with {100 * POWER:.0f}% power "
+        f"at two-sided {ALPHA:g}; p: exact paired sign-flip test over examples (the exact McNemar test when "
+        f"each cell has one seed); Holm p: p adjusted by Holm's method over all {len(r.family)} comparisons "
+        "of this report (this table and the next), which the findings follow; seeds: runs paired (a cell's "
+        "seeds the other lacks are left out); b / c: discordant pairs summed over the paired seeds "
+        "(b: cell right, baseline wrong); per-seed exact McNemar p, min–max."
+    )
 
 
 def comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list[list[str]]]:
