@@ -87,7 +87,7 @@ def excerpt(report_md: Path, name: str, wanted: list[str], plot: str | None, doc
     ]
     machines = re.search(r"^Machines: (.*)$", text, re.M)
     if machines:
-        parts[0] = parts[0][:-2] + f" Machines: {machines.group(1).rstrip('.')}.*"
+        parts[0] = parts[0][:-1] + f" Machines: {machines.group(1).rstrip('.')}.*"
     for section in wanted:
         if section not in HEADINGS:
             raise SyncError(f"{doc}: unknown section {section!r} for {name} (choose from {', '.join(HEADINGS)})")

@@ -195,6 +195,7 @@ def test_report_files_contain_the_runs_numbers(rank_study):
     assert "| rank=16 | 2/3 |" in md
     assert "1 of 9 runs are not finished" in md
     assert "rank 16 is not significantly better than rank 8" in md
+    assert "| rank 16 vs rank 8 |" in md and "(cells rank=16 vs rank=8)" not in md  # grid names say it once
     assert "rank=8 is better than the baseline rank=4" in md
     for plot in ("accuracy_vs_params", "accuracy_vs_rank", "training_curves", "confusion_matrices", "reliability_best"):
         assert f"](plots/{plot}.png)" in md
@@ -371,3 +372,11 @@ def test_a_report_with_only_the_baseline_finished_says_there_is_no_comparison_ye
     md = build(root)["report.md"].read_text()
     assert "No comparison yet: the baseline, or every other cell, has no finished run." in md
     assert "over all 0 comparisons" not in md
+
+
+def test_a_pair_of_named_cells_keeps_the_cell_names_beside_the_option_labels():
+    from loralab.study.report import PairResult
+
+    grid = PairResult("rank=16", "rank=8", "rank 16", "rank 8", "rank", comparison=None)
+    named = PairResult("lora-r16", "lora-r8", "rank 16", "rank 8", "rank", comparison=None)
+    assert grid.cells_note == "" and named.cells_note == " (cells lora-r16 vs lora-r8)"

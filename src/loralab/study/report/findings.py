@@ -89,7 +89,7 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
     for pr in r.vs_baseline:
         out.append(verdict(pr.a, f"the baseline {pr.b}", pr.comparison, len(family)) + ".")
     for pr in r.pairs:
-        out.append(verdict(pr.label_a, pr.label_b, pr.comparison, len(family)) + f" (cells {pr.a} vs {pr.b}).")
+        out.append(verdict(pr.label_a, pr.label_b, pr.comparison, len(family)) + pr.cells_note + ".")
     front = pareto_front(scored, CHOICE_SPLIT)
     with_params = [s for s in scored if s.trainable is not None and not math.isnan(val[s.name].mean)]
     if len(with_params) > 1:

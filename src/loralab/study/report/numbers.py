@@ -54,6 +54,14 @@ class PairResult:
     option: str | None  # the option the two cells differ in (None for baseline comparisons)
     comparison: Comparison
 
+    @property
+    def cells_note(self) -> str:
+        """`` (cells A vs B)`` where the labels do not already name the cells (grid cells are
+        named ``option=value``, their labels ``option value``), else empty."""
+        if (self.label_a.replace(" ", "=", 1), self.label_b.replace(" ", "=", 1)) == (self.a, self.b):
+            return ""
+        return f" (cells {self.a} vs {self.b})"
+
 
 @dataclass
 class ReportData:

@@ -292,7 +292,7 @@ def comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list
     rows = []
     for pr in prs:
         c = pr.comparison
-        name = pr.a if pr.option is None else f"{pr.label_a} vs {pr.label_b} ({pr.a} vs {pr.b})"
+        name = pr.a if pr.option is None else f"{pr.label_a} vs {pr.label_b}{pr.cells_note}"
         seeds = (
             "–"
             if not c.per_seed
