@@ -111,19 +111,22 @@ def fake_study(
     return plan.root
 
 
-@pytest.fixture()
-def one_seed_study(tmp_path) -> Path:
-    # base right on 20 (examples 0-19); better right on 28: examples 2-29 -> b = 10 (20-29), c = 2 (0, 1)
+def two_cell_study(root: Path, right: dict, other: str = "better", missing: tuple = ()) -> Path:
+    """Cells ``base`` (head, the baseline) and ``other`` (lora), one seed, written by :func:`fake_study`."""
     spec = StudySpec(
-        name="one",
-        cells=[{"name": "base", "method": "head"}, {"name": "better", "method": "lora"}],
+        name=root.name,
+        cells=[{"name": "base", "method": "head"}, {"name": other, "method": "lora"}],
         seeds=[1],
         baseline="base",
         base={"model": "fake-model"},
     )
-    return fake_study(
-        tmp_path / "one", spec, {("base", 1): (20, 0), ("better", 1): (28, 2)}, {"base": 100, "better": 5000}
-    )
+    return fake_study(root, spec, right, {"base": 100, other: 5000}, missing=missing)
+
+
+@pytest.fixture()
+def one_seed_study(tmp_path) -> Path:
+    # base right on 20 (examples 0-19); better right on 28: examples 2-29 -> b = 10 (20-29), c = 2 (0, 1)
+    return two_cell_study(tmp_path / "one", {("base", 1): (20, 0), ("better", 1): (28, 2)})
 
 
 @pytest.fixture()
@@ -359,16 +362,7 @@ def test_a_cell_with_fewer_seeds_is_compared_on_the_paired_seeds(rank_study):
 
 
 def test_a_report_with_only_the_baseline_finished_says_there_is_no_comparison_yet(tmp_path):
-    spec = StudySpec(
-        name="early",
-        cells=[{"name": "base", "method": "head"}, {"name": "other", "method": "lora"}],
-        seeds=[1],
-        baseline="base",
-        base={"model": "fake-model"},
-    )
-    root = fake_study(
-        tmp_path / "early", spec, {("base", 1): (20, 0)}, {"base": 100, "other": 5000}, missing=(("other", 1),)
-    )
+    root = two_cell_study(tmp_path / "early", {("base", 1): (20, 0)}, other="other", missing=(("other", 1),))
     md = build(root)["report.md"].read_text()
     assert "No comparison yet: the baseline, or every other cell, has no finished run." in md
     assert "over all 0 comparisons" not in md
