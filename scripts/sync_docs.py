@@ -79,15 +79,14 @@ def excerpt(report_md: Path, name: str, wanted: list[str], plot: str | None, doc
     status = re.search(r"(\d+) of (\d+) runs finished", text)
     hours = re.search(r"([\d.]+) h of run time", text)
     generated = re.search(r"generated (\S+)", text)
+    machines = re.search(r"^Machines: (.*?)\.?$", text, re.M)
     parts = [
         f"*From `{name}/report.md` (`loralab study report`): "
         f"{status.group(0) if status else 'runs finished: unknown'}"
         f"{f', {hours.group(1)} h of run time' if hours else ''}, "
-        f"report generated {generated.group(1) if generated else 'at an unknown time'}.*"
+        f"report generated {generated.group(1) if generated else 'at an unknown time'}."
+        f"{f' Machines: {machines.group(1)}.' if machines else ''}*"
     ]
-    machines = re.search(r"^Machines: (.*)$", text, re.M)
-    if machines:
-        parts[0] = parts[0][:-1] + f" Machines: {machines.group(1).rstrip('.')}.*"
     for section in wanted:
         if section not in HEADINGS:
             raise SyncError(f"{doc}: unknown section {section!r} for {name} (choose from {', '.join(HEADINGS)})")

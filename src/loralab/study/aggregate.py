@@ -225,8 +225,13 @@ def mixed_versions(study: StudyData) -> list[str]:
                 value = str((r.run.meta.get("versions") or {}).get(key, "unrecorded"))
                 counts[value] = counts.get(value, 0) + 1
         if len(counts) > 1:
-            out.append(f"{key} " + ", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in sorted(counts.items())))
+            out.append(f"{key} " + ", ".join(_tally(sorted(counts.items()))))
     return out
+
+
+def _tally(counts: list[tuple[str, int]]) -> list[str]:
+    """``value (n runs)`` for each (value, count)."""
+    return [f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in counts]
 
 
 def machines(study: StudyData) -> str:
@@ -244,7 +249,7 @@ def machines(study: StudyData) -> str:
             key = f"{v['cpu']}, {v.get('cpu_count', '?')} CPUs, {v.get('torch_threads', '?')} torch threads"
             key += f", GPU {gpu}" if gpu else ""
         counts[key] = counts.get(key, 0) + 1
-    return "; ".join(f"{k} ({n} run{'s' if n > 1 else ''})" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return "; ".join(_tally(sorted(counts.items(), key=lambda kv: -kv[1])))
 
 
 def varying_options(cells: list[CellData]) -> list[str]:
