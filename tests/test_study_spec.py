@@ -199,6 +199,15 @@ def test_presets_validate_and_open_with_their_command(path, tmp_path):
     assert all(isinstance(RunConfig.from_flat(r.config.to_flat()), RunConfig) for r in plan.runs)
 
 
+@pytest.mark.parametrize("path", [p for p in PRESETS if p.stem.startswith("ref")], ids=lambda p: p.stem)
+def test_reference_presets_run_lora_at_alpha_16(path, tmp_path):
+    # the reference projects' LoRA (and every ref preset's comments) use alpha 16; loralab's
+    # default is 32, so a cell that forgets `alpha` would silently train at twice the scale
+    plan = make_plan(load_spec(path), tmp_path, {"data_dir": str(tmp_path)})
+    lora = [r.config.method for r in plan.runs if r.config.method.method == "lora"]
+    assert lora and all(m.alpha == 16 for m in lora)
+
+
 def test_smoke_preset_is_small():
     s = load_spec(REPO / "studies" / "smoke.yaml")
     runs = [s.cell_config(c, seed) for c in s.expand() for seed in s.seeds]
