@@ -1,4 +1,4 @@
-"""Regenerate the study excerpts in the README and docs from study folders' reports.
+"""Regenerate the study excerpts in Markdown docs from study folders' reports.
 
 Study results in the Markdown files are never typed by hand: a block between
 
@@ -13,7 +13,7 @@ memory per cell), ``baseline`` (every cell against the baseline), ``pairs`` (cel
 one option). A block whose study has no report yet is left as it is and named on stderr
 (``--strict`` makes that an error), so the docs can be refreshed while studies still run.
 
-    python scripts/sync_docs.py --studies /path/to/study/folders README.md docs/reference-studies.md
+    python scripts/sync_docs.py --studies /path/to/study/folders docs/reference-studies.md
 
 Written by hand because it is a few lines of text surgery on loralab's own report format; a
 templating engine would add a dependency and the same amount of code.
