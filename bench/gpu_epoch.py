@@ -10,7 +10,7 @@ built from a config with random weights. By default that is BERT-base (12 layers
 heads, FFN 3072) over the bert-base-uncased vocabulary, which MiniLM's tokenizer (the embedded
 default, so no download) shares; ``--model`` takes any folder or hub id with a ``config.json``
 instead. LoRA (rank 8 on query/value by default, as in the reference projects) is applied by
-``loralab.methods.apply_method`` and the epoch runs through ``loralab.training.loop.fit``: the sampler,
+``loralab.models.methods.apply_method`` and the epoch runs through ``loralab.training.loop.fit``: the sampler,
 dynamic padding, precision (bf16 autocast on GPUs that support it), TF32, fused AdamW, pinned
 memory and non-blocking copies are exactly those of ``loralab train``.
 
@@ -28,10 +28,10 @@ import time
 
 import torch
 
-from loralab.backbones import load_tokenizer, resolve_model
 from loralab.config import DataConfig, MethodConfig, RunConfig, TrainConfig
 from loralab.data import encode, load_data
-from loralab.methods import apply_method, param_table
+from loralab.models.backbones import load_tokenizer, resolve_model
+from loralab.models.methods import apply_method, param_table
 from loralab.runtime import PeakMemory, pick_device, resolve_precision
 from loralab.training.loop import fit
 

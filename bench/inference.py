@@ -18,11 +18,11 @@ import time
 import numpy as np
 import torch
 
-from loralab.backbones import build_model, load_tokenizer
 from loralab.config import DataConfig, MethodConfig
 from loralab.data import load_data
-from loralab.methods import apply_method
-from loralab.predict import Predictor
+from loralab.inference.predictor import Predictor
+from loralab.models.backbones import build_model, load_tokenizer
+from loralab.models.methods import apply_method
 
 
 def untrained_lora(model_name: str, rank: int):

@@ -22,9 +22,9 @@ import time
 import torch
 from accelerate import Accelerator
 
-from loralab.backbones import build_model, load_tokenizer, quiet_transformers
 from loralab.config import MethodConfig
-from loralab.methods import apply_method, param_table
+from loralab.models.backbones import build_model, load_tokenizer, quiet_transformers
+from loralab.models.methods import apply_method, param_table
 from loralab.training.batches import TokenBatches
 from loralab.training.loop import linear_schedule, make_optimizer
 from loralab.training.step import TrainStep

@@ -33,9 +33,9 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from loralab.backbones import build_model, load_tokenizer
     from loralab.data import encode
-    from loralab.inference import padded_batches
+    from loralab.inference.batched import padded_batches
+    from loralab.models.backbones import build_model, load_tokenizer
 
     torch.manual_seed(0)
     rows = [

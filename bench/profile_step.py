@@ -25,13 +25,13 @@ from collections import defaultdict
 import torch
 from accelerate import Accelerator
 
-from loralab.backbones import build_model, load_tokenizer
 from loralab.config import DataConfig, MethodConfig
 from loralab.data import encode, load_data
-from loralab.data.sampler import LengthGroupedBatchSampler
-from loralab.methods import apply_method
+from loralab.models.backbones import build_model, load_tokenizer
+from loralab.models.methods import apply_method
 from loralab.training.batches import TokenBatches, device_batch
 from loralab.training.loop import linear_schedule, make_optimizer
+from loralab.training.sampler import LengthGroupedBatchSampler
 from loralab.training.step import TrainStep
 
 #: Operator name → category (first match wins; names are aten:: ops and autograd nodes).

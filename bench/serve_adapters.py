@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_load as SL  # noqa: E402  (the load-test helpers: phases, percentiles, tables)
 
-from loralab.adapters import expand_runs  # noqa: E402
+from loralab.inference.adapters import expand_runs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -171,8 +171,8 @@ def time_forwards(runs: list[str], rounds: int, batch: int, threads: int | None)
 
     import torch
 
-    from loralab.adapters import MultiAdapterPredictor
-    from loralab.predict import Predictor
+    from loralab.inference.adapters import MultiAdapterPredictor
+    from loralab.inference.predictor import Predictor
 
     if threads:
         torch.set_num_threads(threads)
@@ -205,8 +205,8 @@ def time_forwards(runs: list[str], rounds: int, batch: int, threads: int | None)
 
 def check_against_runs(runs: list[str], n: int) -> None:
     """Mixed batches vs each run's own prediction file (written by the trainer's evaluation)."""
-    from loralab.adapters import MultiAdapterPredictor
-    from loralab.artifacts import read_predictions
+    from loralab.inference.adapters import MultiAdapterPredictor
+    from loralab.runs.layout import read_predictions
 
     model = MultiAdapterPredictor.from_runs(runs, device="cpu")
     rows = {

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from loralab.serve import is_loopback
+from loralab.serving.server import is_loopback
 
 FALLBACK_TEXTS = [
     "a gorgeous, witty, seductive movie.",

@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from loralab.backbones import build_model, load_tokenizer
 from loralab.config import DataConfig, MethodConfig, RunConfig, TrainConfig
 from loralab.data import PadCollator, encode, load_data
-from loralab.data.sampler import LengthGroupedBatchSampler
-from loralab.inference import batched_logits
-from loralab.methods import apply_method
+from loralab.inference.batched import batched_logits
+from loralab.models.backbones import build_model, load_tokenizer
+from loralab.models.methods import apply_method
 from loralab.training.batches import TokenBatches
 from loralab.training.loop import fit, linear_schedule, make_optimizer
+from loralab.training.sampler import LengthGroupedBatchSampler
 from loralab.training.step import TrainStep
 
 

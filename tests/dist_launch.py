@@ -18,8 +18,7 @@ from pathlib import Path
 def _instrument(mode: str, out: Path) -> None:
     import torch
 
-    from loralab.data import sampler
-    from loralab.training import loop
+    from loralab.training import loop, sampler
     from loralab.training import step as train_step
 
     rank = int(os.environ.get("RANK", "0"))
@@ -61,9 +60,9 @@ def _instrument(mode: str, out: Path) -> None:
             return result
 
         loop.fit = fit_and_hash
-        import loralab.api
+        import loralab.training.run
 
-        loralab.api.fit = fit_and_hash
+        loralab.training.run.fit = fit_and_hash
     if mode == "crash-rank1" and rank == 1:
         original_loss = train_step.micro_loss
         calls = {"n": 0}

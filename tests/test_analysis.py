@@ -1,4 +1,4 @@
-"""Error analysis over prediction files (loralab.analysis), on hand-made predictions."""
+"""Error analysis over prediction files (loralab.evaluation.analysis), on hand-made predictions."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from loralab import analysis as an
-from loralab.artifacts import read_predictions
 from loralab.cli import main as cli_main
 from loralab.errors import LoralabError
+from loralab.evaluation import analysis as an
+from loralab.runs.layout import read_predictions
 
 # text, label, prediction, confidence. Words: PTB tokens with a letter/digit.
 ROWS = [

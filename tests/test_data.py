@@ -8,11 +8,7 @@ import pytest
 
 from conftest import synthetic_rows, write_tsv
 from loralab.config import DataConfig
-from loralab.data import (
-    load_data,
-    read_records,
-    stratified_subsample,
-)
+from loralab.data import load_data, read_records, stratified_subsample
 from loralab.errors import DataError
 
 
@@ -172,8 +168,8 @@ def test_real_sst2_files_validate(tmp_path):
 
 
 def test_token_cache_returns_the_same_ids_and_survives_corruption(tmp_path, tiny_models):
-    from loralab.backbones import load_tokenizer
     from loralab.data import encode, encode_cached
+    from loralab.models.backbones import load_tokenizer
 
     tok = load_tokenizer(str(tiny_models["bert"]))
     texts = [t for t, _ in synthetic_rows(50, 3)]

@@ -18,9 +18,9 @@ import pytest
 
 from conftest import tiny_run_config
 from loralab import RunDirError, train
-from loralab.artifacts import read_predictions
 from loralab.cli import main
-from loralab.export import ExportError, export_run, load_export_predictor, wilson_interval
+from loralab.exports import ExportError, export_run, load_export_predictor, wilson_interval
+from loralab.runs.layout import read_predictions
 
 #: name -> (tiny model family, method): LoRA with GPT-2's transposed Conv1D and RoBERTa's
 #: linear layers, a head-only run (weights.safetensors) and a full fine-tune (model/).
@@ -180,7 +180,7 @@ def test_export_caps_the_text_length_at_the_run_max_length(exports, runs):
     # the tiny RoBERTa has 72 positions (70 usable); the run used 48 tokens
     from transformers import AutoConfig
 
-    from loralab.backbones import max_positions
+    from loralab.models.backbones import max_positions
 
     assert max_positions(AutoConfig.from_pretrained(exports["roberta-lora"])) == 70
     tok = json.loads((exports["roberta-lora"] / "tokenizer_config.json").read_text())
@@ -226,8 +226,8 @@ def test_adapter_export_loads_with_the_card_snippet_and_predicts_like_the_run(ex
 
 @pytest.mark.parametrize("loader", ["export", "from_run", "serve"])
 def test_adapter_export_is_served_and_predicted_like_the_run(exports, runs, loader):
-    from loralab.predict import Predictor
-    from loralab.serve import load_predictor
+    from loralab.inference.predictor import Predictor
+    from loralab.serving.server import load_predictor
 
     folder = exports["gpt2-lora-adapter"]
     if loader == "export":

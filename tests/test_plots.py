@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from loralab import analysis
+from loralab.evaluation import analysis
 from loralab.plots import plot_confusion, plot_curves
 from loralab.plots.analysis import reliability_png
 from loralab.plots.output import pyplot_scope

@@ -17,9 +17,9 @@ import pytest
 
 from conftest import tiny_run_config
 from loralab import train
-from loralab.artifacts import read_predictions
-from loralab.backbones import MINILM_HUB_ID, minilm_folder, portable_name, resolve_model
-from loralab.export import export_run
+from loralab.exports import export_run
+from loralab.models.backbones import MINILM_HUB_ID, minilm_folder, portable_name, resolve_model
+from loralab.runs.layout import read_predictions
 
 MINILM_HEAD = ["bert.pooler.dense", "classifier"]
 

@@ -10,7 +10,7 @@ import pytest
 import loralab
 from conftest import tiny_run_config
 from loralab.errors import ConfigError
-from loralab.predict import Predictor
+from loralab.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_import_loralab_leaves_the_matplotlib_backend_alone():
     import sys
 
     code = (
-        "import matplotlib; matplotlib.use('pdf'); import loralab, loralab.api, loralab.plots, loralab.cli; "
+        "import matplotlib; matplotlib.use('pdf'); import loralab, loralab.training.run, loralab.plots, loralab.cli; "
         "loralab.cli.build_parser(); print(matplotlib.get_backend())"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from loralab.data.sampler import LengthGroupedBatchSampler, RankMicroBatches, split_global_batch
+from loralab.training.sampler import LengthGroupedBatchSampler, RankMicroBatches, split_global_batch
 
 
 @pytest.mark.parametrize("group", [True, False])

@@ -19,15 +19,15 @@ from transformers.pytorch_utils import Conv1D
 import loralab
 from conftest import tiny_run_config
 from loralab import RunConfig
-from loralab.api import inspect_params
-from loralab.backbones import build_model, load_tokenizer
 from loralab.config import MethodConfig
 from loralab.errors import ConfigError, RunDirError
-from loralab.methods import apply_method, param_table
-from loralab.methods.lora import peft_config
-from loralab.methods.scratch_lora import LoRALinear, ScratchLoraModel, inject_scratch_lora, load_scratch_adapter
-from loralab.predict import Predictor
+from loralab.inference.predictor import Predictor
+from loralab.models.backbones import build_model, load_tokenizer
+from loralab.models.methods import apply_method, param_table
+from loralab.models.methods.lora import peft_config
+from loralab.models.methods.scratch_lora import LoRALinear, ScratchLoraModel, inject_scratch_lora, load_scratch_adapter
 from loralab.training.loop import make_optimizer
+from loralab.training.run import inspect_params
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "positive"]

@@ -20,10 +20,10 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import tiny_run_config  # noqa: E402
-from loralab import ConfigError, RunDirError, train  # noqa: E402
-from loralab.cli import build_parser, main  # noqa: E402
-from loralab.export import ExportError, export_run  # noqa: E402
-from loralab.serve import (  # noqa: E402
+from loralab import ConfigError, RunDirError, train
+from loralab.cli import build_parser, main
+from loralab.exports import ExportError, export_run
+from loralab.serving.server import (
     MicroBatcher,
     ServeLimits,
     UnavailableError,
@@ -424,7 +424,7 @@ def test_cli_serve_compile_and_precision_reach_the_served_model_and_warm_up_comp
     import uvicorn
     from torch._dynamo.utils import counters
 
-    import loralab.serve as serve_module
+    import loralab.serving.server as serve_module
 
     compiled, apps, runs = [], [], []
     real_compile, real_create_app = torch.compile, serve_module.create_app
@@ -465,8 +465,8 @@ def test_cli_serve_reports_bad_flags_and_paths_in_one_line(tmp_path, capsys):
 def test_serve_module_imports_without_fastapi_and_says_what_is_missing(monkeypatch, tmp_path, capsys):
     for name in ("fastapi", "uvicorn", "starlette"):
         monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
-    monkeypatch.delitem(sys.modules, "loralab.serve")
-    import loralab.serve  # noqa: F401
+    monkeypatch.delitem(sys.modules, "loralab.serving.server")
+    import loralab.serving.server  # noqa: F401
 
     assert main(["-q", "serve", str(tmp_path)]) == 2
     assert "needs the serve extra" in capsys.readouterr().err

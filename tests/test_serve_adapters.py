@@ -16,11 +16,11 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import synthetic_rows, tiny_run_config  # noqa: E402
-from loralab import train  # noqa: E402
-from loralab.adapters import AdapterError, MultiAdapterPredictor, UnknownAdapterError  # noqa: E402
-from loralab.cli import main  # noqa: E402
-from loralab.predict import Predictor  # noqa: E402
-from loralab.serve import create_app, load_adapters  # noqa: E402
+from loralab import train
+from loralab.cli import main
+from loralab.inference.adapters import AdapterError, MultiAdapterPredictor, UnknownAdapterError
+from loralab.inference.predictor import Predictor
+from loralab.serving.server import create_app, load_adapters
 
 TEXTS = [
     "a good film",

@@ -32,7 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from conftest import tiny_run_config  # noqa: E402
 from loralab import train  # noqa: E402
-from loralab.serve import create_app, load_predictor, serve_in_thread  # noqa: E402
+from loralab.serving.server import create_app, load_predictor, serve_in_thread  # noqa: E402
 
 FLAGS = [
     "--headless",
@@ -120,7 +120,7 @@ def test_a_limit_error_from_the_server_is_shown(browser, server_url):
 
 @pytest.fixture(scope="module")
 def adapters_url(tiny_models, tiny_data, tmp_path_factory):
-    from loralab.serve import load_adapters
+    from loralab.serving.server import load_adapters
 
     root = tmp_path_factory.mktemp("browser-adapters")
     runs = [

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from loralab.study.stats import (
+from loralab.evaluation.stats import (
     compare,
     holm,
     mcnemar_exact,
@@ -136,9 +136,9 @@ def test_wilson_interval_matches_scipy_and_the_closed_form():
 
 
 def test_export_uses_the_statistics_wilson_interval():
-    import loralab.export
+    import loralab.exports
 
-    assert loralab.export.wilson_interval is wilson_interval
+    assert loralab.exports.wilson_interval is wilson_interval
 
 
 def test_paired_seeds_are_the_common_ones_else_seed_order():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from loralab.cli import main
+from loralab.evaluation.stats import compare, holm
+from loralab.experiments.folder import StudyError
 from loralab.study.compare import compare_sides, markdown, resolve
-from loralab.study.folder import StudyError
 from loralab.study.spec import StudySpec
-from loralab.study.stats import compare, holm
 from test_study_report import correctness, fake_study
 
 # A: test right on 30, 32 of 40 (seeds 1, 2); validation on 26, 28. B: test 24, 25; validation 27, 27.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from loralab.errors import LoralabError
-from loralab.study.folder import StudyFolder
+from loralab.experiments.folder import StudyFolder
 from loralab.study.plan import make_plan
 from loralab.study.ray_executor import strip_output_dir
 from loralab.study.runner import plan_gpus

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loralab.artifacts import METRICS_COLUMNS, PREDICTION_COLUMNS, atomic_write_csv
+from loralab.experiments.folder import StudyFolder
+from loralab.files import atomic_write_csv
+from loralab.runs.layout import METRICS_COLUMNS, PREDICTION_COLUMNS
 from loralab.study.aggregate import load_study, summarize
-from loralab.study.folder import StudyFolder
 from loralab.study.plan import make_plan
 from loralab.study.report import build, collect, one_option_pairs
 from loralab.study.spec import StudySpec

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from loralab.cli import main as cli_main
-from loralab.study.folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
+from loralab.experiments.folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
 from loralab.study.plan import make_plan
 from loralab.study.runner import run_study
 from loralab.study.spec import load_spec
@@ -101,7 +101,7 @@ def _wait_for_workers_to_exit(out: Path) -> int:
         for pid_dir in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(OSError):
                 cmd = (pid_dir / "cmdline").read_bytes().split(b"\0")
-                if b"loralab.study.worker" in cmd and str(out).encode() in b" ".join(cmd):
+                if b"loralab.cli.worker" in cmd and str(out).encode() in b" ".join(cmd):
                     alive.append(pid_dir.name)
         if not alive or time.monotonic() > deadline:
             return len(alive)
@@ -176,7 +176,7 @@ def test_a_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     killed with SIGKILL, the lock is free (the OS releases it, nothing is left to clean up)."""
     path = tmp_path / "locks" / "run.lock"
     code = (
-        "import sys, time; from pathlib import Path; from loralab.study.folder import file_lock\n"
+        "import sys, time; from pathlib import Path; from loralab.experiments.folder import file_lock\n"
         "with file_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)

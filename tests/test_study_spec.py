@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from loralab.cli import _config_from_args, build_parser
+from loralab.cli import build_parser
 from loralab.cli import main as cli_main
+from loralab.cli.train import config_from_args
 from loralab.config import DEFAULT_LR, RunConfig
 from loralab.errors import ConfigError
-from loralab.study.identity import run_id
+from loralab.experiments.identity import run_id
 from loralab.study.plan import make_plan
 from loralab.study.spec import StudySpec, load_spec
 
@@ -121,7 +122,7 @@ def test_run_ids_are_deterministic_distinct_and_follow_the_config(tmp_path):
 def test_run_id_hashes_the_learning_rate_in_force(tmp_path, monkeypatch):
     """`lr` left unset means the method's default: the id follows the default, and spelling the
     default out is the same configuration (same id; two such cells are rejected as duplicates)."""
-    import loralab.study.identity as identity_module
+    import loralab.experiments.identity as identity_module
 
     base = {"data_dir": str(tmp_path)}
     unset = make_plan(spec(base=base), tmp_path / "out").runs[0].id
@@ -140,7 +141,7 @@ def test_run_id_hashes_the_target_modules_training_resolves(tmp_path, monkeypatc
     that used it get new ids: for a local model (MiniLM, a BERT) and for a hub id alike."""
     import dataclasses
 
-    from loralab import backbones
+    from loralab.models import backbones
 
     base = {"data_dir": str(tmp_path)}
 
@@ -184,7 +185,7 @@ def test_train_flags_rebuild_the_exact_config(tmp_path):
     )
     for run in make_plan(s, tmp_path / "o").runs:
         args = build_parser().parse_args(["train", *run.train_flags()])
-        assert _config_from_args(args) == run.config
+        assert config_from_args(args) == run.config
         assert run.command()[:2] == ["loralab", "train"]
 
 
@@ -215,7 +216,7 @@ def test_smoke_preset_is_small():
 
 
 def test_dry_run_lists_cells_with_their_trainable_parameters(tiny_models, tiny_data, tmp_path):
-    from loralab.api import inspect_params
+    from loralab.training.run import inspect_params
 
     f = tmp_path / "s.yaml"
     f.write_text(

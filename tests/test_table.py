@@ -9,7 +9,7 @@ import json
 import loralab
 from conftest import tiny_run_config
 from loralab.cli import main as cli_main
-from loralab.table import md_cell, settings_of
+from loralab.evaluation.table import md_cell, settings_of
 
 
 def test_table_rows_come_from_the_run_directories(tiny_models, tiny_data, tmp_path, capsys):

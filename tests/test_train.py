@@ -11,9 +11,9 @@ import torch
 
 import loralab
 from conftest import tiny_run_config
-from loralab.artifacts import atomic_dir, atomic_write_json
 from loralab.errors import RunDirError
-from loralab.predict import Predictor
+from loralab.files import atomic_dir, atomic_write_json
+from loralab.inference.predictor import Predictor
 
 RUN_FILES = {
     "config.json",
@@ -120,7 +120,7 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 
 
 def test_failed_run_leaves_no_run_directory(tiny_models, tiny_data, tmp_path, monkeypatch):
-    from loralab import api
+    from loralab.training import run as api
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

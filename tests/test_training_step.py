@@ -13,9 +13,9 @@ from transformers.pytorch_utils import Conv1D
 
 import loralab
 from conftest import tiny_run_config
-from loralab.backbones import build_model, load_tokenizer
 from loralab.config import MethodConfig
-from loralab.methods import apply_method
+from loralab.models.backbones import build_model, load_tokenizer
+from loralab.models.methods import apply_method
 from loralab.runtime import autocast
 from loralab.training.step import (
     CPUDropout,
@@ -180,7 +180,7 @@ def test_fp32_training_is_left_alone(tiny_models):
 def test_a_bf16_run_trains_validates_and_saves_fp32_weights(tiny_models, tiny_data, tmp_path):
     from safetensors.torch import load_file
 
-    from loralab.predict import Predictor
+    from loralab.inference.predictor import Predictor
 
     run = loralab.train(
         tiny_run_config(tiny_models["distilbert"], tiny_data, tmp_path / "run", precision="bf16", epochs=2), command=[]

@@ -70,8 +70,8 @@ def finished(study) -> list:
 
 
 def test_search_finds_the_better_learning_rate_and_never_sees_test(tmp_path, tiny_models, data):
+    from loralab.experiments.search import load_spec
     from loralab.tune.runner import run_worker
-    from loralab.tune.spec import load_spec
 
     spec = load_spec(write_search(tmp_path, tiny_models["bert"], data, sampler={"type": "grid", "seed": 0}))
     out = tmp_path / "out"
@@ -92,8 +92,8 @@ def test_search_finds_the_better_learning_rate_and_never_sees_test(tmp_path, tin
 
 
 def test_pruning_stops_a_bad_trial_early(tmp_path, tiny_models, data):
+    from loralab.experiments.search import load_spec
     from loralab.tune.runner import run_worker
-    from loralab.tune.spec import load_spec
     from loralab.tune.storage import open_storage, open_study
 
     pruner = {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 2}
@@ -241,8 +241,8 @@ def run_search(search: Path, out: Path, *args: str) -> None:
 
 
 def test_report(tmp_path, tiny_models, data):
+    from loralab.experiments.search import load_spec
     from loralab.tune.runner import run_worker
-    from loralab.tune.spec import load_spec
 
     search = write_search(tmp_path, tiny_models["bert"], data, sampler="grid", base={"epochs": 2})
     out = tmp_path / "out"
@@ -289,7 +289,7 @@ def test_report_final_seeds(tmp_path, tiny_models, data):
 def test_search_on_a_ray_cluster_prunes_lands_trials_and_continues(ray_cluster, tmp_path, tiny_models, data):
     """``--executor ray``: trials run as Ray tasks, the pruner on the driver stops the bad one, run
     directories land in the search folder, and a second command continues the same search."""
-    from loralab.tune.spec import load_spec
+    from loralab.experiments.search import load_spec
     from loralab.tune.storage import open_storage, open_study
 
     pruner = {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 2}

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from loralab.errors import ConfigError, LoralabError
-from loralab.tune.spec import TuneSpec, load_spec
+from loralab.experiments.search import TuneSpec, load_spec
 
 GOOD = {
     "name": "s",

@@ -11,16 +11,17 @@ Names are imported lazily so that ``loralab --help`` does not pay for torch and 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
+__version__ = importlib.metadata.version("loralab")  # one source: pyproject.toml
 
 _EXPORTS = {
-    "train": "api",
-    "load_run": "api",
-    "inspect_params": "api",
-    "Run": "api",
-    "RunResult": "api",
+    "train": "training.run",
+    "load_run": "training.run",
+    "inspect_params": "training.run",
+    "Run": "training.run",
+    "RunResult": "training.run",
     "RunConfig": "config",
     "DataConfig": "config",
     "ModelConfig": "config",
@@ -49,9 +50,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import Run, RunResult, inspect_params, load_run, train
-    from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-    from .errors import ConfigError, DataError, LoralabError, RunDirError
+    from loralab.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+    from loralab.errors import ConfigError, DataError, LoralabError, RunDirError
+    from loralab.training.run import Run, RunResult, inspect_params, load_run, train
 
 
 def __getattr__(name: str):

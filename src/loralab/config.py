@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError
+from loralab.errors import ConfigError
 
 METHODS = ("head", "lora", "full", "prelayer", "none")
 IMPLS = ("peft", "scratch")
@@ -34,7 +34,7 @@ DEFAULT_LR: dict[str, float] = {
 #: Default ``target_modules`` preset for LoRA (see :data:`TARGET_PRESETS`): on MiniLM-L6 / SST-2, LoRA on
 #: every linear layer beats LoRA on query/value only (the measurements: docs/results.md).
 DEFAULT_TARGETS = "all-linear"
-#: Target-module presets, resolved per architecture family by ``loralab.methods``.
+#: Target-module presets, resolved per architecture family by ``loralab.models.methods``.
 TARGET_PRESETS = ("all-linear", "qv")
 
 DATA_DIR_ENV = "LORALAB_DATA_DIR"

@@ -19,7 +19,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
+        from loralab.errors import ConfigError
 
         raise ConfigError("--device cuda: no CUDA device is available")
     return torch.device(name)
@@ -40,7 +40,7 @@ def resolve_precision(name: str, device: torch.device, launcher: str | None = No
     as T4 and V100, and fp32 on CPU: bf16 autocast on CPU is opt-in (``--precision bf16``) because
     its speed-up depends on the CPU (AVX-512 BF16/AMX).
     """
-    from .errors import ConfigError
+    from loralab.errors import ConfigError
 
     launcher = os.environ.get(ACCELERATE_PRECISION_ENV, "") if launcher is None else launcher
     launcher = launcher.strip().lower()

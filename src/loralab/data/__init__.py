@@ -1,6 +1,6 @@
 """Everything between a data file and a padded batch: reading and validating datasets (FILE:LINE
-errors), the label set, the hub fallback, subsampling, tokenisation with its on-disk cache,
-padding, and which examples each process trains on at each step.
+errors), the label set, the hub fallback, subsampling, tokenisation with its on-disk cache, and
+padding (which examples each process trains on at each step is :mod:`loralab.training.sampler`).
 
 One module per concern:
 
@@ -11,20 +11,19 @@ One module per concern:
 - :mod:`.hub` — SST-2 from the Hugging Face hub when no local data is given (online only);
 - :mod:`.tokens` — tokenisation, the token cache, :class:`EncodedDataset`;
 - :mod:`.batching` — dynamic padding, the training collator, length-sorted inference batches;
-- :mod:`.sampler` — global batches and each rank's micro-batches (imported as ``loralab.data.sampler``).
 
 The names below are the package's public surface; importers use ``from loralab.data import ...``.
 """
 
 from __future__ import annotations
 
-from .batching import PadCollator, length_sorted_batches, pad_batch
-from .hub import HUB_SST2, HUB_SST2_TEST
-from .labels import SST2_LABEL_NAMES, SST2_LABELS
-from .load import SPLITS, load_data, split_paths
-from .readers import FORMATS, read_records, read_text_lines, sha256_file
-from .splits import DataBundle, Split, stratified_subsample
-from .tokens import CACHE_ENV, EncodedDataset, cache_dir, encode, encode_cached, tokenizer_fingerprint
+from loralab.data.batching import PadCollator, length_sorted_batches, pad_batch
+from loralab.data.hub import HUB_SST2, HUB_SST2_TEST
+from loralab.data.labels import SST2_LABEL_NAMES, SST2_LABELS
+from loralab.data.load import SPLITS, load_data, split_paths
+from loralab.data.readers import FORMATS, read_records, read_text_lines, sha256_file
+from loralab.data.splits import DataBundle, Split, stratified_subsample
+from loralab.data.tokens import CACHE_ENV, EncodedDataset, cache_dir, encode, encode_cached, tokenizer_fingerprint
 
 __all__ = [
     "CACHE_ENV",

@@ -6,9 +6,9 @@ unreachable, offline mode) becomes one line that says how to give local data ins
 
 from __future__ import annotations
 
-from ..errors import DataError
-from .labels import SST2_LABEL_NAMES, SST2_LABELS
-from .splits import DataBundle, Split
+from loralab.data.labels import SST2_LABEL_NAMES, SST2_LABELS
+from loralab.data.splits import DataBundle, Split
+from loralab.errors import DataError
 
 #: Hub sources used only when no local data is given (online users).
 HUB_SST2 = ("nyu-mll/glue", "sst2")

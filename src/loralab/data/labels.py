@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DataConfig
-from ..errors import DataError
+from loralab.config import DataConfig
+from loralab.errors import DataError
 
 SST2_LABELS = ["0", "1"]
 SST2_LABEL_NAMES = ["negative", "positive"]

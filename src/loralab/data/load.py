@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DataConfig
-from ..errors import DataError
-from .hub import load_hub_sst2
-from .labels import is_sst2, label_set
-from .readers import FORMATS, read_records, sha256_file
-from .splits import DataBundle, Split, stratified_subsample
+from loralab.config import DataConfig
+from loralab.data.hub import load_hub_sst2
+from loralab.data.labels import is_sst2, label_set
+from loralab.data.readers import FORMATS, read_records, sha256_file
+from loralab.data.splits import DataBundle, Split, stratified_subsample
+from loralab.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import DataError
+from loralab.errors import DataError
 
 FORMATS = (".tsv", ".csv", ".jsonl")
 

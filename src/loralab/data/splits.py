@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import DataError
+from loralab.errors import DataError
 
 
 @dataclass

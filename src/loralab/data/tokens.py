@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_write_bytes
+from loralab.files import atomic_write_bytes
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:

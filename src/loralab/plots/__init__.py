@@ -15,6 +15,6 @@ through pyplot; :func:`.output.pyplot_scope` lends it Agg and gives everything b
 Only :mod:`.run` is imported here (training draws it); the others are imported by their callers.
 """
 
-from .run import plot_confusion, plot_curves
+from loralab.plots.run import plot_confusion, plot_curves
 
 __all__ = ["plot_confusion", "plot_curves"]

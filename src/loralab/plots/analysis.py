@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from .output import figure_bytes
+from loralab.plots.output import figure_bytes
 
 
 def reliability_png(result: dict, title: str) -> bytes:
-    """Reliability diagram of an analysis result (:func:`loralab.analysis.analyze`): accuracy per
+    """Reliability diagram of an analysis result (:func:`loralab.evaluation.analysis.analyze`): accuracy per
     confidence bin against the diagonal, the bin counts below."""
     cal = result["calibration"]
     width = 1.0 / cal["n_bins"]

@@ -12,7 +12,7 @@ from types import ModuleType
 
 from matplotlib.figure import Figure
 
-from ..artifacts import atomic_write_bytes
+from loralab.files import atomic_write_bytes
 
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 110) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .output import save_figure
+from loralab.plots.output import save_figure
 
 
 def plot_curves(history: list[dict], out_dir: Path, title: str) -> None:

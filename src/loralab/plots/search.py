@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 
-from .output import figure_bytes, pyplot_scope
+from loralab.plots.output import figure_bytes, pyplot_scope
 
 
 def search_views(study, pruned: bool) -> dict[str, tuple[bytes, str]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from .output import figure_bytes
+from loralab.plots.output import figure_bytes
 
 Curve = Sequence[tuple[float, float]]  #: (epoch, validation accuracy) points
 

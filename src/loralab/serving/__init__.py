@@ -1,2 +1,3 @@
-"""The HTTP service behind ``loralab serve``, by concern: micro-batching (``batcher``), request
-limits and schemas (``requests``), the FastAPI app (``app``) and sockets (``net``)."""
+"""The HTTP service behind ``loralab serve``, by concern: what is served and the command
+(``server``), micro-batching (``batcher``), request limits and schemas (``requests``), the FastAPI
+app (``app``) and sockets (``net``)."""

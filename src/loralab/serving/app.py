@@ -16,8 +16,8 @@ from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
-from .batcher import MicroBatcher, UnavailableError
-from .requests import RequestError, ServeLimits, is_json, parse_request, read_body, request_models
+from loralab.serving.batcher import MicroBatcher, UnavailableError
+from loralab.serving.requests import RequestError, ServeLimits, is_json, parse_request, read_body, request_models
 
 #: Keys of each prediction in a ``/predict`` response.
 PREDICTION_KEYS = ("label", "label_name", "confidence", "probabilities")
@@ -65,18 +65,19 @@ def create_app(
     default_adapter: str | None = None,
 ):
     """The FastAPI app serving ``predictor``: anything with ``predict(texts)`` and ``label_names``,
-    or a :class:`~loralab.adapters.MultiAdapterPredictor` (many adapters: ``/adapters`` routes,
+    or a :class:`~loralab.inference.adapters.MultiAdapterPredictor` (many adapters: ``/adapters`` routes,
     ``adapter``/``adapters`` in ``/predict``; runs may be added from under ``adapter_roots``).
 
     Use it as an ASGI app (uvicorn, or ``with TestClient(app)``: the batching worker starts and
     stops with the app's lifespan). ``allowed_hosts`` restricts the ``Host`` header (DNS-rebinding
     protection for a loopback server).
     """
+    import importlib.metadata
+
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-    from .. import __version__
-    from ..errors import LoralabError
+    from loralab.errors import LoralabError
 
     multi = hasattr(predictor, "adapters") and hasattr(predictor, "remove")
     limits = limits or ServeLimits()
@@ -91,7 +92,7 @@ def create_app(
     roots = [Path(r).resolve() for r in adapter_roots]
     state = {"default": None}
     if multi:
-        from ..adapters import UnknownAdapterError
+        from loralab.inference.adapters import UnknownAdapterError
 
         if default_adapter is not None and default_adapter not in predictor.adapters:
             raise UnknownAdapterError(
@@ -109,7 +110,7 @@ def create_app(
 
     app = FastAPI(
         title="loralab text classifier",
-        version=__version__,
+        version=importlib.metadata.version("loralab"),
         lifespan=lifespan,
         redoc_url=None,
         description="Classify texts with a model trained by loralab. The /docs page loads Swagger UI from a "

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-log = logging.getLogger("loralab.serve")
+log = logging.getLogger("loralab.serving.server")
 
 
 class UnavailableError(Exception):

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from loralab.errors import ConfigError
 
 
 @dataclass(frozen=True)

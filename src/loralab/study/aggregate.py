@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..api import Run, load_run
-from ..errors import LoralabError
-from .folder import StudyError, StudyFolder
-from .stats import Interval, t_interval
+from loralab.errors import LoralabError
+from loralab.evaluation.stats import Interval, t_interval
+from loralab.experiments.folder import StudyError, StudyFolder
+from loralab.training.run import Run, load_run
 
 SPLITS = ("validation", "test")
 METRICS = ("accuracy", "f1", "loss")

@@ -7,14 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..table import markdown_table
-from .aggregate import SPLITS, CellData, CellSummary, load_study, predictions, summarize
-from .folder import StudyError
-from .report.document import _count, _fmt_iv, _mb
-from .report.findings import verdict
-from .report.numbers import PairResult
-from .report.render import comparison_table
-from .stats import POWER, Comparison, compare, holm
+from loralab.evaluation.stats import POWER, Comparison, compare, holm
+from loralab.evaluation.table import markdown_table
+from loralab.experiments.folder import StudyError
+from loralab.runs.layout import STUDY_FILE
+from loralab.study.aggregate import SPLITS, CellData, CellSummary, load_study, predictions, summarize
+from loralab.study.report.document import count, fmt_iv, fmt_mb
+from loralab.study.report.findings import verdict
+from loralab.study.report.numbers import PairResult
+from loralab.study.report.render import comparison_table
 
 FINAL_DIR = "final"  # where `loralab tune report --final-seeds` puts its one-cell study
 
@@ -40,9 +41,9 @@ def resolve(arg: str) -> Side:
     if not Path(arg).exists() and ":" in arg:
         path, _, cell_name = arg.rpartition(":")
     root = Path(path)
-    if not (root / "study.json").is_file() and (root / FINAL_DIR / "study.json").is_file():
+    if not (root / STUDY_FILE).is_file() and (root / FINAL_DIR / STUDY_FILE).is_file():
         root = root / FINAL_DIR
-    if not (root / "study.json").is_file():
+    if not (root / STUDY_FILE).is_file():
         raise StudyError(
             f"{path}: neither a study folder (no study.json) nor a search folder with final seeds "
             f"(no {FINAL_DIR}/study.json: run `loralab tune report {path} --final-seeds K`)"
@@ -63,7 +64,7 @@ def resolve(arg: str) -> Side:
 
 def compare_sides(a: Side, b: Side) -> CrossComparison:
     """A against B on each split both have, per example over the seeds they share (or in seed
-    order when they share none: :func:`~loralab.study.stats.paired_seeds`); the p-values are
+    order when they share none: :func:`~loralab.evaluation.stats.paired_seeds`); the p-values are
     Holm-adjusted over the splits compared."""
     out: dict[str, Comparison] = {}
     for split in SPLITS:
@@ -86,14 +87,14 @@ def markdown(r: CrossComparison) -> str:
     rows = [
         ["runs (seeds)", *(f"{s.n} ({', '.join(map(str, s.seeds))})" for s in (a, b))],
         ["method", a.method, b.method],
-        ["trainable parameters", _count(a.trainable), _count(b.trainable)],
+        ["trainable parameters", count(a.trainable), count(b.trainable)],
     ]
     for split in SPLITS:
         rows.append(
-            [f"{split} accuracy, mean ± sd [95% CI]", *(_fmt_iv(s.metrics[(split, "accuracy")], True) for s in (a, b))]
+            [f"{split} accuracy, mean ± sd [95% CI]", *(fmt_iv(s.metrics[(split, "accuracy")], True) for s in (a, b))]
         )
     rows.append(["seconds per epoch, mean ± sd", *(_seconds(s.seconds_per_epoch) for s in (a, b))])
-    rows.append(["peak memory, mean", *(_mb(s.peak_memory_mb.mean) for s in (a, b))])
+    rows.append(["peak memory, mean", *(fmt_mb(s.peak_memory_mb.mean) for s in (a, b))])
     lines = [markdown_table(["", r.a.label, r.b.label], rows), ""]
     pairs = [PairResult(split, "", r.a.label, r.b.label, None, c) for split, c in r.comparisons.items()]
     headers, table = comparison_table(pairs, "split")

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig
-from ..data import split_paths
-from ..errors import LoralabError
+from loralab.config import RunConfig
+from loralab.data import split_paths
+from loralab.errors import LoralabError
 
 #: Seconds per training example and epoch (forward + backward + optimizer step), MiniLM-L6, 2
 #: threads. Measured: LoRA r8 on query/value 0.0043, LoRA r16 on every linear layer 0.0058 (lora

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import DATA_DIR_ENV, RunConfig
-from ..errors import ConfigError
-from .identity import hashed_options, run_id
-from .spec import Cell, StudySpec, _norm
+from loralab.config import DATA_DIR_ENV, RunConfig
+from loralab.errors import ConfigError
+from loralab.experiments.identity import hashed_options, run_id
+from loralab.experiments.options import norm
+from loralab.study.spec import Cell, StudySpec
 
 #: Options holding paths: made absolute when the plan is built, so runs do not depend on the cwd.
 PATH_OPTIONS = ("data_dir", "train_file", "validation_file", "test_file")
@@ -85,12 +86,12 @@ def make_plan(spec: StudySpec, root: str | Path | None = None, overrides: dict[s
     sets the same option is an error. The data directory falls back to ``$LORALAB_DATA_DIR`` and
     is stored as an absolute path in every run, so the runs do not depend on the environment.
     """
-    overrides = {_norm(k): v for k, v in (overrides or {}).items() if v is not None}
-    varied = {_norm(k) for k in spec.grid} | {_norm(k) for c in spec.cells for k in c if k != "name"}
+    overrides = {norm(k): v for k, v in (overrides or {}).items() if v is not None}
+    varied = {norm(k) for k in spec.grid} | {norm(k) for c in spec.cells for k in c if k != "name"}
     for key in overrides:
         if key in varied:
             raise ConfigError(f"{spec.source}: --{key.replace('_', '-')} cannot be given: the study varies {key!r}")
-    base = {_norm(k): v for k, v in spec.base.items()}
+    base = {norm(k): v for k, v in spec.base.items()}
     base.update(overrides)
     if not base.get("data_dir") and not base.get("train_file") and os.environ.get(DATA_DIR_ENV):
         base["data_dir"] = os.environ[DATA_DIR_ENV]

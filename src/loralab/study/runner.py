@@ -1,17 +1,17 @@
 """Execute a study plan: every unfinished run in a fresh subprocess, ``jobs`` at a time.
 
-* **Fresh process per run** (:mod:`loralab.study.worker`): peak memory is the run's own, and a
+* **Fresh process per run** (:mod:`loralab.cli.worker`): peak memory is the run's own, and a
   crash (or an out-of-memory kill) takes down one run, not the study.
 * **Resumable**: a run whose directory holds ``results.json`` is skipped. The core writes runs
   atomically, so after a crash or ``kill -9`` a re-run finds every run either complete or
-  absent; stale staging folders are removed (see :mod:`loralab.study.folder`).
+  absent; stale staging folders are removed (see :mod:`loralab.experiments.folder`).
 * **Failures are recorded** in ``failures.json`` (exit code and the last line of the run's log)
   and the other runs go on; a later ``study run`` retries them.
 * **Threads**: each worker gets ``threads`` torch threads (default: cores // jobs, at least 1).
 * **GPUs**: with ``gpus_per_run`` G (default 1 where torch sees a GPU), each worker gets G devices
   of its own through ``CUDA_VISIBLE_DEVICES``, taken from the visible ones and given back when it
   ends; at most ``visible // G`` runs go at once. A run with G > 1 is launched data-parallel on
-  its G devices (``torchrun``, see :mod:`loralab.study.worker`).
+  its G devices (``torchrun``, see :mod:`loralab.cli.worker`).
 
 This is the local executor; :mod:`loralab.study.ray_executor` runs the same plan on a Ray cluster.
 """
@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
-from .plan import PlannedRun, StudyPlan
+from loralab.experiments.folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
+from loralab.experiments.launch import worker_env
+from loralab.study.plan import PlannedRun, StudyPlan
 
 POLL_SECONDS = 0.2
 
@@ -226,7 +227,7 @@ def _run_locked(
 
 
 def study_env(study: str, run: PlannedRun) -> dict[str, str]:
-    """What a run learns of its study (experiment trackers tag the run with it: loralab.tracking)."""
+    """What a run learns of its study (experiment trackers tag the run with it: loralab.training.tracking)."""
     return {"LORALAB_STUDY": study, "LORALAB_CELL": run.cell, "LORALAB_SEED": str(run.seed)}
 
 
@@ -234,7 +235,7 @@ def worker_command(run: PlannedRun, folder: StudyFolder, threads: int, processes
     return [
         sys.executable,
         "-m",
-        "loralab.study.worker",
+        "loralab.cli.worker",
         "--study",
         str(folder.root),
         "--run-id",
@@ -253,15 +254,7 @@ def worker_command(run: PlannedRun, folder: StudyFolder, threads: int, processes
 def _start(
     run: PlannedRun, folder: StudyFolder, threads: int, devices: list[str] | None = None, study: str = ""
 ) -> _Running:
-    env = dict(os.environ, **study_env(study, run))
-    env.update(
-        {
-            "OMP_NUM_THREADS": str(threads),
-            "MKL_NUM_THREADS": str(threads),
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = worker_env(threads, study_env(study, run))
     if devices:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     log_file = open(folder.log_path(run.id), "ab")  # closed when the run ends

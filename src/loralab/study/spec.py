@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
-from ..errors import ConfigError
-from .identity import resolved_identity
+from loralab.config import RunConfig
+from loralab.errors import ConfigError
+from loralab.experiments.identity import resolved_identity
+from loralab.experiments.options import check_name_and_description, check_options, norm, read_yaml
 
 #: The keys a study file may have at the top level.
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "cells", "seeds", "baseline", "tune")
@@ -42,15 +42,6 @@ MANAGED_OPTIONS = {
     "progress": "study runs write to a log file, without a progress bar",
     "resume": "a study resumes its killed runs from their checkpoints by itself",
 }
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def check_name_and_description(name: Any, description: Any, err) -> None:
-    """The checks a study file and a search file share: a folder-safe ``name``, a text ``description``."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise err(f"`name` must be a folder-safe name (letters, digits, . _ -), got {name!r}")
-    if not isinstance(description, str):
-        raise err("`description` must be text")
 
 
 @dataclass(frozen=True)
@@ -110,7 +101,7 @@ class StudySpec:
             names.add(name)
             options = {k: v for k, v in cell.items() if k != "name"}
             self._check_options(options, f"cell {name!r}")
-            clash = sorted(_norm(k) for k in options if _norm(k) in {_norm(g) for g in self.grid})
+            clash = sorted(norm(k) for k in options if norm(k) in {norm(g) for g in self.grid})
             if clash:
                 raise self._err(f"cell {name!r} sets {clash[0]!r}, which the grid also varies")
         if (
@@ -131,20 +122,13 @@ class StudySpec:
                 raise self._err(f"cells {seen_configs[key]!r} and {cell.name!r} are the same configuration")
             seen_configs[key] = cell.name
         if self.tune is not None:
-            from ..tune.study import cell_searches
+            from loralab.study.tuned import cell_searches
 
             cell_searches(self)
 
     def _check_options(self, options: dict[str, Any], where: str) -> None:
-        for key in options:
-            if not isinstance(key, str):
-                raise self._err(f"{where}: option names must be text, got {key!r}")
-            if _norm(key) in MANAGED_OPTIONS:
-                raise self._err(f"{where}: option {key!r} is set by the study ({MANAGED_OPTIONS[_norm(key)]})")
-        try:
-            RunConfig().override({k: _first(v) if where == "grid" else v for k, v in options.items()})
-        except ConfigError as e:
-            raise self._err(f"{where}: {e}") from None
+        first = {k: _first(v) for k, v in options.items()} if where == "grid" else options
+        check_options(first, where, MANAGED_OPTIONS, "study", self._err)
 
     # ---- expansion ---------------------------------------------------------------------------
     def expand(self) -> list[Cell]:
@@ -209,26 +193,7 @@ class StudySpec:
 
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study YAML file."""
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: study file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read ({e})") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
-    return StudySpec.from_dict(values, source=str(path))
-
-
-def _norm(key: Any) -> str:
-    return str(key).replace("-", "_")
+    return StudySpec.from_dict(read_yaml(path, "study file"), source=str(path))
 
 
 def _first(values: Any) -> Any:

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import EncodedDataset, PadCollator
-from ..headcache import extract_features, head_logits
-from ..inference import batched_logits, eval_mode
+from loralab.data import EncodedDataset, PadCollator
+from loralab.inference.batched import batched_logits, eval_mode
+from loralab.training.headcache import extract_features, head_logits
 
 
 class TokenBatches:

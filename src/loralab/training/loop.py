@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..checkpoint import Checkpoints, set_rng_state
-from ..config import RunConfig
-from ..data.sampler import LengthGroupedBatchSampler, RankMicroBatches
-from ..errors import ConfigError
-from ..metrics import classification_metrics
-from ..runtime import resolve_precision
-from .batches import CachedHeadBatches, TokenBatches, device_batch
-from .progress import progress_bar
-from .step import TrainStep, set_frozen_modules_eval
+from loralab.config import RunConfig
+from loralab.errors import ConfigError
+from loralab.evaluation.metrics import classification_metrics
+from loralab.runtime import resolve_precision
+from loralab.training.batches import CachedHeadBatches, TokenBatches, device_batch
+from loralab.training.checkpoint import Checkpoints, set_rng_state
+from loralab.training.progress import progress_bar
+from loralab.training.sampler import LengthGroupedBatchSampler, RankMicroBatches
+from loralab.training.step import TrainStep, set_frozen_modules_eval
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def fit(
     checkpoint is written as configured, and ``cfg.train.resume`` continues from the latest one.
 
     Under ``torchrun`` / ``accelerate launch`` every rank runs this with the same arguments; each
-    trains on its share of every global batch (:mod:`loralab.data.sampler`), validation is scored on
+    trains on its share of every global batch (:mod:`loralab.training.sampler`), validation is scored on
     every rank over the whole split and rank 0's figures are used by all, so that every rank
     keeps the same best epoch."""
     from accelerate import Accelerator

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from ..runtime import autocast
+from loralab.runtime import autocast
 
 _WORDS = 1 << 16
 

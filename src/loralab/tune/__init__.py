@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..errors import LoralabError
+from loralab.errors import LoralabError
 
 EXTRA_HINT = "hyper-parameter search needs Optuna: pip install 'loralab[tune]'"
 

@@ -1,5 +1,5 @@
 """One trial of a search: sample the space, train an ordinary run directory with
-:func:`loralab.api.train`, report each epoch's validation metric to the pruner, and return the
+:func:`loralab.training.run.train`, report each epoch's validation metric to the pruner, and return the
 validation metric. The test split is left out of every trial (``test_split=False``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .spec import EPOCH_METRICS, TuneSpec
+from loralab.experiments.search import EPOCH_METRICS, TuneSpec
 
 TRIALS_DIR = "trials"
 
@@ -50,8 +50,8 @@ def train_trial(
     """Train one trial with sampled ``params`` into ``run_dir``. After each epoch but the last,
     ``report(value, epoch)`` gives the pruner the validation metric and says whether to stop: the
     same code whether the pruner is in this process or reached through Ray (:mod:`.ray_executor`)."""
-    from ..api import StopRun, train
-    from ..study.plan import train_flags
+    from loralab.study.plan import train_flags
+    from loralab.training.run import StopRun, train
 
     config = spec.trial_config(params).override({"output_dir": str(run_dir), "progress": False})
     column = EPOCH_METRICS.get(spec.metric)

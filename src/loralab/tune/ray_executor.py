@@ -8,7 +8,7 @@ file, which only the driver's node touches). Pruning decisions stay there too: a
 task reports its validation value to a small Ray actor pinned to the driver's node, which records
 it in the storage and answers "prune or go on" from the search's pruner.
 
-As in the study's Ray executor (:mod:`loralab.study.ray_executor`), no shared filesystem is
+As for studies (the loop and the landing are :mod:`loralab.experiments.ray`'s), no shared filesystem is
 needed: a task trains into a temporary folder on its node and returns the run directory as a tar
 archive, which the driver lands atomically in ``trials/trial-NNNN``. Killing the driver ends its
 tasks; re-running the command fails the trials that were in flight (they no longer count) and
@@ -23,11 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import LoralabError
-from ..study.ray_executor import import_ray, land_archive, pack_dir, task_gpus
-from . import require_optuna
-from .objective import TrialOutcome, sample, train_trial, trial_dir
-from .runner import (
+from loralab.errors import LoralabError
+from loralab.experiments.ray import import_ray, land_archive, pack_dir, ray_session, run_tasks, task_gpus
+from loralab.experiments.search import TuneSpec
+from loralab.tune import require_optuna
+from loralab.tune.objective import TrialOutcome, sample, train_trial, trial_dir
+from loralab.tune.optuna_internals import storage_of, trial_id
+from loralab.tune.runner import (
     WorkerOutcome,
     claim_trial,
     fail_trial,
@@ -38,8 +40,7 @@ from .runner import (
     start_search,
     tell,
 )
-from .spec import TuneSpec
-from .storage import Heartbeat, open_storage, redact
+from loralab.tune.storage import Heartbeat, open_storage, redact
 
 
 class PruningReporter:
@@ -47,20 +48,21 @@ class PruningReporter:
 
     def __init__(self, spec: TuneSpec, url: str) -> None:
         optuna = require_optuna()
-        from .runner import make_pruner
+        from loralab.tune.runner import make_pruner
 
-        # a plain sampler: Trial() calls the sampler's before_trial, which must not touch a trial the driver asked for
+        self.storage = open_storage(url)
         self.study = optuna.load_study(
             study_name=spec.name,
-            storage=open_storage(url),
+            storage=self.storage,
             sampler=optuna.samplers.RandomSampler(),
             pruner=make_pruner(spec),
         )
 
     def report(self, trial_id: int, value: float, epoch: int) -> bool:
-        trial = require_optuna().trial.Trial(self.study, trial_id)
-        trial.report(value, step=epoch)
-        return trial.should_prune()
+        """Record ``value`` at ``epoch`` and ask the pruner (what ``Trial.report`` and
+        ``Trial.should_prune`` do, through the storage's public methods)."""
+        self.storage.set_trial_intermediate_value(trial_id, epoch, float(value))
+        return self.study.pruner.prune(self.study, self.storage.get_trial(trial_id))
 
 
 def run_search_on_ray(
@@ -76,16 +78,10 @@ def run_search_on_ray(
 ) -> WorkerOutcome:
     """Run the search's remaining trials as Ray tasks, at most ``jobs`` at once (default: as many
     as the cluster's CPUs hold at ``threads`` each)."""
-    ray = import_ray()
+    import_ray()
     out_dir, url, study, budget = start_search(spec, out_dir, storage, trials)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    with ray_session(address) as ray:
         return _search(ray, spec, study, out_dir, url, budget, threads or 1, jobs, gpus_per_trial, echo)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _search(
@@ -120,41 +116,37 @@ def _search(
         f"(storage {redact(url)}; Ray cluster of {int(resources.get('CPU', 0))} CPUs, "
         f"{int(resources.get('GPU', 0))} GPUs; up to {jobs} trials at once)"
     )
-    pending: dict = {}
     failures_in_row = 0
-    try:
-        while True:
-            while len(pending) < jobs and len(live_trials(study)) < budget and not grid_done(study):
-                trial = claim_trial(study, out_dir, budget)
-                if trial is None:
-                    break
-                beat = Heartbeat(study._storage, trial._trial_id).__enter__()
-                ref = task.remote(spec, sample(spec, trial), trial.number, trial._trial_id, reporter, threads)
-                pending[ref] = (trial, beat)
-            if not pending:
-                break
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            trial, beat = pending.pop(ref)
-            beat.__exit__(None, None, None)
-            try:
-                result = ray.get(ref)
-            except Exception as e:  # a task that died (node lost, out of memory) is one failed trial
-                result = {"error": f"ray task failed: {type(e).__name__}: {e}"}
-            if "error" in result:
-                failures_in_row = fail_trial(study, trial, outcome, result["error"], failures_in_row, spec, echo)
-                continue
-            failures_in_row = 0
-            run_dir = trial_dir(out_dir, trial.number)
-            land_archive(run_dir, result["archive"])
-            trial.set_user_attr("node", result["node"])
-            outcome_of_trial = TrialOutcome(run_dir=run_dir, **result["outcome"])
-            finish_trial(study, trial, outcome, outcome_of_trial, spec, budget, echo, where=f" on {result['node']}")
-    except BaseException:
-        for ref, (trial, beat) in pending.items():  # the trials in flight never finished: they do not count
-            ray.cancel(ref, force=True)
-            beat.__exit__(None, None, None)
-            tell(study, trial, state=TrialState.FAIL)
-        raise
+
+    def submit():
+        if len(live_trials(study)) >= budget or grid_done(study):
+            return None
+        trial = claim_trial(study, out_dir, budget)
+        if trial is None:
+            return None
+        beat = Heartbeat(storage_of(study), trial_id(trial)).__enter__()
+        return task.remote(spec, sample(spec, trial), trial.number, trial_id(trial), reporter, threads), (trial, beat)
+
+    def done(context, result: dict, running: int) -> None:
+        nonlocal failures_in_row
+        trial, beat = context
+        beat.__exit__(None, None, None)
+        if "error" in result:
+            failures_in_row = fail_trial(study, trial, outcome, result["error"], failures_in_row, spec, echo)
+            return
+        failures_in_row = 0
+        run_dir = trial_dir(out_dir, trial.number)
+        land_archive(run_dir, result["archive"])
+        trial.set_user_attr("node", result["node"])
+        outcome_of_trial = TrialOutcome(run_dir=run_dir, **result["outcome"])
+        finish_trial(study, trial, outcome, outcome_of_trial, spec, budget, echo, where=f" on {result['node']}")
+
+    def abort(context) -> None:  # the trials in flight never finished: they do not count
+        trial, beat = context
+        beat.__exit__(None, None, None)
+        tell(study, trial, state=TrialState.FAIL)
+
+    run_tasks(ray, submit, done, max_in_flight=jobs, on_abort=abort)
     outcome.seconds = time.perf_counter() - t0
     return outcome
 

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import atomic_write_bytes, atomic_write_text, read_json
-from ..errors import ConfigError
-from ..plots.search import search_views
-from ..study.compare import FINAL_DIR
-from . import require_optuna
-from .runner import STORAGE_ENV, require_budget_file
-from .spec import MANAGED_OPTIONS, TuneSpec
-from .storage import ATTR_RUN_DIR, ATTR_SURPLUS, open_storage, open_study
+from loralab.errors import ConfigError
+from loralab.experiments.search import MANAGED_OPTIONS, TuneSpec
+from loralab.files import atomic_write_bytes, atomic_write_text, read_json
+from loralab.plots.search import search_views
+from loralab.study.compare import FINAL_DIR
+from loralab.tune import require_optuna
+from loralab.tune.runner import STORAGE_ENV, require_budget_file
+from loralab.tune.storage import ATTR_RUN_DIR, ATTR_SURPLUS, open_storage, open_study
 
 PLOTS_DIR = "plots"
 
@@ -64,9 +64,9 @@ def trial_rows(spec: TuneSpec, study, out_dir: Path) -> tuple[list[str], list[li
 
 def final_plan(spec: TuneSpec, params: dict[str, Any], root: Path, seeds: int):
     """A one-cell study: the best setting with ``final`` applied, seeds 1..K."""
-    from ..config import RunConfig
-    from ..study.plan import make_plan
-    from ..study.spec import StudySpec
+    from loralab.config import RunConfig
+    from loralab.study.plan import make_plan
+    from loralab.study.spec import StudySpec
 
     flat = spec.trial_config(params).override(spec.final).to_flat()
     defaults = RunConfig().to_flat()
@@ -86,8 +86,8 @@ def run_final(
     spec: TuneSpec, params: dict[str, Any], out_dir: Path, seeds: int, threads: int | None, echo: Callable[[str], None]
 ) -> dict:
     """Train (resumably) the final runs and return their per-split t-intervals."""
-    from ..study.runner import run_study
-    from ..study.stats import t_interval
+    from loralab.evaluation.stats import t_interval
+    from loralab.study.runner import run_study
 
     plan = final_plan(spec, params, out_dir / FINAL_DIR, seeds)
     outcome = run_study(plan, jobs=1, threads=threads, echo=echo)
@@ -112,7 +112,7 @@ def build(
     threads: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    from ..study.report.document import Doc
+    from loralab.study.report.document import Doc
 
     optuna = require_optuna()
     TrialState = optuna.trial.TrialState
@@ -151,7 +151,7 @@ def build(
         shown = run_dir.relative_to(out_dir) if run_dir.is_relative_to(out_dir) else run_dir
         doc.p(f"Trial {best.number}: validation {spec.metric} **{best.value:.4f}**, run `{shown}`.")
         doc.table(["option", "value"], [[f"`{k}`", _fmt(v)] for k, v in best.params.items()])
-        from ..study.plan import train_flags
+        from loralab.study.plan import train_flags
 
         doc.p("Equivalent command: `loralab train " + " ".join(train_flags(spec.trial_config(best.params))) + "`")
         if final_seeds:

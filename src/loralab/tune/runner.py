@@ -22,12 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import atomic_write_json, read_json
-from ..errors import LoralabError
-from . import require_optuna
-from .objective import TRIALS_DIR, TrialOutcome, run_trial, trial_dir
-from .spec import TuneSpec
-from .storage import (
+from loralab.errors import LoralabError
+from loralab.experiments.launch import worker_env
+from loralab.experiments.search import TuneSpec
+from loralab.files import atomic_write_json, read_json
+from loralab.tune import require_optuna
+from loralab.tune.objective import TRIALS_DIR, TrialOutcome, run_trial, trial_dir
+from loralab.tune.optuna_internals import storage_of, trial_id
+from loralab.tune.storage import (
     ATTR_HOST,
     ATTR_PID,
     ATTR_RUN_DIR,
@@ -163,7 +165,7 @@ def run_worker(
         if trial is None:
             break
         try:
-            with Heartbeat(study._storage, trial._trial_id):
+            with Heartbeat(storage_of(study), trial_id(trial)):
                 result = run_trial(spec, trial, out_dir)
         except (KeyboardInterrupt, SystemExit):
             tell(study, trial, state=TrialState.FAIL)
@@ -289,17 +291,11 @@ def run_jobs(
     echo: Callable[[str], None] = print,
 ) -> int:
     """``--jobs N``: N worker processes on this machine sharing the storage; returns the worst exit code."""
-    from ..study.runner import default_threads
+    from loralab.study.runner import default_threads
 
     threads = threads or default_threads(jobs)
     (out_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        STORAGE_ENV: url,
-        "OMP_NUM_THREADS": str(threads),
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONUNBUFFERED": "1",
-    }  # the URL (maybe with a password) goes by environment, not argv
+    env = worker_env(threads, {STORAGE_ENV: url})  # the URL (maybe with a password) goes by environment, not argv
     cmd = [sys.executable, "-m", "loralab", "tune", spec_path, "--out", str(out_dir), "--threads", str(threads)]
     if trials:
         cmd += ["--trials", str(trials)]

@@ -15,8 +15,9 @@ import socket
 import threading
 from pathlib import Path
 
-from ..errors import ConfigError, LoralabError
-from . import require_optuna
+from loralab.errors import ConfigError, LoralabError
+from loralab.tune import require_optuna
+from loralab.tune.optuna_internals import storage_of, trial_id
 
 DB_FILE = "tune.db"
 HEARTBEAT_SECONDS = 30
@@ -81,7 +82,7 @@ def open_study(spec, storage, create: bool = True):
     """The search's Optuna study (named after the spec), created on first use; a study of the same
     name made from another base/space/metric/sampler/pruner is refused."""
     optuna = require_optuna()
-    from .runner import make_pruner, make_sampler
+    from loralab.tune.runner import make_pruner, make_sampler
 
     kw = {"study_name": spec.name, "storage": storage, "sampler": make_sampler(spec), "pruner": make_pruner(spec)}
     if create:
@@ -125,12 +126,12 @@ def fail_interrupted(study) -> list[int]:
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     optuna.storages.fail_stale_trials(study)  # heartbeat-based, any host
     here = host()
-    storage = study._storage  # Optuna has no public per-trial state setter for this
+    storage = storage_of(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get(ATTR_PID)
         if t.user_attrs.get(ATTR_HOST) == here and isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid):
             try:
-                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+                storage.set_trial_state_values(trial_id(t), state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker failed it first
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))

@@ -19,70 +19,13 @@ values, validation score and search cost.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .spec import MANAGED_OPTIONS, TuneSpec, _norm
-
-TUNE_KEYS = ("space", "cells", "trials", "base", "metric", "sampler", "pruner")
-TUNE_DIR = "tune"
-TUNING_FILE = "tuning.json"
-
-
-def cell_searches(study, overrides: dict[str, Any] | None = None) -> dict[str, TuneSpec]:
-    """One validated :class:`TuneSpec` per tuned cell of ``study`` (a StudySpec with ``tune``)."""
-    t = study.tune
-    where = f"{study.source}: tune"
-    if not isinstance(t, dict):
-        raise ConfigError(f"{where}: must be a mapping ({', '.join(TUNE_KEYS)})")
-    unknown = [k for k in t if k not in TUNE_KEYS]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (tune has: {', '.join(TUNE_KEYS)})")
-    per_cell = t.get("cells") or {}
-    if not isinstance(per_cell, dict):
-        raise ConfigError(f"{where}.cells: must be a mapping: cell name -> space")
-    cells = study.expand()
-    names = {c.name for c in cells}
-    for name in per_cell:
-        if name not in names:
-            raise ConfigError(f"{where}.cells: {name!r} is not a cell (cells: {', '.join(sorted(names))})")
-    overrides = {_norm(k): v for k, v in (overrides or {}).items() if v is not None}
-    search_base = t.get("base") or {}
-    if not isinstance(search_base, dict):
-        raise ConfigError(f"{where}.base: must be a mapping of run options")
-    out = {}
-    for cell in cells:
-        space = per_cell.get(cell.name, t.get("space"))
-        if not space:
-            continue
-        if not isinstance(space, dict):
-            raise ConfigError(f"{where}: the space of cell {cell.name!r} must be a mapping")
-        searched = {_norm(k) for k in space}
-        merged = {
-            **{_norm(k): v for k, v in study.base.items()},
-            **overrides,
-            **{_norm(k): v for k, v in cell.options.items()},
-            **{_norm(k): v for k, v in search_base.items()},
-        }
-        base = {k: v for k, v in merged.items() if k not in searched and k not in MANAGED_OPTIONS}
-        slug = re.sub(r"[^a-z0-9.]+", "-", cell.name.lower()).strip("-.")[:48] or "cell"
-        out[cell.name] = TuneSpec(
-            name=f"{study.name}.{slug}",
-            base=base,
-            space=space,
-            trials=t.get("trials", 10),
-            metric=t.get("metric", "accuracy"),
-            sampler=t.get("sampler", "tpe"),
-            pruner=t.get("pruner", "none"),
-            description=f"cell {cell.name} of study {study.name}",
-            source=f"{study.source}: tune (cell {cell.name!r})",
-        )
-    if not out:
-        raise ConfigError(f"{where}: no cell has a space (give `space` or `cells`)")
-    return out
+from loralab.experiments.folder import TUNE_DIR, TUNING_FILE
+from loralab.experiments.options import norm
+from loralab.study.tuned import cell_searches
 
 
 def tuned_spec(
@@ -94,13 +37,13 @@ def tuned_spec(
 ):
     """Run (or resume) each cell's search and return the study with every tuned cell set to its
     best values (grid cells become named cells); writes ``tuning.json`` in the study folder."""
-    from ..artifacts import atomic_write_json
-    from . import require_optuna
-    from .runner import run_worker
-    from .storage import TuneError, open_storage, open_study
+    from loralab.files import atomic_write_json
+    from loralab.tune import require_optuna
+    from loralab.tune.runner import run_worker
+    from loralab.tune.storage import TuneError, open_storage, open_study
 
     require_optuna()
-    overrides = {_norm(k): v for k, v in (overrides or {}).items() if v is not None}
+    overrides = {norm(k): v for k, v in (overrides or {}).items() if v is not None}
     searches = cell_searches(study, overrides)
     root = Path(root).resolve()
     cells, record = [], {}
@@ -116,7 +59,7 @@ def tuned_spec(
             if not done:
                 raise TuneError(f"{search.source}: no trial completed; see {folder}")
             best = tstudy.best_trial
-            options = {k: v for k, v in options.items() if _norm(k) not in best.params}
+            options = {k: v for k, v in options.items() if norm(k) not in best.params}
             options.update(best.params)
             record[cell.name] = {
                 "params": best.params,
@@ -139,7 +82,7 @@ def tuned_spec(
 def tune_first(study, args, overrides: dict[str, Any]):
     """``loralab study run`` on a study with ``tune:``: with ``--dry-run``, say what would be
     searched and plan the untuned cells; else run the searches and return the tuned study."""
-    from ..study.plan import DEFAULT_OUT_ROOT
+    from loralab.study.plan import DEFAULT_OUT_ROOT
 
     searches = cell_searches(study, overrides)
     if args.dry_run:

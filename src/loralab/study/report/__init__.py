@@ -7,10 +7,10 @@ The report reads ``study.json`` and the run directories only. What it contains:
 * every cell against the baseline, and cells that differ in exactly one option against each
   other (adjacent values for numeric options), on the test split (validation if a run has no
   test): the accuracy difference, its paired bootstrap 95 % interval over examples, the exact
-  sign-flip p-value and the per-seed exact McNemar p-values (see :mod:`loralab.study.stats`);
+  sign-flip p-value and the per-seed exact McNemar p-values (see :mod:`loralab.evaluation.stats`);
 * plots: accuracy vs trainable parameters (Pareto front), vs LoRA rank, vs training-set size,
   validation accuracy per epoch, confusion matrices, and the best cell's reliability diagram;
-* an error analysis of the best cell (:mod:`loralab.analysis`);
+* an error analysis of the best cell (:mod:`loralab.evaluation.analysis`);
 * findings: sentences built from the numbers above, never from a template that ignores them.
 
 ``report.md`` links the PNGs in ``plots/``; ``report.html`` embeds them (base64), so it can be
@@ -22,9 +22,16 @@ Split by concern: :mod:`.numbers` (comparisons, Holm family, choices on validati
 and number formatting) and :mod:`.render` (the files).
 """
 
-from .findings import findings, verdict
-from .numbers import PairResult, ReportData, collect, one_option_pairs, pareto_front, representative_run
-from .render import build, write_summary_csv
+from loralab.study.report.findings import findings, verdict
+from loralab.study.report.numbers import (
+    PairResult,
+    ReportData,
+    collect,
+    one_option_pairs,
+    pareto_front,
+    representative_run,
+)
+from loralab.study.report.render import build, write_summary_csv
 
 __all__ = [
     "PairResult",

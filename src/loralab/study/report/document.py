@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...table import markdown_table
+from loralab.evaluation.table import markdown_table
 
 
 @dataclass
@@ -93,7 +93,7 @@ def _inline(text: str) -> str:
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
 
 
-def _value(v: Any) -> str:
+def value_of(v: Any) -> str:
     if v is None:
         return "default"
     if isinstance(v, float):
@@ -103,13 +103,13 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def _csv(x: Any) -> Any:
+def csv_cell(x: Any) -> Any:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
     return round(x, 6) if isinstance(x, float) else x
 
 
-def _p(p: float) -> str:
+def fmt_p(p: float) -> str:
     if p is None or math.isnan(p):
         return "–"
     if p < 1e-4:
@@ -117,11 +117,11 @@ def _p(p: float) -> str:
     return f"{p:.4f}" if p < 0.01 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
-def _pct1(x: float) -> str:
+def pct1(x: float) -> str:
     return "–" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
 
 
-def _fmt_iv(iv, pct: bool = False) -> str:
+def fmt_iv(iv, pct: bool = False) -> str:
     if iv.n == 0:
         return "–"
     k = 100 if pct else 1
@@ -133,19 +133,19 @@ def _fmt_iv(iv, pct: bool = False) -> str:
     return text
 
 
-def _mean_std(iv) -> str:
+def mean_std(iv) -> str:
     return f"{100 * iv.mean:.1f}%" + (f" ± {100 * iv.std:.1f} over {iv.n} seeds" if iv.n > 1 else " (1 seed)")
 
 
-def _pct_ci(iv) -> str:
+def pct_ci(iv) -> str:
     return f"[{100 * iv.low:.1f}, {100 * iv.high:.1f}]"
 
 
-def _fmt_num(x: float, spec: str) -> str:
+def fmt_num(x: float, spec: str) -> str:
     return "–" if x is None or math.isnan(x) else spec.format(x)
 
 
-def _count(n: int | None) -> str:
+def count(n: int | None) -> str:
     if n is None:
         return "–"
     if n >= 1_000_000:
@@ -155,7 +155,7 @@ def _count(n: int | None) -> str:
     return f"{n:,}"
 
 
-def _mb(mb: float) -> str:
+def fmt_mb(mb: float) -> str:
     if mb is None or math.isnan(mb):
         return "–"
     return f"{mb / 1024:.2f} GB" if mb >= 1024 else f"{mb:.0f} MB"

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ...plots.study import Point, against_png, confusions_png, curves_png, params_png
-from ..aggregate import CellData, CellSummary, epoch_curves, mean_curve, varying_options
-from .document import _value
-from .numbers import CHOICE_SPLIT, ReportData, pareto_front
+from loralab.plots.study import Point, against_png, confusions_png, curves_png, params_png
+from loralab.study.aggregate import CellData, CellSummary, epoch_curves, mean_curve, varying_options
+from loralab.study.report.document import value_of
+from loralab.study.report.numbers import CHOICE_SPLIT, ReportData, pareto_front
 
 
 def _point(x: float, s: CellSummary, split: str) -> Point:
@@ -43,7 +43,7 @@ def _groups(cells: list[CellData], option: str) -> dict[str, list[CellData]]:
     others = [k for k in varying_options(cells) if k != option]
     groups: dict[str, list[CellData]] = {}
     for c in cells:
-        key = ", ".join(f"{k}={_value(c.config.get(k))}" for k in others) or "all"
+        key = ", ".join(f"{k}={value_of(c.config.get(k))}" for k in others) or "all"
         groups.setdefault(key, []).append(c)
     return groups
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from ..stats import POWER, Comparison
-from .document import _count, _mb, _mean_std, _p, _pct_ci
-from .numbers import ALPHA, CHOICE_SPLIT, NEAR_BEST_PT, ReportData, pareto_front
+from loralab.evaluation.stats import POWER, Comparison
+from loralab.study.report.document import count, fmt_mb, fmt_p, mean_std, pct_ci
+from loralab.study.report.numbers import ALPHA, CHOICE_SPLIT, NEAR_BEST_PT, ReportData, pareto_front
 
 
 def verdict(label_a: str, label_b: str, c: Comparison, family: int = 1) -> str:
@@ -44,7 +44,7 @@ def verdict(label_a: str, label_b: str, c: Comparison, family: int = 1) -> str:
 
 
 def _eq(p: float) -> str:
-    text = _p(p)
+    text = fmt_p(p)
     return text if text.startswith("<") else "= " + text
 
 
@@ -66,17 +66,17 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
     acc = {s.name: s.metrics[(split, "accuracy")] for s in scored}
     val = {s.name: s.metrics[(CHOICE_SPLIT, "accuracy")] for s in scored}
     best = r.summaries[r.best]
-    text = f"Best cell (chosen on {CHOICE_SPLIT} accuracy): **{best.name}**, {_mean_std(val[best.name])}"
+    text = f"Best cell (chosen on {CHOICE_SPLIT} accuracy): **{best.name}**, {mean_std(val[best.name])}"
     if split != CHOICE_SPLIT and best.name in acc:
-        text += f"; its {split} accuracy: {_mean_std(acc[best.name])}"
+        text += f"; its {split} accuracy: {mean_std(acc[best.name])}"
     if best.n > 1 and best.name in acc:
-        text += f" (95% CI over seeds {_pct_ci(acc[best.name])})"
+        text += f" (95% CI over seeds {pct_ci(acc[best.name])})"
     out.append(text + ".")
     if len(scored) > 1:
         top = max(scored, key=lambda s: acc[s.name].mean)
         worst = min(scored, key=lambda s: acc[s.name].mean)
         out.append(
-            f"Lowest {split} accuracy: {worst.name}, {_mean_std(acc[worst.name])}; "
+            f"Lowest {split} accuracy: {worst.name}, {mean_std(acc[worst.name])}; "
             f"spread between cells {100 * (acc[top.name].mean - acc[worst.name].mean):.1f} pt."
         )
     family = r.family
@@ -95,7 +95,7 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
     if len(with_params) > 1:
         out.append(
             f"Pareto front ({CHOICE_SPLIT} accuracy vs trainable parameters): "
-            + ", ".join(f"{s.name} ({_count(s.trainable)})" for s in front)
+            + ", ".join(f"{s.name} ({count(s.trainable)})" for s in front)
             + "."
         )
         near = [s for s in with_params if 100 * (val[best.name].mean - val[s.name].mean) <= NEAR_BEST_PT]
@@ -105,8 +105,8 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
             out.append(
                 f"{cheapest.name} comes within {NEAR_BEST_PT:g} pt of the best on {CHOICE_SPLIT} "
                 f"({100 * (val[cheapest.name].mean - val[best.name].mean):+.1f} pt) with "
-                f"{ratio:,.0f}x fewer trainable parameters ({_count(cheapest.trainable)} vs "
-                f"{_count(best.trainable)})."
+                f"{ratio:,.0f}x fewer trainable parameters ({count(cheapest.trainable)} vs "
+                f"{count(best.trainable)})."
             )
     timed = [s for s in scored if not math.isnan(s.seconds_per_epoch.mean)]
     if len(timed) > 1:
@@ -122,10 +122,10 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
     if len(mem) > 1:
         lo = min(mem, key=lambda s: s.peak_memory_mb.mean)
         hi = max(mem, key=lambda s: s.peak_memory_mb.mean)
-        if _mb(hi.peak_memory_mb.mean) != _mb(lo.peak_memory_mb.mean):
+        if fmt_mb(hi.peak_memory_mb.mean) != fmt_mb(lo.peak_memory_mb.mean):
             out.append(
-                f"Peak memory ranges from {_mb(lo.peak_memory_mb.mean)} ({lo.name}) to "
-                f"{_mb(hi.peak_memory_mb.mean)} ({hi.name})."
+                f"Peak memory ranges from {fmt_mb(lo.peak_memory_mb.mean)} ({lo.name}) to "
+                f"{fmt_mb(hi.peak_memory_mb.mean)} ({hi.name})."
             )
     multi = [s for s in scored if s.n > 1]
     if multi:
@@ -149,12 +149,12 @@ def constant_predictors(r: ReportData, share: float = 0.95) -> list[str]:
     out = []
     for name, p in r.preds.items():
         preds = [row["prediction"] for rows in p.rows.values() for row in rows]
-        label, count = Counter(preds).most_common(1)[0]
-        if count / len(preds) >= share:
+        label, n_top = Counter(preds).most_common(1)[0]
+        if n_top / len(preds) >= share:
             names = r.study.cell(name).done[0].run.label_names
             shown = names[label] if 0 <= label < len(names) else str(label)
             out.append(
-                f"{name} predicts {shown!r} for {100 * count / len(preds):.1f}% of the {r.split} examples "
+                f"{name} predicts {shown!r} for {100 * n_top / len(preds):.1f}% of the {r.split} examples "
                 f"(seeds pooled): a near-constant classifier, not a trained one."
             )
     return out

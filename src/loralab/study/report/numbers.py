@@ -8,10 +8,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..aggregate import CellData, CellSummary, Predictions, StudyData, mixed_versions, predictions, summarize
-from ..folder import StudyError
-from ..stats import ALPHA, Comparison, compare, holm
-from .document import _value
+from loralab.evaluation.stats import ALPHA, Comparison, compare, holm
+from loralab.experiments.folder import StudyError
+from loralab.study.aggregate import (
+    CellData,
+    CellSummary,
+    Predictions,
+    StudyData,
+    mixed_versions,
+    predictions,
+    summarize,
+)
+from loralab.study.report.document import value_of
 
 #: Every choice (best cell, representative run, Pareto front, cheapest near the best) is made on
 #: this split; the comparison split (test when every run has it) is only reported.
@@ -123,8 +131,8 @@ def collect(study: StudyData) -> ReportData:
             PairResult(
                 a.name,
                 b.name,
-                f"{option} {_value(va)}",
-                f"{option} {_value(vb)}",
+                f"{option} {value_of(va)}",
+                f"{option} {value_of(vb)}",
                 option,
                 compare(preds[a.name].correct, preds[b.name].correct),
             )

@@ -10,15 +10,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ... import analysis
-from ...artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ...plots.analysis import reliability_png
-from ..aggregate import CellSummary, load_study, machines
-from ..stats import ALPHA, BOOTSTRAP_B, BOOTSTRAP_SEED, POWER
-from .document import Doc, _count, _csv, _fmt_iv, _fmt_num, _mb, _p, _pct1, _value
-from .figures import plot_against, plot_confusions, plot_curves, plot_params
-from .findings import findings
-from .numbers import CHOICE_SPLIT, PairResult, ReportData, collect, representative_run
+from loralab.evaluation import analysis
+from loralab.evaluation.stats import ALPHA, BOOTSTRAP_B, BOOTSTRAP_SEED, POWER
+from loralab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from loralab.plots.analysis import reliability_png
+from loralab.study.aggregate import CellSummary, load_study, machines
+from loralab.study.report.document import Doc, count, csv_cell, fmt_iv, fmt_mb, fmt_num, fmt_p, pct1, value_of
+from loralab.study.report.figures import plot_against, plot_confusions, plot_curves, plot_params
+from loralab.study.report.findings import findings
+from loralab.study.report.numbers import CHOICE_SPLIT, PairResult, ReportData, collect, representative_run
 
 
 def build(root: str | Path) -> dict[str, Path]:
@@ -69,7 +69,7 @@ def build(root: str | Path) -> dict[str, Path]:
             [
                 s.name,
                 f"{s.n}/{s.n_planned}",
-                *(_fmt_iv(s.metrics[(sp, m)], pct=True) for m in ("accuracy", "f1") for sp in ("validation", "test")),
+                *(fmt_iv(s.metrics[(sp, m)], pct=True) for m in ("accuracy", "f1") for sp in ("validation", "test")),
             ]
             for s in r.summaries.values()
         ],
@@ -88,13 +88,13 @@ def build(root: str | Path) -> dict[str, Path]:
         [
             [
                 s.name,
-                _fmt_iv(s.metrics[("validation", "loss")]),
-                _fmt_iv(s.metrics[("test", "loss")]),
-                _count(s.trainable),
+                fmt_iv(s.metrics[("validation", "loss")]),
+                fmt_iv(s.metrics[("test", "loss")]),
+                count(s.trainable),
                 "–" if s.trainable_percent is None else f"{s.trainable_percent:.4f}",
-                _fmt_num(s.seconds_per_epoch.mean, "{:.1f}"),
-                _fmt_num(s.train_seconds.mean, "{:.1f}"),
-                _mb(s.peak_memory_mb.mean),
+                fmt_num(s.seconds_per_epoch.mean, "{:.1f}"),
+                fmt_num(s.train_seconds.mean, "{:.1f}"),
+                fmt_mb(s.peak_memory_mb.mean),
             ]
             for s in r.summaries.values()
         ],
@@ -104,7 +104,7 @@ def build(root: str | Path) -> dict[str, Path]:
         "memory (GPU: max allocated; CPU: the process's peak RSS) are means over seeds, as recorded by each "
         "run. Runs started with `--jobs` above 1 shared the CPU, so compare their timings with care."
     )
-    opts = [[c.name, ", ".join(f"{k}={_value(v)}" for k, v in c.options.items()) or "(base)"] for c in study.cells]
+    opts = [[c.name, ", ".join(f"{k}={value_of(v)}" for k, v in c.options.items()) or "(base)"] for c in study.cells]
     doc.p("Options of each cell on top of the study's `base` (resolved options in `study.json`):")
     doc.table(["cell", "options"], opts)
 
@@ -181,7 +181,7 @@ def build(root: str | Path) -> dict[str, Path]:
                 str(x.seed),
                 x.status,
                 *(
-                    _pct1(x.run.results[sp]["accuracy"]) if x.run is not None and x.run.results.get(sp) else "–"
+                    pct1(x.run.results[sp]["accuracy"]) if x.run is not None and x.run.results.get(sp) else "–"
                     for sp in ("validation", "test")
                 ),
                 x.error or "",
@@ -226,7 +226,7 @@ def _timing(run, key: str) -> float:
 
 def _read_tuning(root: Path) -> dict[str, Any]:
     """The study's ``tuning.json`` (written by a study with ``tune:``), or ``{}``."""
-    from ...tune.study import TUNING_FILE
+    from loralab.experiments.folder import TUNING_FILE
 
     path = Path(root) / TUNING_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -249,12 +249,12 @@ def _tuning_section(doc: Doc, tuning: dict[str, Any], study_seconds: float) -> N
         rows.append(
             [
                 cell,
-                ", ".join(f"{k}={_value(v)}" for k, v in t.get("params", {}).items()),
+                ", ".join(f"{k}={value_of(v)}" for k, v in t.get("params", {}).items()),
                 "–" if value is None else f"{value:.4f} ({metric.removeprefix('validation_')})",
                 f"{t.get('trial', '–')}",
                 str(t.get("trials", "–")),
                 f"{float(t.get('search_seconds') or 0):,.0f}",
-                ", ".join(f"{k}={_value(v)}" for k, v in (t.get("search_base") or {}).items()) or "(study base)",
+                ", ".join(f"{k}={value_of(v)}" for k, v in (t.get("search_base") or {}).items()) or "(study base)",
             ]
         )
     doc.table(["cell", "tuned values", "best validation", "best trial", "trials", "search s", "search options"], rows)
@@ -296,19 +296,19 @@ def comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list
         seeds = (
             "–"
             if not c.per_seed
-            else (_p(c.p_seed_min) if len(c.per_seed) == 1 else f"{_p(c.p_seed_min)} – {_p(c.p_seed_max)}")
+            else (fmt_p(c.p_seed_min) if len(c.per_seed) == 1 else f"{fmt_p(c.p_seed_min)} – {fmt_p(c.p_seed_max)}")
         )
         paired = f"{c.paired}" + (f" of {c.seeds_a}/{c.seeds_b}" if c.paired < max(c.seeds_a, c.seeds_b) else "")
         rows.append(
             [
                 name,
-                _pct1(c.accuracy_a),
-                _pct1(c.accuracy_b),
+                pct1(c.accuracy_a),
+                pct1(c.accuracy_b),
                 f"{100 * c.diff:+.2f}",
                 f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]",
-                _fmt_num(100 * c.mde, "±{:.2f}"),
-                _p(c.p),
-                _p(c.p_holm),
+                fmt_num(100 * c.mde, "±{:.2f}"),
+                fmt_p(c.p),
+                fmt_p(c.p_holm),
                 paired,
                 f"{c.b} / {c.c}",
                 seeds,
@@ -352,29 +352,29 @@ def write_summary_csv(path: Path, r: ReportData) -> None:
         for split in ("validation", "test"):
             for metric in ("accuracy", "f1", "loss"):
                 iv = s.metrics[(split, metric)]
-                row += [_csv(iv.mean), _csv(iv.std), _csv(iv.low), _csv(iv.high)]
+                row += [csv_cell(iv.mean), csv_cell(iv.std), csv_cell(iv.low), csv_cell(iv.high)]
         c = vs.get(name)
         row += [
-            _csv(s.trainable),
-            _csv(s.total),
-            _csv(s.trainable_percent),
-            _csv(s.seconds_per_epoch.mean),
-            _csv(s.train_seconds.mean),
-            _csv(s.peak_memory_mb.mean),
-            _csv(s.train_examples),
+            csv_cell(s.trainable),
+            csv_cell(s.total),
+            csv_cell(s.trainable_percent),
+            csv_cell(s.seconds_per_epoch.mean),
+            csv_cell(s.train_seconds.mean),
+            csv_cell(s.peak_memory_mb.mean),
+            csv_cell(s.train_examples),
         ]
         row += (
             [
-                _csv(100 * c.diff),
-                _csv(100 * c.ci_low),
-                _csv(100 * c.ci_high),
-                _csv(c.p),
+                csv_cell(100 * c.diff),
+                csv_cell(100 * c.ci_low),
+                csv_cell(100 * c.ci_high),
+                csv_cell(c.p),
                 c.b,
                 c.c,
-                _csv(c.p_seed_min),
-                _csv(c.p_seed_max),
-                _csv(c.p_holm),
-                _csv(100 * c.mde),
+                csv_cell(c.p_seed_min),
+                csv_cell(c.p_seed_max),
+                csv_cell(c.p_holm),
+                csv_cell(100 * c.mde),
             ]
             if c
             else [""] * 10

@@ -1,0 +1,3 @@
+"""Scoring texts with trained models: batched logits (:mod:`.batched`), the one :class:`Predictor`
+that evaluation, ``predict`` and ``serve`` share (:mod:`.predictor`), and many LoRA adapters over
+one backbone in mixed batches (:mod:`.adapters`, with its layers in :mod:`.multilora`)."""

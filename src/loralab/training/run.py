@@ -1,0 +1,352 @@
+"""The Python API under the CLI: ``train(config) -> RunResult``, ``load_run(dir) -> Run``,
+``inspect_params(...) -> ParamTable``. The CLI only parses flags and calls these."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from loralab.config import RunConfig
+from loralab.data import encode_cached, load_data
+from loralab.evaluation.metrics import classification_metrics, softmax
+from loralab.files import atomic_dir, atomic_write_csv, atomic_write_json, read_json, remove_staging
+from loralab.inference.predictor import Predictor
+from loralab.models.backbones import build_model, check_max_length, load_config, load_tokenizer
+from loralab.models.methods import ParamTable, apply_method, param_table
+from loralab.plots import plot_confusion, plot_curves
+from loralab.runs.layout import (
+    CONFIG_FILE,
+    METRICS_COLUMNS,
+    METRICS_FILE,
+    PREDICTION_COLUMNS,
+    RESULTS_FILE,
+    SCHEMA_VERSION,
+    RunDirError,
+    check_run_dir,
+    read_metrics,
+    read_predictions,
+)
+from loralab.runs.weights import load_model, save_weights
+from loralab.runtime import PeakMemory, library_versions, pick_device, resolve_precision, seed_everything
+from loralab.training.checkpoint import Checkpoints, checkpoint_dir
+from loralab.training.loop import check_global_batch, fit
+from loralab.training.tracking import Trackers, check_report_to
+
+log = logging.getLogger(__name__)
+
+
+class StopRun(Exception):
+    """Raised by an ``on_epoch`` callback of :func:`train` to end training after that epoch; the
+    run is still written, with ``results.json["stopped"] = {"epoch", "reason"}`` (``str(err)``)."""
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns: where the run was written, its results, and the live model."""
+
+    run_dir: Path
+    results: dict
+    config: RunConfig
+    model: object = field(default=None, repr=False)
+    tokenizer: object = field(default=None, repr=False)
+
+
+@dataclass
+class Run:
+    """A finished run read back from its directory."""
+
+    run_dir: Path
+    config: RunConfig
+    meta: dict
+    results: dict
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta["label_names"])
+
+    def predictor(self, device: str = "auto", merge: bool = True) -> Predictor:
+        return Predictor.from_run(self.run_dir, device=device, merge=merge)
+
+    def predictions(self, split: str = "validation") -> list[dict]:
+        return read_predictions(self.run_dir / f"predictions_{split}.csv")
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.run_dir / METRICS_FILE)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = check_run_dir(run_dir)
+    meta = read_json(run_dir / CONFIG_FILE)
+    return Run(run_dir, RunConfig.from_dict(meta["config"]), meta, read_json(run_dir / RESULTS_FILE))
+
+
+def inspect_params(config: RunConfig, label_names: list[str] | None = None) -> ParamTable:
+    """The parameter table of ``config``'s model and method, built on the meta device from the
+    model's config alone (no weights are read; a folder with only ``config.json`` is enough)."""
+    names = label_names or config.data.labels or ["negative", "positive"]
+    mc = load_config(config.model.model, names)
+    model = build_model(config.model.model, names, mc.pad_token_id if mc.pad_token_id is not None else 0, weights=False)
+    return param_table(apply_method(model, config.method))
+
+
+def default_output_dir(config: RunConfig) -> Path:
+    short = Path(config.model.model.rstrip("/")).name or "model"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    tag = f"lora-r{config.method.rank}" if config.method.method == "lora" else config.method.method
+    return Path("runs") / f"{short}-{tag}-{stamp}"
+
+
+def train(
+    config: RunConfig,
+    command: list[str] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    test_split: bool = True,
+) -> RunResult:
+    """Train and evaluate one run and write its directory. Raises :class:`LoralabError` subclasses
+    for bad input before any model is built or any file is written.
+
+    ``on_epoch(row)`` is called (one process only) with each epoch's ``metrics.csv`` row
+    (``val_accuracy``, ``val_loss``); raising :class:`StopRun` there ends training early, e.g. to
+    prune a search trial. ``test_split=False`` leaves the test split out (not encoded, scored or
+    written): a search's trials must never see test data."""
+    from accelerate import Accelerator
+
+    t_start = time.perf_counter()
+    tc = config.train
+    data = load_data(config.data, tc.seed)
+    if not test_split:
+        data.test = None
+    out_dir = Path(tc.output_dir) if tc.output_dir else default_output_dir(config)
+    if out_dir.exists() and not tc.overwrite:
+        hint = "it is complete" if tc.resume else "pass --overwrite to replace it"
+        raise RunDirError(f"{out_dir}: already exists ({hint})")
+    device = pick_device(tc.device)
+    # loralab owns mixed precision (--precision, resolved in the trainer): the accelerator never adds its own
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+    check_global_batch(tc.batch_size, accelerator.num_processes, tc.grad_accum)
+    resolve_precision(tc.precision, accelerator.device)  # a conflicting launcher setting fails before any work
+    memory = PeakMemory(accelerator.device)
+    main = accelerator.is_main_process
+    report_to = check_report_to(tc.report_to)  # a missing tracker library fails before any work
+    checkpoints = None
+    if tc.checkpoint_every != "none":
+        checkpoints = Checkpoints(
+            checkpoint_dir(out_dir), tc.checkpoint_steps(), True, accelerator.process_index, accelerator.num_processes
+        )
+        if not tc.resume and main:
+            checkpoints.remove()  # a fresh run never continues an older one's checkpoint
+    if tc.resume and main:
+        remove_staging(out_dir)  # left by the killed attempt
+
+    check_max_length(load_config(config.model.model, data.label_names), config.data.max_length)
+    seed_everything(tc.seed)
+    tokenizer = load_tokenizer(config.model.model)
+    model = build_model(config.model.model, data.label_names, tokenizer.pad_token_id)
+    model = apply_method(model, config.method)
+    table = param_table(model)
+    if main:
+        log.info(
+            "%s %s: %s of %s parameters train (%.4f%%)",
+            config.model.model,
+            config.method.method,
+            f"{table.trainable:,}",
+            f"{table.total:,}",
+            table.trainable_percent,
+        )
+    ids = {s.name: encode_cached(tokenizer, s.texts, config.data.max_length) for s in data.splits()}
+    pad = tokenizer.pad_token_id
+
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "config": config.to_dict(),
+        "lr": config.lr,
+        "label_names": data.label_names,
+        "labels": data.labels,
+        "data_files": data.files(),
+        "seed": tc.seed,
+        "distributed": distributed_facts(accelerator, tc),
+        "versions": library_versions(),
+        "command": command if command is not None else sys.argv,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    stage = atomic_dir(out_dir, overwrite=tc.overwrite) if main else contextlib.nullcontext(None)
+    with stage as staging:
+        trackers = None
+        if main:
+            atomic_write_json(staging / CONFIG_FILE, meta)
+            if report_to:
+                trackers = Trackers(report_to, out_dir.name, staging, {**config.to_flat(), "lr": config.lr})
+
+        progress: dict = {"fit": None, "epochs": 0}
+
+        def on_log(res) -> None:
+            atomic_write_csv(staging / METRICS_FILE, METRICS_COLUMNS, res.history)
+            if trackers is not None:
+                trackers.log_history(res.history)
+            progress["fit"] = res
+            epochs = [r for r in res.history if r["kind"] == "epoch"]
+            if on_epoch is not None and len(epochs) > progress["epochs"]:
+                progress["epochs"] = len(epochs)
+                on_epoch(dict(epochs[-1]))
+
+        stopped = None
+        try:
+            fitted = fit(
+                model,
+                ids["train"],
+                data.train.labels,
+                ids["validation"],
+                data.validation.labels,
+                config,
+                pad,
+                accelerator=accelerator,
+                on_log=on_log,
+                checkpoints=checkpoints,
+            )
+        except BaseException as e:
+            if not isinstance(e, StopRun):
+                if trackers is not None:
+                    trackers.abort()
+                raise
+            stop = e  # training ends at this epoch; the run is written as it stands
+            fitted = progress["fit"]
+            fitted.train_seconds = fitted.feature_seconds + sum(fitted.epoch_seconds)
+            stopped = {"epoch": progress["epochs"], "reason": str(stop)}
+        stopped = stopped or fitted.stopped
+        model = accelerator.unwrap_model(model)
+        accelerator.wait_for_everyone()
+        results = None
+        if main:
+            try:
+                results = _finalise(
+                    staging, model, tokenizer, config, data, ids, fitted, table, meta, memory, t_start, stopped
+                )
+            except BaseException:
+                if trackers is not None:
+                    trackers.abort()
+                raise
+        accelerator.wait_for_everyone()
+    if main:
+        if trackers is not None:
+            trackers.finish(results, out_dir)
+        if checkpoints is not None and tc.keep_checkpoints and (latest := checkpoints.latest()) is not None:
+            os.replace(latest, out_dir / "checkpoint")
+        if checkpoints is not None:
+            checkpoints.remove()
+        log.info("run written to %s", out_dir)
+    return RunResult(out_dir, results or {}, config, model, tokenizer)
+
+
+def distributed_facts(accelerator, tc) -> dict:
+    """How the global batch was computed: processes, per-process micro-batch, accumulation."""
+    world = accelerator.num_processes
+    return {
+        "world_size": world,
+        "global_batch_size": tc.batch_size,
+        "grad_accum": tc.grad_accum,
+        "micro_batch_size": tc.batch_size // (world * tc.grad_accum),
+        "distributed_type": str(accelerator.distributed_type.value),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def _finalise(
+    staging: Path,
+    model,
+    tokenizer,
+    config: RunConfig,
+    data,
+    ids,
+    fitted,
+    table: ParamTable,
+    meta: dict,
+    memory: PeakMemory,
+    t_start: float,
+    stopped: dict | None = None,
+) -> dict:
+    """Save weights, score validation/test with the model *reloaded from disk* (so that the
+    prediction files are exactly what ``loralab predict`` gives), write results and plots."""
+    save_weights(model, config.method.method, staging, tokenizer)
+    atomic_write_csv(staging / METRICS_FILE, METRICS_COLUMNS, fitted.history)
+    t_eval = time.perf_counter()
+    predictor = Predictor(
+        *load_model(staging, meta),
+        meta["label_names"],
+        config.data.max_length,
+        config.train.eval_batch_size,
+        pick_device(config.train.device),
+    )
+    split_results: dict[str, dict | None] = {"validation": None, "test": None}
+    for split in (data.validation, data.test):
+        if split is None:
+            continue
+        log.info("scoring %s (%s texts) with the saved weights", split.name, f"{len(split):,}")
+        logits = predictor.logits(split.texts)
+        split_results[split.name] = classification_metrics(split.labels, logits)
+        probs = softmax(logits.astype(np.float64))
+        rows = [
+            {"text": t, "label": y, "prediction": int(p.argmax()), "confidence": f"{p.max():.6f}"}
+            for t, y, p in zip(split.texts, split.labels, probs)
+        ]
+        atomic_write_csv(staging / f"predictions_{split.name}.csv", PREDICTION_COLUMNS, rows)
+    eval_seconds = time.perf_counter() - t_eval
+    epochs_run = len(fitted.epoch_seconds)
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "model": config.model.model,
+        "method": config.method.method,
+        "validation": split_results["validation"],
+        "test": split_results["test"],
+        "best_epoch": fitted.best_epoch,
+        "epochs": epochs_run,
+        "steps": fitted.steps,
+        "lr": config.lr,
+        "params": {
+            "trainable": table.trainable,
+            "total": table.total,
+            "trainable_percent": table.trainable_percent,
+            "groups": table.to_dict()["groups"],
+        },
+        "timing": {
+            "train_seconds": fitted.train_seconds,
+            "feature_seconds": fitted.feature_seconds,
+            "seconds_per_epoch": fitted.train_seconds / epochs_run if epochs_run else None,
+            "epoch_seconds": fitted.epoch_seconds,
+            "train_samples_per_second": fitted.train_examples_seen / fitted.train_seconds
+            if fitted.train_seconds
+            else None,
+            "eval_seconds": eval_seconds,
+            "total_seconds": time.perf_counter() - t_start,
+        },
+        "memory": memory.read(),
+        "data": {
+            "train_examples": len(data.train),
+            "validation_examples": len(data.validation),
+            "test_examples": len(data.test) if data.test is not None else 0,
+        },
+        "device": str(predictor.device),
+        "distributed": meta["distributed"],
+    }
+    if stopped is not None:  # ended early by an on_epoch callback; weights: the last epoch run
+        results["stopped"] = stopped
+    title = f"{Path(config.model.model).name} · {config.method.method}"
+    log.info("writing plots")
+    if fitted.history:
+        plot_curves(fitted.history, staging, title)
+    plot_confusion(
+        results["validation"]["confusion_matrix"],
+        meta["label_names"],
+        staging / "confusion_matrix.png",
+        f"{title} · validation",
+    )
+    atomic_write_json(staging / RESULTS_FILE, results)  # last: marks the run complete
+    return results
