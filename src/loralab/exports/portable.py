@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loralab.runs.layout import ADAPTER_DIR
 from loralab.models.backbones import portable_name
-from loralab.models.methods.scratch_lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 
 def base_model_id(run) -> str:

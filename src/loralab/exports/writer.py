@@ -23,9 +23,8 @@ from loralab.runs.weights import require_safetensors
 from loralab.models.backbones import length_cap
 from loralab.data import sha256_file
 from loralab.runs.exported import EXPORT_FILE, ExportError
-from loralab.inference.predictor import load_export_predictor
 from loralab.exports.model_card import CARD_FILE, model_card
-from loralab.models.methods.scratch_lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from loralab.exports.portable import base_model_id, base_source, saved_modules
 
 log = logging.getLogger(__name__)
@@ -133,6 +132,8 @@ def _verify(run, staging: Path) -> int:
     rows = read_predictions(path)[:VERIFY_EXAMPLES]
     if not rows:
         return 0
+    from loralab.inference.predictor import load_export_predictor  # peft: only when an export is checked
+
     predictor = load_export_predictor(staging, device="cpu")
     preds = predictor.predict([r["text"] for r in rows])
     tie = 1.0 / len(run.label_names) + VERIFY_ATOL  # below this the recorded argmax may be a tie

@@ -12,7 +12,6 @@ from loralab.data import encode
 from loralab.errors import ConfigError
 from loralab.evaluation.metrics import softmax
 from loralab.files import read_json
-from loralab.inference.adapters import MultiAdapterPredictor, adapter_name, expand_runs
 from loralab.inference.batched import batched_logits
 from loralab.models.backbones import length_cap
 from loralab.runs.exported import is_model_folder, load_export
@@ -147,6 +146,8 @@ def predict_side_by_side(
     """Each LoRA run's answer for each text, from one backbone with the runs as adapters (mixed
     batches, see :mod:`loralab.inference.adapters`): ``[{"text", "adapters": {name: {label, label_name,
     confidence}}}]`` in text order, adapters in the order given."""
+    from loralab.inference.adapters import MultiAdapterPredictor, adapter_name, expand_runs  # peft: only here
+
     named = expand_runs([str(r) for r in runs])
     model = MultiAdapterPredictor.from_runs(
         [d for _, d in named],

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from loralab.errors import LoralabError
-from loralab.models.methods.scratch_lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 EXPORT_FILE = "export.json"
 

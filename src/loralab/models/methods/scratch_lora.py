@@ -31,10 +31,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from loralab.errors import ConfigError, RunDirError
+from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PREFIX
 
-ADAPTER_CONFIG = "adapter_config.json"  # the file names peft reads and writes
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PREFIX = "base_model.model."  # peft's prefix of every key in an adapter file
 #: Module names peft adds to ``modules_to_save`` for ``task_type="SEQ_CLS"``
 #: (``PeftModelForSequenceClassification``); mirrored so the same modules match.
 SEQ_CLS_HEADS = ["classifier", "score"]
