@@ -1,6 +1,7 @@
 """Many LoRA adapters over one backbone: mixed batches equal each adapter alone (peft as the
 reference), the API (adapter / adapters / all, GET /adapters, 404s), start-up errors, adding and
-removing adapters while serving with the path guard, and ``loralab predict --run A --run B``."""
+removing adapters while serving with the path guard, and ``loralab predict --run A --run B``.
+The admin surface's rules (token, races, cap, symbolic links) are in test_serve_admin.py."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ ADAPTERS = {
     "dense-r3-3labels": {"rank": 3, "alpha": 3, "target_modules": ["dense"], "data": "three"},
     "qv-r16-len8": {"rank": 16, "alpha": 4, "target_modules": ["query", "value"], "seed": 7, "max_length": 8},
 }
+TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +204,7 @@ def test_bad_adapter_requests_are_json_errors(client, body, status, fragment):
 
 def test_adapters_are_added_and_removed_while_serving(runs, root):
     model = load_adapters([runs["qv-r2"]], device="cpu")[0]
-    with TestClient(create_app(model, adapter_roots=[root / "runs"])) as c:
+    with TestClient(create_app(model, adapter_roots=[root / "runs"], admin_token=TOKEN), headers=ADMIN) as c:
         r = c.post("/adapters", json={"run": "dense-r3-3labels"})
         assert r.status_code == 201 and r.json()["name"] == "dense-r3-3labels"
         r = c.post("/adapters", json={"run": str(runs["all-r8"]), "name": "second"})
@@ -210,7 +213,9 @@ def test_adapters_are_added_and_removed_while_serving(runs, root):
         both = c.post("/predict", json={"texts": TEXTS, "adapters": ["second", "dense-r3-3labels"]})
         assert both.status_code == 200
         assert c.post("/adapters", json={"run": "qv-r2"}).status_code == 409  # name taken
-        assert c.delete("/adapters/qv-r2").json() == {"removed": "qv-r2", "default": "dense-r3-3labels"}
+        assert c.delete("/adapters/qv-r2").status_code == 409  # the default: name the next one
+        r = c.delete("/adapters/qv-r2", params={"new_default": "dense-r3-3labels"})
+        assert r.json() == {"removed": "qv-r2", "default": "dense-r3-3labels"}
         assert c.post("/predict", json={"texts": ["a"], "adapter": "qv-r2"}).status_code == 404
         assert c.post("/predict", json={"texts": ["a"]}).json()["adapter"] == "dense-r3-3labels"
         assert c.delete("/adapters/qv-r2").status_code == 404
@@ -225,7 +230,7 @@ def test_the_path_guard_allows_only_runs_under_the_adapter_roots(runs, root, tmp
     outside.mkdir()
     (root / "runs" / "escape").symlink_to(outside)
     try:
-        with TestClient(create_app(model, adapter_roots=[root / "runs"])) as c:
+        with TestClient(create_app(model, adapter_roots=[root / "runs"], admin_token=TOKEN), headers=ADMIN) as c:
             for path in (
                 "../runs/all-r8",
                 "all-r8/../../runs/all-r8",
@@ -239,7 +244,7 @@ def test_the_path_guard_allows_only_runs_under_the_adapter_roots(runs, root, tmp
             assert c.post("/adapters", json={"run": "missing"}).status_code == 404
             r = c.post("/adapters", json={"run": str(runs["all-r8"])})  # absolute, inside the root
             assert r.status_code == 201
-        with TestClient(create_app(model)) as c:  # no --adapter-root: adding is off
+        with TestClient(create_app(model, admin_token=TOKEN), headers=ADMIN) as c:  # no --adapter-root: adding is off
             r = c.post("/adapters", json={"run": "dense-r3-3labels"})
             assert r.status_code == 403 and "--adapter-root" in r.json()["detail"]
     finally:
@@ -248,7 +253,7 @@ def test_the_path_guard_allows_only_runs_under_the_adapter_roots(runs, root, tmp
 
 def test_a_run_that_is_not_a_lora_adapter_is_refused_per_request(runs, root, head_run):
     model = load_adapters([runs["qv-r2"]], device="cpu")[0]
-    with TestClient(create_app(model, adapter_roots=[root / "runs"])) as c:
+    with TestClient(create_app(model, adapter_roots=[root / "runs"], admin_token=TOKEN), headers=ADMIN) as c:
         r = c.post("/adapters", json={"run": "head-run"})
         assert r.status_code == 422 and "not LoRA" in r.json()["detail"]
         assert str(root) not in r.json()["detail"]  # the server's own paths are not echoed

@@ -35,7 +35,22 @@ def add_parser(subparsers) -> None:
         metavar="DIR",
         action="append",
         default=[],
-        help="allow POST /adapters to add run directories found under DIR (repeatable; default: adding is off)",
+        help="POST /adapters may add run directories found under DIR (repeatable; needs --admin-token)",
+    )
+    p.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        default=None,
+        help="turn on POST /adapters and DELETE /adapters/NAME for requests with Authorization: Bearer TOKEN "
+        "(at least 16 ASCII characters; default: the LORALAB_ADMIN_TOKEN environment variable, which other users "
+        "cannot read in the process list; neither: the routes are off)",
+    )
+    p.add_argument(
+        "--max-adapters",
+        type=int,
+        default=64,
+        metavar="N",
+        help="the most adapters served at once, at start-up and through POST /adapters (default: 64)",
     )
     p.add_argument(
         "--adapter-batching",
@@ -59,6 +74,13 @@ def add_parser(subparsers) -> None:
         type=float,
         default=d.max_wait_ms,
         help=f"how long a request waits for others to batch with (default: {d.max_wait_ms:g})",
+    )
+    p.add_argument(
+        "--max-predictions",
+        type=int,
+        default=d.max_predictions,
+        help='many adapters: texts x adapters in one request with "adapters" (a list or "all"; '
+        f"default: {d.max_predictions})",
     )
     p.add_argument(
         "--max-queue",

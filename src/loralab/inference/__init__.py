@@ -1,3 +1,4 @@
 """Scoring texts with trained models: batched logits (:mod:`.batched`), the one :class:`Predictor`
 that evaluation, ``predict`` and ``serve`` share (:mod:`.predictor`), and many LoRA adapters over
-one backbone in mixed batches (:mod:`.adapters`, with its layers in :mod:`.multilora`)."""
+one backbone in mixed batches (:mod:`.adapters`, its rules in :mod:`.registry`, its layers in
+:mod:`.multilora`)."""

@@ -11,7 +11,7 @@ Used by ``loralab serve`` with several runs and by ``loralab predict --run A --r
 
 from __future__ import annotations
 
-import os
+import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from loralab.errors import ConfigError, LoralabError
+from loralab.errors import ConfigError
 from loralab.inference.multilora import (
-    ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     AdapterError,
     MultiHead,
@@ -32,11 +31,13 @@ from loralab.inference.multilora import (
     head_copy,
     load_adapter_tensors,
 )
-
-
-class UnknownAdapterError(LoralabError):
-    """A request named an adapter that is not loaded."""
-
+from loralab.inference.registry import (
+    AdapterRegistry,
+    UnknownAdapterError,  # noqa: F401 (imported from here by callers)
+    adapter_name,
+    check_adapter_name,
+    read_lora_run,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Adapters
@@ -77,23 +78,6 @@ def run_metadata(run_dir: Path, meta: dict, results: dict) -> dict:
     }
 
 
-def read_lora_run(run_dir: str | Path) -> tuple[Path, dict, dict]:
-    """``(run_dir, config.json, results.json)`` of a complete LoRA run with safetensors weights."""
-    from loralab.files import read_json
-    from loralab.runs.layout import ADAPTER_DIR, CONFIG_FILE, RESULTS_FILE, check_run_dir
-
-    run_dir = Path(run_dir)
-    check_run_dir(run_dir)
-    meta = read_json(run_dir / CONFIG_FILE)
-    method = meta["config"]["method"]["method"]
-    if method != "lora":
-        raise AdapterError(f"{run_dir}: a {method} run, not LoRA: only LoRA runs share a backbone as adapters")
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        if not (run_dir / ADAPTER_DIR / name).is_file():
-            raise AdapterError(f"{run_dir / ADAPTER_DIR / name}: not found (adapters are read from safetensors only)")
-    return run_dir, meta, read_json(run_dir / RESULTS_FILE)
-
-
 # ---------------------------------------------------------------------------------------------
 # The predictor
 # ---------------------------------------------------------------------------------------------
@@ -104,9 +88,11 @@ class MultiAdapterPredictor:
 
     ``mixed=True`` (default) scores items of different adapters in the same forward pass;
     ``mixed=False`` runs one forward pass per adapter (the comparison in bench/serve_adapters.py).
-    Adding and removing adapters is safe while another thread predicts: model changes happen
-    under one lock, and ``adapters`` is replaced, never changed in place, so the event loop reads
-    it without waiting for a batch.
+    Adding and removing adapters is safe while another thread predicts: the rules (names, runs,
+    the default, the last adapter, ``max_adapters``) are the :class:`AdapterRegistry`'s; weights
+    are read with no lock held, and the model's lock is held for one batch, or to swap one
+    adapter's weights in or out, at a time. ``adapters`` is replaced, never changed in place, so
+    the event loop reads it without waiting for a batch.
     """
 
     def __init__(
@@ -118,6 +104,7 @@ class MultiAdapterPredictor:
         batch_size: int = 32,
         precision: str = "fp32",
         mixed: bool = True,
+        max_adapters: int | None = None,
     ) -> None:
         from loralab.models.backbones import head_module_names
 
@@ -134,15 +121,17 @@ class MultiAdapterPredictor:
         self.mixed = mixed
         self.routing = Routing()
         self.head_names = head_module_names(model)
+        self._base_modules = dict(self.model.named_modules())  # before any is wrapped: what adapters fit
         self.heads = {}
         for name in self.head_names:
             parent, _, child = name.rpartition(".")
             wrapper = MultiHead(self.model.get_submodule(name), self.routing)
             setattr(self.model.get_submodule(parent) if parent else self.model, child, wrapper)
             self.heads[name] = wrapper
-        self.adapters: dict[str, Adapter] = {}
-        self._next_uid = 0
-        self._lock = threading.RLock()
+        self.registry = AdapterRegistry(max_adapters)
+        self._uids = itertools.count()
+        self._lock = threading.RLock()  # the model: one batch, or one adapter swapped in or out
+        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def from_runs(
@@ -153,14 +142,18 @@ class MultiAdapterPredictor:
         batch_size: int | None = None,
         precision: str = "fp32",
         mixed: bool = True,
+        max_adapters: int | None = None,
     ) -> MultiAdapterPredictor:
-        """Load the backbone of the first run once, then every run as an adapter."""
+        """Load the backbone of the first run once, then every run as an adapter (at most
+        ``max_adapters``; none is served twice)."""
         from loralab.models.backbones import build_model, saved_tokenizer
         from loralab.runs.layout import TOKENIZER_DIR
         from loralab.runtime import pick_device
 
         if not run_dirs:
             raise AdapterError("no LoRA runs to serve")
+        if max_adapters is not None and len(run_dirs) > max_adapters:
+            raise AdapterError(f"{len(run_dirs)} runs to serve, more than --max-adapters {max_adapters}")
         runs = [read_lora_run(d) for d in run_dirs]
         names = list(names) if names is not None else [adapter_name(d) for d, _, _ in runs]
         seen: dict[str, Path] = {}
@@ -185,52 +178,60 @@ class MultiAdapterPredictor:
             batch_size or first_meta["config"]["train"]["eval_batch_size"],
             precision,
             mixed,
+            max_adapters,
         )
         for (d, meta, results), name in zip(runs, names, strict=True):
-            self._add(d, meta, results, name)
+            self._register(d, name, lambda d=d, meta=meta, results=results: (d, meta, results))
         return self
 
     # ---- adapters --------------------------------------------------------------------------
-    def add(self, run_dir: str | Path, name: str | None = None) -> Adapter:
-        """Load one more LoRA run over the same backbone (while serving, too)."""
-        run_dir, meta, results = read_lora_run(run_dir)
-        _check_backbone(self.backbone, None, run_dir, meta)
-        return self._add(run_dir, meta, results, name or adapter_name(run_dir))
+    def add(self, run_dir: str | Path, name: str | None = None, roots: Sequence[Path] = ()) -> Adapter:
+        """Load one more LoRA run over the same backbone (while serving, too). With ``roots``
+        (resolved folders), every file read must lie under one of them (see :func:`read_lora_run`)."""
+        run_dir = Path(run_dir)
+        return self._register(run_dir, name or adapter_name(run_dir), lambda: read_lora_run(run_dir, roots))
 
-    def _add(self, run_dir: Path, meta: dict, results: dict, name: str) -> Adapter:
+    def _register(self, run_dir: Path, name: str, read) -> Adapter:
+        """Reserve the name and the run, read the weights (no lock held: batches go on), then
+        swap them in between two batches; a failure releases the reservation."""
+        check_adapter_name(name)
+        key = run_dir.resolve()
+        self.registry.reserve(name, key)
+        try:
+            run_dir, meta, results = read()
+            _check_backbone(self.backbone, None, run_dir, meta)
+            adapter = self._load(run_dir, key, meta, results, name)
+            with self._lock:  # the model's modules change: no batch runs meanwhile
+                self._install(adapter)
+                self.registry.publish(adapter)
+        except BaseException:
+            self.registry.release(name)
+            raise
+        return adapter
+
+    def _load(self, run_dir: Path, key: Path, meta: dict, results: dict, name: str) -> Adapter:
         from loralab.models.backbones import length_cap
         from loralab.runs.layout import ADAPTER_DIR
 
-        check_adapter_name(name)
-        if name in self.adapters:
-            raise AdapterError(
-                f"{run_dir}: an adapter named {name!r} is already served ({self.adapters[name].run_dir})"
-            )
-        labels = list(meta["label_names"])
-        max_length = length_cap(meta["config"]["data"]["max_length"], self.model.config)
-        with self._lock:  # the model's modules are read and changed: no batch runs meanwhile
-            layers, head_states = load_adapter_tensors(run_dir / ADAPTER_DIR, self.model, self.head_names)
-            where = run_dir / ADAPTER_DIR / ADAPTER_WEIGHTS
-            heads = {
-                h: head_copy(self.heads[h].template, head_states[h], where).to(self.device) for h in self.head_names
-            }
-            uid, self._next_uid = self._next_uid, self._next_uid + 1
-            adapter = Adapter(
-                name,
-                run_dir.resolve(),
-                uid,
-                labels,
-                max_length,
-                run_metadata(run_dir.resolve(), meta, results),
-                {k: (a.to(self.device), b.to(self.device), s) for k, (a, b, s) in layers.items()},
-                heads,
-            )
-            for target, update in adapter.layers.items():
-                self._lora_layer(target).updates[uid] = update
-            for h, module in heads.items():
-                self.heads[h].heads[uid] = module
-            self.adapters = {**self.adapters, name: adapter}  # a new dict: readers never see one change
-        return adapter
+        layers, head_states = load_adapter_tensors(run_dir / ADAPTER_DIR, self._base_modules, self.head_names)
+        where = run_dir / ADAPTER_DIR / ADAPTER_WEIGHTS
+        heads = {h: head_copy(self.heads[h].template, head_states[h], where).to(self.device) for h in self.head_names}
+        return Adapter(
+            name,
+            key,
+            next(self._uids),
+            list(meta["label_names"]),
+            length_cap(meta["config"]["data"]["max_length"], self.model.config),
+            run_metadata(key, meta, results),
+            {k: (a.to(self.device), b.to(self.device), s) for k, (a, b, s) in layers.items()},
+            heads,
+        )
+
+    def _install(self, adapter: Adapter) -> None:
+        for target, update in adapter.layers.items():
+            self._lora_layer(target).updates[adapter.uid] = update
+        for h, module in adapter.heads.items():
+            self.heads[h].heads[adapter.uid] = module
 
     def _lora_layer(self, target: str) -> MultiLoRALinear:
         layer = self.model.get_submodule(target)
@@ -240,12 +241,11 @@ class MultiAdapterPredictor:
             setattr(self.model.get_submodule(parent), child, layer)
         return layer
 
-    def remove(self, name: str) -> Adapter:
+    def remove(self, name: str, new_default: str | None = None) -> Adapter:
+        """Stop serving ``name``: never the last adapter, the default one only with ``new_default``
+        (:meth:`AdapterRegistry.withdraw`); its weights leave the model between two batches."""
+        adapter = self.registry.withdraw(name, new_default)
         with self._lock:
-            adapter = self.adapters.get(name)
-            if adapter is None:
-                raise UnknownAdapterError(f"no adapter named {name!r}")
-            self.adapters = {k: v for k, v in self.adapters.items() if k != name}
             for target in adapter.layers:
                 self.model.get_submodule(target).updates.pop(adapter.uid, None)
             for h in self.head_names:
@@ -253,38 +253,58 @@ class MultiAdapterPredictor:
         return adapter
 
     @property
+    def adapters(self) -> dict[str, Adapter]:
+        return self.registry.adapters
+
+    @property
+    def default(self) -> str | None:
+        """The adapter of requests that name none."""
+        return self.registry.default
+
+    def set_default(self, name: str) -> None:
+        self.registry.set_default(name)
+
+    @property
     def names(self) -> list[str]:
         return list(self.adapters)
 
     @property
     def label_names(self) -> list[str]:
-        return next(iter(self.adapters.values())).label_names if self.adapters else []
+        default = self.adapters.get(self.default or "")
+        return default.label_names if default is not None else []
 
     # ---- scoring ---------------------------------------------------------------------------
     def logits(self, items: Sequence[tuple[str, str]]) -> list[np.ndarray | None]:
         """One logits vector per ``(adapter name, text)`` item, in order (each of its adapter's
         label count); ``None`` for an adapter that is not (or no longer) loaded."""
+        return self._logits(items, [self.adapters.get(name) for name, _ in items])
+
+    def _logits(self, items, adapters: list[Adapter | None]) -> list[np.ndarray | None]:
         from loralab.data import encode, length_sorted_batches
         from loralab.runtime import autocast
 
         out: list[np.ndarray | None] = [None] * len(items)
-        with self._lock, torch.inference_mode():
-            adapters = [self.adapters.get(name) for name, _ in items]
-            ids: list[list[int] | None] = [None] * len(items)
-            by_adapter: dict[int, list[int]] = {}
-            for i, a in enumerate(adapters):
-                if a is not None:
-                    by_adapter.setdefault(a.uid, []).append(i)
+        ids: list[list[int] | None] = [None] * len(items)
+        by_adapter: dict[int, list[int]] = {}
+        for i, a in enumerate(adapters):
+            if a is not None:
+                by_adapter.setdefault(a.uid, []).append(i)
+        with self._tokenizer_lock:
             for idx in by_adapter.values():  # each adapter truncates to its own run's max length
                 a = adapters[idx[0]]
                 for i, x in zip(idx, encode(self.tokenizer, [items[i][1] for i in idx], a.max_length), strict=True):
                     ids[i] = x
-            live = [i for i in range(len(items)) if ids[i] is not None]
-            groups = [live] if self.mixed else list(by_adapter.values())
-            for group in groups:
-                for chunk in length_sorted_batches([len(ids[i]) for i in group], self.batch_size):
-                    rows = sorted((group[j] for j in chunk), key=lambda i: adapters[i].uid)  # stable: by length within
-                    self._forward(rows, ids, adapters, out, autocast)
+        live = [i for i in range(len(items)) if ids[i] is not None]
+        groups = [live] if self.mixed else list(by_adapter.values())
+        for group in groups:
+            for chunk in length_sorted_batches([len(ids[i]) for i in group], self.batch_size):
+                # the model's lock is held for one batch: adapters are added and removed in between,
+                # and the rows of one removed meanwhile stay None
+                with self._lock, torch.inference_mode():
+                    served = self.adapters
+                    rows = [group[j] for j in chunk if served.get(adapters[group[j]].name) is adapters[group[j]]]
+                    if rows:  # stable: by length within each adapter
+                        self._forward(sorted(rows, key=lambda i: adapters[i].uid), ids, adapters, out, autocast)
         return out
 
     def _forward(self, rows, ids, adapters, out, autocast) -> None:
@@ -311,8 +331,9 @@ class MultiAdapterPredictor:
         ``None`` for an adapter that is not loaded."""
         from loralab.evaluation.metrics import softmax
 
+        adapters = [self.adapters.get(name) for name, _ in items]
         res: list[dict | None] = []
-        for (name, text), z in zip(items, self.logits(items), strict=True):
+        for (name, text), a, z in zip(items, adapters, self._logits(items, adapters), strict=True):
             if z is None:
                 res.append(None)
                 continue
@@ -323,16 +344,12 @@ class MultiAdapterPredictor:
                     "adapter": name,
                     "text": text,
                     "label": k,
-                    "label_name": self.adapters_label(name, k),
+                    "label_name": a.label_names[k],
                     "confidence": float(p[k]),
                     "probabilities": [float(x) for x in p],
                 }
             )
         return res
-
-    def adapters_label(self, name: str, k: int) -> str:
-        a = self.adapters.get(name)
-        return a.label_names[k] if a is not None else str(k)
 
     def warm_up(self) -> None:
         if self.adapters:
@@ -341,20 +358,8 @@ class MultiAdapterPredictor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Names, backbones, study folders
+# Backbones, study folders
 # ---------------------------------------------------------------------------------------------
-
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-=+")
-
-
-def adapter_name(run_dir: str | Path) -> str:
-    """An adapter's default name: its run folder's name."""
-    return Path(os.path.abspath(run_dir)).name  # the name as given: a symbolic link keeps its own
-
-
-def check_adapter_name(name: str) -> None:
-    if not name or len(name) > 200 or not set(name) <= _NAME_CHARS or name.startswith("."):
-        raise AdapterError(f"adapter name {name!r}: use letters, digits and . _ - = + (at most 200 characters)")
 
 
 def _check_backbone(backbone: str, first: Path | None, run_dir: Path, meta: dict) -> None:

@@ -16,9 +16,8 @@ from loralab.errors import RunDirError
 
 # The peft options the multi-adapter layers lack are exactly those the from-scratch layers lack:
 # each must be off (falsy) in adapter_config.json.
-from loralab.models.methods.scratch_lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, UNSUPPORTED
-
-PREFIX = "base_model.model."  # peft's prefix of every key in an adapter file
+from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PREFIX
+from loralab.models.methods.scratch_lora import UNSUPPORTED
 
 
 class AdapterError(RunDirError):
@@ -101,8 +100,10 @@ class MultiHead(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def load_adapter_tensors(adapter_dir: Path, model: nn.Module, heads: list[str]):
-    """``(layers, head_states)`` from a peft adapter folder, checked against ``model``."""
+def load_adapter_tensors(adapter_dir: Path, modules: dict[str, nn.Module], heads: list[str]):
+    """``(layers, head_states)`` from a peft adapter folder, checked against ``modules`` (the
+    backbone's modules by name, as ``dict(model.named_modules())`` gives them: a snapshot taken
+    once, so reading an adapter never walks the model while another thread changes it)."""
     from safetensors.torch import load_file
     from transformers.pytorch_utils import Conv1D
 
@@ -126,7 +127,6 @@ def load_adapter_tensors(adapter_dir: Path, model: nn.Module, heads: list[str]):
     tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
     layers: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
     head_states: dict[str, dict[str, torch.Tensor]] = {h: {} for h in heads}
-    modules = dict(model.named_modules())
     for key in sorted(tensors):
         name = key.removeprefix(PREFIX)
         if name.endswith(".lora_B.weight"):

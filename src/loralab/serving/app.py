@@ -4,20 +4,33 @@ POST   /predict          {"texts": [...]} -> {"predictions": [{label, label_name
                          many adapters: also "adapter": NAME, or "adapters": [NAME, ...] | "all"
 GET    /health           status, model, label names, limits and batching counters
 GET    /adapters         many adapters: each one's name and run metadata, and the default
-POST   /adapters         many adapters: {"run": PATH under an --adapter-root, "name": optional}
-DELETE /adapters/NAME    many adapters: stop serving one
+POST   /adapters         many adapters, admin: {"run": PATH under an --adapter-root, "name": optional}
+DELETE /adapters/NAME    many adapters, admin: stop serving one (?new_default=OTHER for the default one)
 GET    /                 a self-contained web page (no external resources: works offline)
+
+The admin routes are off unless the server has an admin token; then they need
+``Authorization: Bearer TOKEN``. The rules on what is served (names, runs, the default, the last
+adapter, the cap) are the adapter registry's (:mod:`loralab.inference.registry`), not this layer's.
 """
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
 from loralab.serving.batcher import MicroBatcher, UnavailableError
-from loralab.serving.requests import RequestError, ServeLimits, is_json, parse_request, read_body, request_models
+from loralab.serving.requests import (
+    RequestError,
+    ServeLimits,
+    check_admin,
+    is_json,
+    parse_request,
+    read_body,
+    request_models,
+)
 
 #: Keys of each prediction in a ``/predict`` response.
 PREDICTION_KEYS = ("label", "label_name", "confidence", "probabilities")
@@ -56,6 +69,28 @@ def resolve_under_roots(path: str, roots: Sequence[Path]) -> Path:
     raise RequestError(404, f"run {path}: no such run directory under the adapter roots")
 
 
+def shown_path(path: Path, roots: Sequence[Path]) -> str:
+    """A served run as clients see it: relative to its adapter root, else its folder's name
+    (never the server's absolute path)."""
+    root = next((r for r in roots if path.is_relative_to(r) and path != r), None)
+    return path.relative_to(root).as_posix() if root is not None else path.name
+
+
+def public_name(value):
+    """A model name as clients see it: a local folder (an absolute path) by its name only."""
+    return Path(value).name if isinstance(value, str) and os.path.isabs(value) else value
+
+
+def error_status(e: Exception) -> int:
+    """The HTTP status of a refused change to the served adapters."""
+    from loralab.inference.registry import AdapterConflictError, AdapterPathError, UnknownAdapterError
+
+    for kind, status in ((UnknownAdapterError, 404), (AdapterPathError, 403), (AdapterConflictError, 409)):
+        if isinstance(e, kind):
+            return status
+    return 422
+
+
 def create_app(
     predictor,
     limits: ServeLimits | None = None,
@@ -63,14 +98,16 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     adapter_roots: Sequence[str | Path] = (),
     default_adapter: str | None = None,
+    admin_token: str | None = None,
 ):
     """The FastAPI app serving ``predictor``: anything with ``predict(texts)`` and ``label_names``,
     or a :class:`~loralab.inference.adapters.MultiAdapterPredictor` (many adapters: ``/adapters`` routes,
-    ``adapter``/``adapters`` in ``/predict``; runs may be added from under ``adapter_roots``).
+    ``adapter``/``adapters`` in ``/predict``).
 
     Use it as an ASGI app (uvicorn, or ``with TestClient(app)``: the batching worker starts and
     stops with the app's lifespan). ``allowed_hosts`` restricts the ``Host`` header (DNS-rebinding
-    protection for a loopback server).
+    protection for a loopback server). ``admin_token`` turns on ``POST /adapters`` (runs under
+    ``adapter_roots`` only) and ``DELETE /adapters/NAME`` for requests that send it as a bearer token.
     """
     import importlib.metadata
 
@@ -85,20 +122,23 @@ def create_app(
     info = dict(info or {})
     info.setdefault("label_names", list(predictor.label_names))
     info.setdefault("name", "model")
+    if "base_model" in info:
+        info["base_model"] = public_name(info["base_model"])
     request_model, response_model, error_model = request_models(multi)
     batcher = MicroBatcher(predictor.predict, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
     page = _static("index.html")
     assets = {name: _static(name) for name in STATIC_FILES}
     roots = [Path(r).resolve() for r in adapter_roots]
-    state = {"default": None}
-    if multi:
+    if admin_token is not None and not admin_token:
+        raise ValueError("admin_token: an empty token")
+    if multi and default_adapter is not None:
         from loralab.inference.adapters import UnknownAdapterError
 
-        if default_adapter is not None and default_adapter not in predictor.adapters:
+        if default_adapter not in predictor.adapters:
             raise UnknownAdapterError(
                 f"--default-adapter {default_adapter}: no such adapter (served: {', '.join(predictor.names)})"
             )
-        state["default"] = default_adapter or predictor.names[0]
+        predictor.set_default(default_adapter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -143,19 +183,26 @@ def create_app(
         """``(names, several)``: the adapters a request asks for, and whether it used ``adapters``."""
         if req.adapter is not None and req.adapters is not None:
             raise RequestError(422, "give adapter or adapters, not both")
+        served, default = predictor.registry.snapshot()
         if req.adapters == "all":
-            return predictor.names, True
-        if req.adapters is not None:
+            names, several = list(served), True
+        elif req.adapters is not None:
             if not req.adapters:
                 raise RequestError(422, 'adapters: List should have at least 1 item (or "all")')
             if len(set(req.adapters)) != len(req.adapters):
                 raise RequestError(422, "adapters: a name is given twice")
             names, several = list(req.adapters), True
         else:
-            names, several = [req.adapter or state["default"]], False
+            names, several = [req.adapter or default], False
         for name in names:
-            if name not in predictor.adapters:
+            if name not in served:
                 raise RequestError(404, f"unknown adapter {name!r} (GET /adapters lists the served ones)")
+        if several and len(req.texts) * len(names) > limits.max_predictions:
+            raise RequestError(
+                413,
+                f"too many predictions: {len(req.texts)} texts x {len(names)} adapters = "
+                f"{len(req.texts) * len(names)} (at most {limits.max_predictions} per request)",
+            )
         return names, several
 
     @app.post(
@@ -194,15 +241,18 @@ def create_app(
 
     @app.get("/health", summary="Status, model, limits and batching counters")
     async def health():
-        extra = (
-            {
-                "adapters": predictor.names,
-                "default_adapter": state["default"],
-                "label_names": predictor.adapters[state["default"]].label_names,
+        extra = {}
+        if multi:
+            served, default = predictor.registry.snapshot()
+            extra = {
+                "name": f"{len(served)} adapters over {public_name(predictor.backbone)}",
+                "adapters": list(served),
+                "adapter_count": len(served),
+                "max_adapters": predictor.registry.max_adapters,
+                "default_adapter": default,
+                "label_names": served[default].label_names,
+                "adapter_admin": admin_token is not None,
             }
-            if multi
-            else {}
-        )
         return {
             "status": "ok" if batcher.running else "stopped",
             **info,
@@ -213,22 +263,38 @@ def create_app(
         }
 
     if multi:
+        admin_errors = {
+            401: {"model": error_model, "description": "no admin token sent (Authorization: Bearer TOKEN)"},
+            403: {"model": error_model, "description": "admin routes off, a wrong token, or a path outside the roots"},
+        }
 
-        def listing(adapter) -> dict:
-            return {"name": adapter.name, "default": adapter.name == state["default"], **adapter.info}
+        def listing(adapter, default: str | None) -> dict:
+            return {
+                "name": adapter.name,
+                "default": adapter.name == default,
+                **adapter.info,
+                "run": shown_path(adapter.run_dir, roots),
+                "base_model": public_name(adapter.info.get("base_model")),
+            }
+
+        def refused(e: RequestError):
+            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            return error(e.status, e.detail, headers=headers)
 
         @app.get("/adapters", summary="The served adapters with their run metadata")
         async def list_adapters():
-            return {"default": state["default"], "adapters": [listing(a) for a in list(predictor.adapters.values())]}
+            served, default = predictor.registry.snapshot()
+            return {"default": default, "adapters": [listing(a, default) for a in served.values()]}
 
         @app.post(
             "/adapters",
             status_code=201,
-            summary="Serve one more LoRA run (under an --adapter-root)",
+            summary="Serve one more LoRA run (admin token; under an --adapter-root)",
             responses={
-                403: {"model": error_model, "description": "the path is not under an adapter root"},
+                **admin_errors,
                 404: {"model": error_model, "description": "no such run directory"},
-                409: {"model": error_model, "description": "the name is taken"},
+                409: {"model": error_model, "description": "the name or the run is served, or --max-adapters reached"},
+                415: {"model": error_model, "description": "the body is not declared as JSON"},
                 422: {"model": error_model, "description": "not a LoRA run over this backbone"},
             },
         )
@@ -241,6 +307,7 @@ def create_app(
                 name: str | None = None
 
             try:
+                check_admin(request.headers.get("authorization"), admin_token)
                 if not is_json(request.headers.get("content-type")):
                     raise RequestError(415, "send the body as JSON (Content-Type: application/json)")
                 try:
@@ -249,35 +316,37 @@ def create_app(
                     first = e.errors(include_url=False)[0]
                     raise RequestError(422, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from None
                 run_dir = resolve_under_roots(body.run, roots)
-                name = body.name or run_dir.name
-                if name in predictor.adapters:
-                    raise RequestError(409, f"an adapter named {name!r} is already served")
-                try:  # reading the weights is slow: off the event loop
-                    adapter = await asyncio.to_thread(predictor.add, run_dir, name)
+                try:  # the registry reserves the name and the run; the weights are read off the event loop
+                    adapter = await asyncio.to_thread(predictor.add, run_dir, body.name or run_dir.name, roots)
                 except LoralabError as e:
                     detail = str(e).replace(str(run_dir), body.run)
-                    raise RequestError(409 if "already served" in detail else 422, detail) from None
+                    for root in roots:  # the server's own paths are not echoed
+                        detail = detail.replace(f"{root}{os.sep}", "")
+                    raise RequestError(error_status(e), detail) from None
             except RequestError as e:
-                return error(e.status, e.detail)
-            return JSONResponse(listing(adapter), status_code=201)
+                return refused(e)
+            return JSONResponse(listing(adapter, predictor.default), status_code=201)
 
         @app.delete(
             "/adapters/{name}",
-            summary="Stop serving an adapter",
+            summary="Stop serving an adapter (admin token)",
             responses={
-                404: {"model": error_model, "description": "no such adapter"},
-                409: {"model": error_model, "description": "the last adapter"},
+                **admin_errors,
+                404: {"model": error_model, "description": "no such adapter (or new_default)"},
+                409: {"model": error_model, "description": "the last adapter, or the default without new_default"},
             },
         )
-        async def remove_adapter(name: str):
-            if name not in predictor.adapters:
-                return error(404, f"unknown adapter {name!r} (GET /adapters lists the served ones)")
-            if len(predictor.adapters) == 1:
-                return error(409, f"{name!r} is the last adapter: a server keeps at least one")
-            await asyncio.to_thread(predictor.remove, name)  # waits for a batch being scored
-            if state["default"] == name:
-                state["default"] = predictor.names[0]
-            return {"removed": name, "default": state["default"]}
+        async def remove_adapter(name: str, request: Request, new_default: str | None = None):
+            """``new_default``: the adapter that becomes the default (required to remove the default one)."""
+            try:
+                check_admin(request.headers.get("authorization"), admin_token)
+                try:  # the registry decides (never the last, the default only with new_default)
+                    await asyncio.to_thread(predictor.remove, name, new_default)  # waits for a batch being scored
+                except LoralabError as e:
+                    raise RequestError(error_status(e), str(e)) from None
+            except RequestError as e:
+                return refused(e)
+            return {"removed": name, "default": predictor.default}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():

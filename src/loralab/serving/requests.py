@@ -1,5 +1,7 @@
-"""What the HTTP service accepts: its limits, the request schemas and the validation of a body."""
+"""What the HTTP service accepts: its limits, the request schemas, the validation of a body and
+the admin token of the routes that change what is served."""
 
+import hmac
 from dataclasses import dataclass
 
 from loralab.errors import ConfigError
@@ -14,9 +16,10 @@ class ServeLimits:
     max_batch: int = 32  # texts per model call (a single larger request is scored alone)
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     max_queue: int = 256  # requests waiting for the model; more is a 503
+    max_predictions: int = 256  # many adapters: texts x adapters per request with "adapters"; more is a 413
 
     def validate(self) -> None:
-        for name in ("max_texts", "max_chars", "max_batch", "max_queue"):
+        for name in ("max_texts", "max_chars", "max_batch", "max_queue", "max_predictions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.max_wait_ms <= 1000:
@@ -143,7 +146,30 @@ async def read_body(request, max_bytes: int) -> bytes:
 
 
 def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type header declares JSON. A missing one does not: a web page can send a
+    body without one to any address (``fetch(url, {mode: "no-cors"})``), but never one declared
+    as JSON without the server's consent (CORS), so requiring it keeps other sites out."""
     if not content_type:
-        return True  # curl --data-binary without -H: accept, the body is still checked
+        return False
     kind = content_type.split(";")[0].strip().lower()
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+#: What a refused admin request is told about turning the admin routes on.
+ADMIN_HOW = (
+    "start the server with --admin-token TOKEN (or LORALAB_ADMIN_TOKEN=TOKEN) and send Authorization: Bearer TOKEN"
+)
+
+
+def check_admin(authorization: str | None, token: str | None) -> None:
+    """Allow a request that changes what is served only with ``Authorization: Bearer TOKEN``:
+    403 when the server has no admin token (the routes are off), 401 without a bearer token,
+    403 for a wrong one (compared in constant time)."""
+    if token is None:
+        raise RequestError(403, f"adding and removing adapters is off: {ADMIN_HOW}")
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        raise RequestError(401, "admin token required: send Authorization: Bearer TOKEN")
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")):
+        raise RequestError(403, "wrong admin token")

@@ -6,7 +6,8 @@ backbone) and the command line; the service itself lives in :mod:`loralab.servin
     GET  /              a self-contained web page (no external resources: works offline)
     GET  /openapi.json  the OpenAPI schema; /docs shows it with Swagger UI, whose JavaScript comes
                         from a CDN, so /docs needs internet access (the schema itself does not)
-    GET/POST /adapters, DELETE /adapters/NAME   with several LoRA runs (docs/serving.md)
+    GET/POST /adapters, DELETE /adapters/NAME   with several LoRA runs (docs/serving.md); adding
+                        and removing need --admin-token (or LORALAB_ADMIN_TOKEN) and a bearer token
 
 Bad input never reaches the model: a body that is not JSON or has the wrong shape is a 422, a
 body not declared as JSON a 415, too many or too long texts (or too big a body) a 413, and a
@@ -21,6 +22,7 @@ works without the ``serve`` extra installed.
 
 import argparse
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -117,10 +119,16 @@ def load_predictor(
 
 
 def load_adapters(
-    paths, device: str = "auto", batch_size: int | None = None, precision: str = "fp32", mixed: bool = True
+    paths,
+    device: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    mixed: bool = True,
+    max_adapters: int | None = None,
 ):
     """``(predictor, info)`` for many LoRA runs over one backbone: run directories, ``NAME=RUN``
-    or study folders (all their LoRA runs); see :class:`~loralab.inference.adapters.MultiAdapterPredictor`."""
+    or study folders (all their LoRA runs); see :class:`~loralab.inference.adapters.MultiAdapterPredictor`.
+    ``max_adapters``: the most adapters served at once (start-up and ``POST /adapters``; None: no cap)."""
     import torch
 
     from loralab.inference.adapters import MultiAdapterPredictor, adapter_name, expand_runs
@@ -137,6 +145,7 @@ def load_adapters(
         batch_size=batch_size,
         precision=precision,
         mixed=mixed,
+        max_adapters=max_adapters,
     )
     for adapter in predictor.adapters.values():
         require_safetensors(adapter.run_dir, {"config": {"method": {"method": "lora"}}})
@@ -167,14 +176,43 @@ def is_multi(args: argparse.Namespace) -> bool:
     )
 
 
+#: The environment variable that holds the admin token when ``--admin-token`` is not given.
+ADMIN_TOKEN_ENV = "LORALAB_ADMIN_TOKEN"
+MIN_TOKEN_CHARS = 16
+
+
+def admin_token(args: argparse.Namespace, multi: bool) -> str | None:
+    """The admin token of ``POST``/``DELETE /adapters``: ``--admin-token``, else the environment
+    variable (which a single-model server ignores: it has no admin routes), else None (off)."""
+    token = args.admin_token
+    if token is not None and not multi:
+        raise ConfigError(
+            "--admin-token: a single model has no admin routes (serve several runs, or add --adapter-root)"
+        )
+    if token is None and multi:
+        token = os.environ.get(ADMIN_TOKEN_ENV) or None
+    if token is not None and (
+        len(token) < MIN_TOKEN_CHARS or token != token.strip() or not (token.isascii() and token.isprintable())
+    ):
+        raise ConfigError(
+            f"--admin-token / {ADMIN_TOKEN_ENV}: use at least {MIN_TOKEN_CHARS} printable ASCII characters "
+            "without surrounding spaces, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    limits = ServeLimits(args.max_texts, args.max_chars, args.max_batch, args.max_wait_ms, args.max_queue)
+    limits = ServeLimits(
+        args.max_texts, args.max_chars, args.max_batch, args.max_wait_ms, args.max_queue, args.max_predictions
+    )
     limits.validate()
+    if args.max_adapters < 1:
+        raise ConfigError(f"--max-adapters must be at least 1, got {args.max_adapters}")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
     try:
@@ -194,11 +232,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--adapter-root {root}: no such folder")
         roots.append(Path(root))
     multi = is_multi(args)
+    token = admin_token(args, multi)
     if multi:
         if args.compile:
             raise ConfigError("--compile serves one model; it does not apply to several adapters")
+        if roots and token is None:
+            log.warning("--adapter-root without an admin token: POST /adapters stays off (see --admin-token)")
         predictor, info = load_adapters(
-            args.paths, device=args.device, precision=args.precision, mixed=args.adapter_batching == "mixed"
+            args.paths,
+            device=args.device,
+            precision=args.precision,
+            mixed=args.adapter_batching == "mixed",
+            max_adapters=args.max_adapters,
         )
     else:
         predictor, info = load_predictor(
@@ -212,7 +257,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # whose "[::1]:port" Host header the middleware cannot parse)
     allowed = ["localhost", "127.0.0.1", args.host] if loopback and ":" not in args.host else None
     app = create_app(
-        predictor, limits, info, allowed_hosts=allowed, adapter_roots=roots, default_adapter=args.default_adapter
+        predictor,
+        limits,
+        info,
+        allowed_hosts=allowed,
+        adapter_roots=roots,
+        default_adapter=args.default_adapter,
+        admin_token=token,
     )
     try:
         sock = bind_socket(args.host, args.port)
