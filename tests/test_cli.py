@@ -176,6 +176,26 @@ def test_a_mistyped_choice_or_flag_is_one_line_with_a_suggestion(capsys):
         main(["train", "--rnak", "4"])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "(did you mean --rank?)" in err[0]
+    assert err[0].endswith("see `loralab train --help`")
+
+
+def test_an_unknown_flag_points_at_its_sub_command_and_suggests_only_its_flags(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train", "--use-dora"])  # used to suggest `tune`'s --storage
+    assert (
+        capsys.readouterr().err.strip()
+        == "loralab: error: unrecognized arguments: --use-dora; see `loralab train --help`"
+    )
+    with pytest.raises(SystemExit):
+        main(["study", "run", "s.yaml", "--jbos", "2"])
+    err = capsys.readouterr().err.strip()
+    assert "(did you mean --jobs?)" in err and err.endswith("see `loralab study run --help`")
+    with pytest.raises(SystemExit):
+        main(["tune", "s.yaml", "--rank", "4"])  # a train flag is not one of tune's
+    err = capsys.readouterr().err.strip()
+    assert "--rank" in err and "did you mean" not in err and err.endswith("see `loralab tune --help`")
 
 
 def test_a_csv_without_the_default_columns_names_the_flag(tmp_path, capsys):

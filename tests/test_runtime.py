@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from loralab.runtime import seed_everything
@@ -32,12 +33,37 @@ def test_precision_has_one_owner():
         resolve_precision("auto", cpu, launcher="fp8")
 
 
-def test_a_conflicting_accelerate_setting_is_one_line_before_any_work(tiny_models, tiny_data, tmp_path):
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "ACCELERATE_MIXED_PRECISION",
+            "fp16",
+            "--precision bf16 conflicts with `accelerate launch --mixed_precision fp16` "
+            "(ACCELERATE_MIXED_PRECISION); loralab owns precision: drop one of the two",
+        ),
+        (
+            "ACCELERATE_USE_DEEPSPEED",
+            "true",
+            "accelerate config asks for DeepSpeed (ACCELERATE_USE_DEEPSPEED): loralab trains data-parallel only; "
+            "use an accelerate config with distributed_type MULTI_GPU / MULTI_CPU (or torchrun)",
+        ),
+        (
+            "ACCELERATE_USE_FSDP",
+            "true",
+            "accelerate config asks for FSDP (ACCELERATE_USE_FSDP): loralab trains data-parallel only; "
+            "use an accelerate config with distributed_type MULTI_GPU / MULTI_CPU (or torchrun)",
+        ),
+    ],
+)
+def test_an_unsupported_accelerate_setting_is_one_line_before_any_work(
+    tiny_models, tiny_data, tmp_path, variable, value, message
+):
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, ACCELERATE_MIXED_PRECISION="fp16")
+    env = dict(os.environ, **{variable: value})
     out = tmp_path / "r"
     done = subprocess.run(
         [
@@ -65,10 +91,7 @@ def test_a_conflicting_accelerate_setting_is_one_line_before_any_work(tiny_model
         timeout=120,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "loralab: error: --precision bf16 conflicts with `accelerate launch --mixed_precision fp16` "
-        "(ACCELERATE_MIXED_PRECISION); loralab owns precision: drop one of the two"
-    ]
+    assert done.stderr.strip().splitlines() == [f"loralab: error: {message}"]
     assert not out.exists()
 
 

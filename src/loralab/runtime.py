@@ -30,6 +30,29 @@ ACCELERATE_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+#: What ``accelerate launch`` sets for engines loralab does not drive (its config file's
+#: ``distributed_type``): each would be accepted silently and ignored, so each is refused.
+UNSUPPORTED_LAUNCHERS = {
+    "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
+    "ACCELERATE_USE_FSDP": "FSDP",
+    "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
+}
+
+
+def check_launcher(env: dict[str, str] | None = None) -> None:
+    """Refuse, in one line, an ``accelerate launch`` configuration that asks for DeepSpeed, FSDP or
+    Megatron-LM: loralab trains data-parallel (DDP) only."""
+    env = os.environ if env is None else env
+    for var, name in UNSUPPORTED_LAUNCHERS.items():
+        if env.get(var, "").strip().lower() in ("1", "true", "yes"):
+            from loralab.errors import ConfigError
+
+            raise ConfigError(
+                f"accelerate config asks for {name} ({var}): loralab trains data-parallel only; "
+                "use an accelerate config with distributed_type MULTI_GPU / MULTI_CPU (or torchrun)"
+            )
+
+
 def resolve_precision(name: str, device: torch.device, launcher: str | None = None) -> torch.dtype | None:
     """The autocast dtype for training (None: plain fp32). ``--precision`` is the one owner of
     mixed precision; ``launcher`` is what ``accelerate launch`` asked for (default: read from

@@ -21,6 +21,13 @@ from loralab.experiments.folder import StudyError
 from loralab.files import atomic_dir
 
 EXTRA_HINT = "pip install 'loralab[ray]'"
+#: Retries of a task whose worker or node died (Ray's ``max_retries``; a task that *fails* is not
+#: retried). Safe: a task trains in a temporary folder of its own and its run lands once, atomically.
+MAX_RETRIES = 3
+
+
+class LandingError(StudyError):
+    """A finished run's archive could not be landed (truncated archive, full disk, ...)."""
 
 
 def import_ray():
@@ -46,16 +53,26 @@ def ray_session(address: str | None) -> Iterator[Any]:
             ray.shutdown()
 
 
-def task_gpus(resources: dict, threads: int, gpus_per_run: int | None) -> int:
-    """GPUs per task (default: 1 where the cluster has GPUs), after checking that the cluster has
-    them and ``threads`` CPUs."""
-    gpus = gpus_per_run if gpus_per_run is not None else (1 if resources.get("GPU", 0) > 0 else 0)
-    if gpus > resources.get("GPU", 0):
-        raise StudyError(f"--gpus-per-run {gpus}: the Ray cluster has {int(resources.get('GPU', 0))} GPU(s)")
-    if threads > resources.get("CPU", 0):
+def largest_node(ray) -> dict[str, float]:
+    """The most CPUs and GPUs one live node of the cluster has: a task runs on one node, so a run
+    asking for more than that would wait forever."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+    return {key: max((float(n.get(key, 0)) for n in nodes), default=0.0) for key in ("CPU", "GPU")}
+
+
+def task_gpus(node: dict, threads: int, gpus_per_run: int | None) -> int:
+    """GPUs per task (default: 1 where the cluster has GPUs), after checking that one node (the
+    largest, :func:`largest_node`) has them and ``threads`` CPUs."""
+    gpus = gpus_per_run if gpus_per_run is not None else (1 if node.get("GPU", 0) > 0 else 0)
+    if gpus > node.get("GPU", 0):
+        raise StudyError(
+            f"--gpus-per-run {gpus}: no node of the Ray cluster has that many GPUs "
+            f"(the largest has {int(node.get('GPU', 0))})"
+        )
+    if threads > node.get("CPU", 0):
         raise StudyError(
             f"--threads {threads}: no node of the Ray cluster has that many CPUs "
-            f"({int(resources.get('CPU', 0))} in all)"
+            f"(the largest has {int(node.get('CPU', 0))})"
         )
     return gpus
 
@@ -109,6 +126,10 @@ def pack_dir(path: Path) -> bytes:
 def land_archive(path: Path, archive: bytes) -> None:
     """Unpack a run directory archive into a hidden staging folder beside ``path``, then rename it
     into place (:func:`loralab.files.atomic_dir`: a folder already there, incomplete and not made
-    by loralab, is replaced)."""
-    with atomic_dir(path, overwrite=True) as staging, tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(staging, filter="data")
+    by loralab, is replaced). A broken archive or a failed write is a :class:`LandingError` and
+    leaves nothing behind: the caller records that one run as failed."""
+    try:
+        with atomic_dir(path, overwrite=True) as staging, tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(staging, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise LandingError(f"{path}: the run's archive could not be landed ({type(e).__name__}: {e})") from None

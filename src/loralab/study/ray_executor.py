@@ -27,7 +27,17 @@ from pathlib import Path
 
 from loralab.experiments.folder import STUDY_LOCK, StudyError, StudyFolder, file_lock
 from loralab.experiments.launch import parent_death_signal, train_launcher, worker_env
-from loralab.experiments.ray import import_ray, land_archive, pack_dir, ray_session, run_tasks, task_gpus
+from loralab.experiments.ray import (
+    MAX_RETRIES,
+    LandingError,
+    import_ray,
+    land_archive,
+    largest_node,
+    pack_dir,
+    ray_session,
+    run_tasks,
+    task_gpus,
+)
 from loralab.study.plan import PlannedRun, StudyPlan
 from loralab.study.runner import Progress, StudyOutcome, clock, prepare, record_failure, study_env
 
@@ -55,7 +65,7 @@ def _run(
 ) -> StudyOutcome:
     t0 = time.perf_counter()
     resources = ray.cluster_resources()
-    gpus = task_gpus(resources, threads, gpus_per_run)
+    gpus = task_gpus(largest_node(ray), threads, gpus_per_run)
     outcome = StudyOutcome()
     how = (
         f"Ray cluster ({int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs), "
@@ -63,7 +73,7 @@ def _run(
     )
     todo, failures = prepare(plan, folder, outcome, echo, how)
     progress = Progress(plan, outcome, echo)
-    task = ray.remote(train_in_task).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
+    task = ray.remote(train_in_task).options(num_cpus=threads, num_gpus=gpus, max_retries=MAX_RETRIES)
     queue = list(todo)
 
     def submit():
@@ -83,17 +93,22 @@ def _run(
         if "error" in result:
             result = {"returncode": -1, "log": result["error"] + "\n", "archive": None}
         _append_log(folder, run, result)
-        if result["returncode"] == 0 and result["archive"] is not None:
-            land_archive(folder.run_dir(run.id), result["archive"])
-            outcome.trained.append(run.id)
-            failures.pop(run.id, None)
-            folder.write_failures(failures)
-            progress(f"done  {run.id} in {clock(secs)} on {result.get('node', '?')}", running, running)
-        else:
-            lines = [ln.strip() for ln in result["log"].splitlines() if ln.strip()]
-            error = lines[-1] if lines else f"exit code {result['returncode']}, no output"
-            record_failure(failures, outcome, folder, run, result["returncode"], error, secs)
-            progress(f"FAIL  {run.id} in {clock(secs)}: {error}", running, running)
+        rc = result["returncode"]
+        if rc == 0 and result["archive"] is not None:
+            try:
+                land_archive(folder.run_dir(run.id), result["archive"])
+            except LandingError as e:
+                rc, result = -1, {**result, "log": f"{e}\n"}
+            else:
+                outcome.trained.append(run.id)
+                failures.pop(run.id, None)
+                folder.write_failures(failures)
+                progress(f"done  {run.id} in {clock(secs)} on {result.get('node', '?')}", running, running)
+                return
+        lines = [ln.strip() for ln in result["log"].splitlines() if ln.strip()]
+        error = lines[-1] if lines else f"exit code {rc}, no output"
+        record_failure(failures, outcome, folder, run, rc, error, secs)
+        progress(f"FAIL  {run.id} in {clock(secs)}: {error}", running, running)
 
     run_tasks(ray, submit, done)
     outcome.seconds = time.perf_counter() - t0

@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from loralab.errors import LoralabError
-from loralab.experiments.ray import import_ray, land_archive, pack_dir, ray_session, run_tasks, task_gpus
+from loralab.experiments.ray import (
+    MAX_RETRIES,
+    LandingError,
+    import_ray,
+    land_archive,
+    largest_node,
+    pack_dir,
+    ray_session,
+    run_tasks,
+    task_gpus,
+)
 from loralab.experiments.search import TuneSpec
 from loralab.tune import require_optuna
 from loralab.tune.objective import TrialOutcome, sample, train_trial, trial_dir
@@ -101,7 +111,7 @@ def _search(
 
     t0 = time.perf_counter()
     resources = ray.cluster_resources()
-    gpus = task_gpus(resources, threads, gpus_per_trial)
+    gpus = task_gpus(largest_node(ray), threads, gpus_per_trial)
     jobs = jobs or max(1, int(resources.get("CPU", 0) // threads))
     outcome = recover(study, out_dir, echo)
     here = ray.get_runtime_context().get_node_id()
@@ -110,7 +120,7 @@ def _search(
         .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
         .remote(spec, url)
     )
-    task = ray.remote(trial_in_task).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
+    task = ray.remote(trial_in_task).options(num_cpus=threads, num_gpus=gpus, max_retries=MAX_RETRIES)
     echo(
         f"search {spec.name}: {len(live_trials(study))} of {budget} trials done or running -> {out_dir} "
         f"(storage {redact(url)}; Ray cluster of {int(resources.get('CPU', 0))} CPUs, "
@@ -134,9 +144,13 @@ def _search(
         if "error" in result:
             failures_in_row = fail_trial(study, trial, outcome, result["error"], failures_in_row, spec, echo)
             return
-        failures_in_row = 0
         run_dir = trial_dir(out_dir, trial.number)
-        land_archive(run_dir, result["archive"])
+        try:
+            land_archive(run_dir, result["archive"])
+        except LandingError as e:  # the trial failed here, not on its node: recorded, never left RUNNING
+            failures_in_row = fail_trial(study, trial, outcome, str(e), failures_in_row, spec, echo)
+            return
+        failures_in_row = 0
         trial.set_user_attr("node", result["node"])
         outcome_of_trial = TrialOutcome(run_dir=run_dir, **result["outcome"])
         finish_trial(study, trial, outcome, outcome_of_trial, spec, budget, echo, where=f" on {result['node']}")
