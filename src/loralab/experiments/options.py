@@ -50,6 +50,21 @@ def check_options(
         raise err(f"{where}: {e}") from None
 
 
+def check_top_level(
+    values: Any, source: str, keys: tuple[str, ...], required: tuple[str, ...], what: str, shape: str
+) -> None:
+    """A file's top level: a mapping (``shape`` lists its main keys), no key outside ``keys``,
+    every ``required`` key present; ``what`` is "a study" or "a search"."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {what} file must be a mapping ({shape})")
+    unknown = [k for k in values if k not in keys]
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r} ({what} has: {', '.join(keys)})")
+    for key in required:
+        if key not in values:
+            raise ConfigError(f"{source}: missing key {key!r}")
+
+
 def read_yaml(path: str | Path, what: str) -> Any:
     """The parsed YAML of ``path``; a missing, unreadable or invalid file is one ConfigError line
     naming the file (and the line, for a syntax error). ``what`` names the file in the message."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from loralab.config import RunConfig
 from loralab.errors import ConfigError
-from loralab.experiments.options import check_name_and_description, check_options, norm, read_yaml
+from loralab.experiments.options import check_name_and_description, check_options, check_top_level, norm, read_yaml
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "space", "metric", "sampler", "pruner", "trials", "final")
 #: Run options a search sets itself.
@@ -266,14 +266,7 @@ class TuneSpec:
 
     @classmethod
     def from_dict(cls, values: Any, source: str = "search") -> TuneSpec:
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: a search file must be a mapping (name, base, space, ...)")
-        unknown = [k for k in values if k not in TOP_LEVEL_KEYS]
-        if unknown:
-            raise ConfigError(f"{source}: unknown key {unknown[0]!r} (a search has: {', '.join(TOP_LEVEL_KEYS)})")
-        for key in ("name", "space"):
-            if key not in values:
-                raise ConfigError(f"{source}: missing key {key!r}")
+        check_top_level(values, source, TOP_LEVEL_KEYS, ("name", "space"), "a search", "name, base, space, ...")
         kw = {k: values[k] for k in TOP_LEVEL_KEYS if k in values and (values[k] is not None or k == "final")}
         if kw.get("final") is None:
             kw.pop("final", None)

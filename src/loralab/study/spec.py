@@ -30,7 +30,7 @@ from typing import Any
 from loralab.config import RunConfig
 from loralab.errors import ConfigError
 from loralab.experiments.identity import resolved_identity
-from loralab.experiments.options import check_name_and_description, check_options, norm, read_yaml
+from loralab.experiments.options import check_name_and_description, check_options, check_top_level, norm, read_yaml
 
 #: The keys a study file may have at the top level.
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "cells", "seeds", "baseline", "tune")
@@ -180,13 +180,9 @@ class StudySpec:
 
     @classmethod
     def from_dict(cls, values: Any, source: str = "study") -> StudySpec:
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: a study file must be a mapping (name, base, grid, cells, seeds, baseline)")
-        unknown = [k for k in values if k not in TOP_LEVEL_KEYS]
-        if unknown:
-            raise ConfigError(f"{source}: unknown key {unknown[0]!r} (a study has: {', '.join(TOP_LEVEL_KEYS)})")
-        if "name" not in values:
-            raise ConfigError(f"{source}: missing key 'name'")
+        check_top_level(
+            values, source, TOP_LEVEL_KEYS, ("name",), "a study", "name, base, grid, cells, seeds, baseline"
+        )
         kw = {k: values[k] for k in TOP_LEVEL_KEYS if k in values and values[k] is not None}
         return cls(**kw, source=source)
 

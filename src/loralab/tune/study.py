@@ -1,19 +1,7 @@
-"""Tuned studies: a study file's ``tune:`` key searches each cell's setting first (one Optuna search
-per cell), then the study runs its seeds at each cell's best setting.
-
-::
-
-    tune:
-      space: {lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}}   # for every cell (optional)
-      cells:                                  # per-cell spaces, replacing `space` for that cell
-        full: {lr: {type: loguniform, low: 1.0e-5, high: 3.0e-4}}
-      trials: 10                              # finished trials per cell
-      base: {train_size: 2000}                # options for the search runs only (e.g. a subset)
-      metric: accuracy                        # sampler, pruner: as in a search file
-
-A cell with no space is not tuned. A searched option replaces the cell's own value. Searches live
-in ``<study folder>/tune/<cell>/`` (SQLite, resumable); ``tuning.json`` records each cell's best
-values, validation score and search cost.
+"""Tuned studies: a study file's ``tune:`` key (its format and checks: :mod:`loralab.study.tuned`)
+searches each cell's setting first (one Optuna search per cell), then the study runs its seeds at
+each cell's best setting. Searches live in ``<study folder>/tune/<cell>/`` (SQLite, resumable);
+``tuning.json`` records each cell's best values, validation score and search cost.
 """
 
 from __future__ import annotations
