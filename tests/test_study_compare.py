@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from loralab.cli import main
-from loralab.evaluation.stats import compare, holm
+from loralab.evaluation.comparison import compare
 from loralab.experiments.folder import StudyError
 from loralab.study.compare import compare_sides, markdown, resolve
 from loralab.study.spec import StudySpec
@@ -57,11 +57,21 @@ def test_numbers_are_the_stats_modules_on_the_same_arrays(folders):
     # test: (62 - 49) / 80 = +16.25 pt; validation: (54 - 54) / 80 = 0
     assert r.comparisons["test"].diff == pytest.approx(13 / 40 / 2)
     assert r.comparisons["validation"].diff == pytest.approx(0.0)
-    adjusted = holm([expected["validation"].p, expected["test"].p])
-    assert [c.p_holm for c in r.comparisons.values()] == pytest.approx(adjusted)
+    # validation, where the search selected A's setting, is outside the verdict's Holm family: the
+    # family is test alone (adjusted p = p; before, validation's p = 1.0 doubled it to 0.057)
+    assert r.family == ["test"] and r.selection == ["validation"]
+    assert r.comparisons["test"].p_holm == expected["test"].p < 0.05 < 2 * expected["test"].p
+    assert r.comparisons["validation"].p_holm == expected["validation"].p  # its own, unadjusted
     text = markdown(r)
     assert "| test accuracy, mean ± sd [95% CI] | 77.5% ± 3.5" in text  # (30 + 32) / 80, sd of .75/.80
     assert "lora-final:tuned is not significantly better than full-final:tuned: +0.0 pt" in text
+    assert "- test: lora-final:tuned is better than full-final:tuned: +16.2 pt" in text
+    assert (
+        "- validation, the selection split (lora-final:tuned is the final seeds of a search, whose setting was "
+        "chosen on validation), reported outside the verdict and its Holm family: " in text
+    )
+    assert "| validation | 67.5% | 67.5% | +0.00 |" in text and "| – (outside) |" in text
+    assert "Holm-adjusted over the verdict's 1 split(s) (test)" in text
 
 
 def test_cli_prints_and_writes_the_comparison(folders, tmp_path, capsys):

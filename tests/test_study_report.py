@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loralab.evaluation.comparison import compare
+from loralab.evaluation.stats import t_test_mde
 from loralab.experiments.folder import StudyFolder
 from loralab.files import atomic_write_csv
 from loralab.runs.layout import METRICS_COLUMNS, PREDICTION_COLUMNS
@@ -175,13 +177,17 @@ def test_one_seed_comparison_is_exact_mcnemar_and_reaches_the_findings(one_seed_
     (pr,) = r.vs_baseline
     c = pr.comparison
     assert (c.diff, c.b, c.c) == (pytest.approx(0.2), 10, 2)
-    assert c.p == pytest.approx(158 / 4096)
+    assert c.models.p == pytest.approx(158 / 4096)  # these two runs: the exact McNemar test
+    assert not c.tested  # the methods: one run each has no seed spread to test against
     assert r.best == "better"
     paths = build(one_seed_study)
     findings = json.loads(paths["report.json"].read_text())["findings"]
     line = next(f for f in findings if f.startswith("better"))
-    assert line.startswith("better is better than the baseline base: +20.0 pt, 95% CI [+")
+    assert line.startswith("better − the baseline base: +20.0 pt, not tested as a difference between the methods")
+    assert "these two trained runs alone, over the 40 examples: 95% CI [+" in line
     assert "p = 0.039" in line
+    md = paths["report.md"].read_text()
+    assert "| better | 70.0% | 50.0% | +20.00 | – | – | – | – | 1 | – |" in md  # the methods: nothing to test
     assert any(
         "Best cell (chosen on validation accuracy): **better**, 70.0% (1 seed); its test accuracy: 70.0% (1 seed)" in f
         for f in findings
@@ -311,47 +317,62 @@ def test_the_best_cell_is_chosen_on_validation_not_on_test(tmp_path):
 
 
 def test_findings_follow_the_holm_adjusted_p_and_say_so(tmp_path):
-    """Two cells each beat the baseline with b = 10, c = 2 (exact McNemar p = 158/4096 = 0.0386):
-    significant alone, not after Holm over the family of 2 (adjusted p = 2 · 0.0386 = 0.0771)."""
+    """Two cells each beat the baseline by the same runs (3 seeds): the methods' p is about 0.031,
+    significant alone, not after Holm over the family of 2 (adjusted p = 2p). The per-example test
+    of the runs says p = 0.005: these runs differ more clearly than the methods do."""
     spec = StudySpec(
         name="holm",
         cells=[{"name": "base", "method": "head"}, {"name": "x", "method": "lora"}, {"name": "y", "method": "full"}],
-        seeds=[1],
+        seeds=[1, 2, 3],
         baseline="base",
         base={"model": "fake-model"},
     )
-    root = fake_study(
-        tmp_path / "holm",
-        spec,
-        {("base", 1): (20, 0), ("x", 1): (28, 2), ("y", 1): (28, 2)},
-        {"base": 10, "x": 100, "y": 1000},
-    )
+    base = {1: (20, 0), 2: (22, 1), 3: (24, 2)}
+    better = {1: (25, 1), 2: (29, 2), 3: (30, 3)}
+    right = {(cell, s): (base if cell == "base" else better)[s] for cell in ("base", "x", "y") for s in (1, 2, 3)}
+    root = fake_study(tmp_path / "holm", spec, right, {"base": 10, "x": 100, "y": 1000})
+    expected = compare({s: correctness(*better[s]) for s in base}, {s: correctness(*base[s]) for s in base})
+    p = expected.p
+    assert 0.025 < p < 0.05 and expected.models.p < 0.01
     report = json.loads(build(root)["report.json"].read_text())
-    p = 158 / 4096
     for cell in ("x", "y"):
         c = report["against_baseline"][cell]
         assert (c["p"], c["p_holm"]) == (pytest.approx(p), pytest.approx(2 * p))
-    assert report["family"] == {"tests": 2, "adjustment": "holm", "alpha": 0.05}
+        assert c["these_models"]["p"] == pytest.approx(expected.models.p)
+    assert report["family"] == {
+        "comparisons": 2,
+        "tests": 2,
+        "adjustment": "holm",
+        "alpha": 0.05,
+        "mde_alpha": 0.025,
+        "mde_level": "bonferroni",
+        "these_models_tests": 2,
+    }
     line = next(f for f in report["findings"] if f.startswith("x "))
-    assert line.startswith("x is not significantly better than the baseline base: +20.0 pt")
-    assert "p = 0.039, Holm-adjusted p = 0.077 (p < 0.05 before the Holm adjustment for the report's 2 tests)" in line
+    assert line.startswith("x is not significantly better than the baseline base: +15.0 pt")
+    assert "p = 0.031, Holm-adjusted p = 0.063 (p < 0.05 before the Holm adjustment for the report's 2 tests)" in line
     assert any("Holm-adjusted, and the wording follows the adjusted one" in f for f in report["findings"])
     with open(root / "summary.csv", newline="") as f:
         rows = {r["cell"]: r for r in csv.DictReader(f)}
     assert float(rows["x"]["p_holm"]) == pytest.approx(2 * p, abs=1e-6)
-    assert "| x | 70.0% | 50.0% | +20.00 |" in (root / "report.md").read_text()
+    assert float(rows["x"]["models_p_sign_flip"]) == pytest.approx(expected.models.p, abs=1e-6)
+    assert "| x | 70.0% | 55.0% | +15.00 |" in (root / "report.md").read_text()
 
 
-def test_each_comparison_states_its_minimum_detectable_effect(one_seed_study):
-    # differences: 10 at +1, 2 at -1, 28 at 0 (n = 40): sd = sqrt((12 - 40 * 0.2**2) / 39);
-    # MDE = (z(0.975) + z(0.8)) * sd / sqrt(40) = 2.801585 * 0.516398 / 6.324555 = 0.228748
-    report = json.loads(build(one_seed_study)["report.json"].read_text())
-    mde = (1.959963984540054 + 0.8416212335729143) * ((12 - 40 * 0.04) / 39) ** 0.5 / 40**0.5
-    assert report["against_baseline"]["better"]["mde"] == pytest.approx(mde)
-    assert mde == pytest.approx(0.228748, abs=1e-6)
-    line = next(f for f in report["findings"] if f.startswith("better"))
-    assert "with 1 seed pair and 40 examples it had 80% power to detect a difference of ±22.9 pt" in line
-    assert "| ±22.87 |" in (one_seed_study / "report.md").read_text()
+def test_each_comparison_states_its_minimum_detectable_effect(rank_study):
+    """The MDE of the methods' t-test (its standard error and degrees of freedom), at the
+    Bonferroni level of the report's 3 tests: 0.05 / 3."""
+    report = json.loads(build(rank_study)["report.json"].read_text())
+    c = report["against_baseline"]["rank=8"]
+    assert c["mde_alpha"] == pytest.approx(0.05 / 3)
+    assert c["mde"] == pytest.approx(t_test_mde(c["se"], c["df"], 0.05 / 3))
+    assert c["mde"] > t_test_mde(c["se"], c["df"])  # stricter than at the unadjusted 5 %
+    line = next(f for f in report["findings"] if f.startswith("rank=8"))
+    assert (
+        f"with 3 seeds per cell and 40 examples it had 80% power to detect a difference of ±{100 * c['mde']:.1f} pt "
+        "at α = 0.05/3" in line
+    )
+    assert f"| ±{100 * c['mde']:.2f} |" in (rank_study / "report.md").read_text()
 
 
 def test_a_cell_with_fewer_seeds_is_compared_on_the_paired_seeds(rank_study):

@@ -75,8 +75,9 @@ def add_parser(subparsers) -> None:
         help="compare one cell of a study (or a search's final seeds) with one cell of another",
         description="A against B, each DIR[:CELL]: a study folder, or a search folder with final seeds "
         "(`loralab tune report DIR --final-seeds K`); CELL may be left out for a one-cell study. Prints "
-        "each side's mean ± sd and 95%% t-interval and the paired comparison on validation and test "
-        "(bootstrap CI, exact sign-flip p, Holm-adjusted over the splits, minimum detectable effect).",
+        "each side's mean ± sd and 95%% t-interval and the comparison of the methods on test (a t-test "
+        "counting seed-to-seed and example variance: CI, p, minimum detectable effect); validation, the "
+        "selection split, is shown outside the verdict; the per-example tests of these trained runs beside it.",
     )
     cmp.add_argument("a", metavar="A", help="DIR[:CELL]")
     cmp.add_argument("b", metavar="B", help="DIR[:CELL]")

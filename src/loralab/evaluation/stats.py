@@ -1,30 +1,34 @@
 """Statistics for comparing cells of a study: pure functions of numbers and 0/1 arrays.
 
-* :func:`t_interval` — mean, sample std and the 95 % t-interval of a metric over seeds.
-* :func:`wilson_interval` — the Wilson score interval of one accuracy (``correct / n``).
-* :func:`mcnemar_exact` — exact two-sided McNemar test of one pair of runs scored on the same
-  examples: a binomial test of ``b`` (A right, B wrong) among the ``b + c`` discordant pairs.
-* :func:`sign_flip_test` — the exact paired randomisation test over examples: under H0 the two
-  cells are exchangeable on every example, so each per-example difference is equally likely to
-  have either sign. With one seed per cell the differences are -1/0/+1 and this *is* the exact
-  McNemar test; with several seeds it tests the seed-averaged per-example differences, keeping
-  the example as the unit (seeds re-use the same examples, so their discordant pairs are not
-  independent and must not simply be added up).
-* :func:`paired_bootstrap_ci` — percentile interval of the mean per-example difference,
-  resampling examples with replacement (``B = 10 000``, seed 0 by default).
-* :func:`min_detectable_effect` — the smallest difference a paired comparison of ``n`` examples
-  detects with 80 % power at two-sided 5 %.
-* :func:`holm` — Holm's step-down adjustment of a family of p-values.
-* :func:`compare` — all of the above for two cells, from their per-seed correctness arrays,
-  restricted to runs that pair up (the seeds both cells have), so the sign-flip test stays exact
-  when the cells finished different numbers of seeds.
+A comparison of two cells answers two questions, with two tests:
+
+* **The methods** (the headline): would the two training recipes differ again with new seeds, on
+  new sentences like these? :func:`method_test` is a t-test on the difference of the cells' mean
+  accuracies whose variance has both sources of noise: the spread of accuracy over seeds (Student's
+  pooled variance of the per-seed accuracies, ``S_A + S_B - 2`` degrees of freedom) and the
+  sampling of the examples (the variance of the true per-example difference, estimated from the
+  seed-averaged per-example differences minus their seed noise). Satterthwaite's formula gives the
+  degrees of freedom of the sum. It needs two seeds per cell; ``bench/stats_calibration.py`` and
+  ``tests/test_stats.py`` check its false-positive rate by simulation.
+* **These trained runs** (secondary, conditional on the runs): :func:`sign_flip_test`, the exact
+  paired randomisation test over examples of the seed-averaged differences (with one seed per
+  cell the exact McNemar test), :func:`paired_bootstrap_ci` over examples and
+  :func:`mcnemar_exact` per pair of runs. They treat the trained models as fixed, so they say
+  whether *these* runs differ on these sentences, not whether the methods do: with three seeds and
+  a seed spread of 0.9 pt they call two runs of the same method different about a quarter of the
+  time at a nominal 5 %.
+
+Also :func:`t_interval` (a metric over seeds), :func:`wilson_interval` (one accuracy),
+:func:`holm` (Holm's step-down adjustment), :func:`t_test_mde` and :func:`min_detectable_effect`
+(the smallest difference detected with 80 % power). Two cells compared with all of these, and a
+family of comparisons adjusted together: :mod:`loralab.evaluation.comparison`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -139,28 +143,52 @@ def paired_bootstrap_ci(
     return float(low), float(high)
 
 
-#: Significance level and power of the minimum detectable effect.
+#: Significance level (family-wise) and power of the minimum detectable effect.
 ALPHA = 0.05
 POWER = 0.80
 
 
 def min_detectable_effect(diffs: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> float:
-    """Smallest true mean difference a two-sided paired test at ``alpha`` detects with ``power``.
+    """Smallest true mean difference a two-sided paired test at ``alpha`` detects with ``power``,
+    the examples being the only noise (the per-example test of *these* runs).
 
     The normal approximation for paired differences: ``(z(1 - alpha/2) + z(power)) · s_d / √n``,
-    with ``s_d`` the sample standard deviation (ddof 1) of the ``n`` per-example differences. It
-    shrinks with more examples (``n``) and with more seeds (averaging lowers ``s_d``). NaN when
-    the differences have no spread (the cells agree on every example, or ``n < 2``).
+    with ``s_d`` the sample standard deviation (ddof 1) of the ``n`` per-example differences. NaN
+    when the differences have no spread (the cells agree on every example, or ``n < 2``).
     """
+    x = np.asarray(diffs, dtype=np.float64)
+    return normal_mde(float(x.std(ddof=1)) if len(x) > 1 else math.nan, len(x), alpha, power)
+
+
+def normal_mde(sd: float, n: int, alpha: float, power: float) -> float:
     from scipy.stats import norm
 
-    x = np.asarray(diffs, dtype=np.float64)
-    if len(x) < 2:
+    if n < 2 or not sd > 0:
         return math.nan
-    sd = float(x.std(ddof=1))
-    if sd == 0.0:
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / math.sqrt(n))
+
+
+def t_test_mde(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest true difference a two-sided t-test at ``alpha`` (standard error ``se``, ``df``
+    degrees of freedom) detects with ``power``: ``se`` times the non-centrality at which the
+    non-central t exceeds the critical value with probability ``power``. With few degrees of
+    freedom it is well above the normal ``2.80 · se`` (at 4 df, 3.76 · se)."""
+    from scipy.optimize import brentq
+    from scipy.stats import nct, t
+
+    if not (se > 0 and df > 0):
         return math.nan
-    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd / math.sqrt(len(x)))
+    df = min(df, 1e4)  # beyond this the t is the normal, and nct loses precision
+    crit = float(t.isf(alpha / 2, df))
+
+    def short(ncp: float) -> float:
+        v = float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp))
+        return (1.0 if math.isnan(v) else v) - power
+
+    hi = crit + 1.0
+    while short(hi) < 0:
+        hi *= 2
+    return float(brentq(short, 0.0, hi, xtol=1e-10)) * se
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -180,147 +208,56 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
-@dataclass
-class SeedTest:
-    seed: int  # A's seed (B's seed is the same unless the cells share no seed)
-    b: int  # A right, B wrong
-    c: int  # A wrong, B right
-    p: float
-    seed_b: int | None = None  # B's seed, when it differs from A's
+@dataclass(frozen=True)
+class MethodTest:
+    """:func:`method_test`'s result; each field an array over the leading (simulation) axes."""
 
-    @property
-    def label(self) -> str:
-        return str(self.seed) if self.seed_b in (None, self.seed) else f"{self.seed}/{self.seed_b}"
-
-
-@dataclass
-class Comparison:
-    """Cell A against cell B on the same examples (differences are A − B, as fractions), on the
-    runs that pair up (see :func:`paired_seeds`)."""
-
-    n_examples: int
-    seeds_a: int  # finished runs of A
-    seeds_b: int  # finished runs of B
-    accuracy_a: float  # on the paired runs
-    accuracy_b: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    p: float  # exact sign-flip test over examples (= exact McNemar with one seed per cell)
-    per_seed: list[SeedTest] = field(default_factory=list)  # exact McNemar per pair of runs
-    n_boot: int = BOOTSTRAP_B
-    boot_seed: int = BOOTSTRAP_SEED
-    mde: float = math.nan  # minimum detectable |difference| at 80 % power, two-sided 5 %
-    p_holm: float = math.nan  # p adjusted over the report's family of tests (set by the report)
-
-    def __post_init__(self) -> None:
-        if math.isnan(self.p_holm):
-            self.p_holm = self.p  # a family of one
-
-    @property
-    def paired(self) -> int:
-        return len(self.per_seed)
-
-    @property
-    def b(self) -> int:
-        return sum(s.b for s in self.per_seed)
-
-    @property
-    def c(self) -> int:
-        return sum(s.c for s in self.per_seed)
-
-    @property
-    def p_seed_min(self) -> float:
-        return min((s.p for s in self.per_seed), default=math.nan)
-
-    @property
-    def p_seed_max(self) -> float:
-        return max((s.p for s in self.per_seed), default=math.nan)
-
-    def significant(self, alpha: float = ALPHA) -> bool | None:
-        """True if the Holm-adjusted test and the interval agree that there is a difference; False
-        if there is no evidence of one (the raw test and the interval agree on that, or only the
-        adjustment for the family removes it); None if the raw test and the interval disagree."""
-        by_ci = self.ci_low > 0 or self.ci_high < 0
-        if self.p_holm < alpha and by_ci:
-            return True
-        if (self.p < alpha) == by_ci:
-            return False
-        return None
-
-    def to_dict(self) -> dict:
-        return {
-            "n_examples": self.n_examples,
-            "seeds_a": self.seeds_a,
-            "seeds_b": self.seeds_b,
-            "paired_runs": [s.label for s in self.per_seed],
-            "accuracy_a": self.accuracy_a,
-            "accuracy_b": self.accuracy_b,
-            "diff": self.diff,
-            "ci_low": self.ci_low,
-            "ci_high": self.ci_high,
-            "p": self.p,
-            "p_holm": self.p_holm,
-            "mde": self.mde,
-            "power": POWER,
-            "alpha": ALPHA,
-            "discordant_b": self.b,
-            "discordant_c": self.c,
-            "p_mcnemar_per_seed": {s.label: s.p for s in self.per_seed},
-            "bootstrap": {"resamples": self.n_boot, "seed": self.boot_seed},
-        }
+    diff: np.ndarray  # mean accuracy of A minus B
+    se: np.ndarray  # standard error of diff: seeds and examples
+    df: np.ndarray  # Satterthwaite degrees of freedom
+    p: np.ndarray  # two-sided
+    seed_var_a: np.ndarray  # sample variance (ddof 1) of A's per-seed accuracies
+    seed_var_b: np.ndarray
+    example_var: np.ndarray  # estimated variance over examples of the true per-example difference
 
 
-def paired_seeds(seeds_a: Sequence[int], seeds_b: Sequence[int]) -> list[tuple[int, int]]:
-    """Which run of A is paired with which run of B: the seeds both cells have; if they share
-    none, the runs in seed order, as many as the smaller cell has. Runs left unpaired are not
-    used, so both sides of every comparison have the same number of runs and flipping the sign
-    of a per-example difference is exactly swapping the cells (the sign-flip test stays exact)."""
-    common = sorted(set(seeds_a) & set(seeds_b))
-    if common:
-        return [(s, s) for s in common]
-    return list(zip(sorted(seeds_a), sorted(seeds_b), strict=False))
+def method_test(correct_a: np.ndarray, correct_b: np.ndarray) -> MethodTest:
+    """The methods' test from correctness arrays of shape ``(..., seeds, examples)`` (leading axes:
+    independent replications, for simulations). ``S``: a cell's runs, ``n``: the examples.
 
+    * ``diff = mean(acc_A) − mean(acc_B)`` over the per-run accuracies ``acc``;
+    * seeds: ``u = s_p² · (1/S_A + 1/S_B)``, ``s_p²`` the pooled variance of the per-run accuracies
+      (``S_A + S_B − 2`` df): the seed-to-seed spread and each run's own luck on these examples;
+    * examples: ``e = max(0, var_x(d) − w_A/S_A − w_B/S_B) / n``, ``d`` the per-example difference
+      of seed-averaged correctness, ``w`` a cell's mean over examples of its correctness' variance
+      over seeds less ``var(acc)`` (seed noise, already in ``u``): how another sample of sentences
+      could move the difference of methods right on different sentences (0 for equal cells);
+    * ``t = diff / √(u + e)``, Student's t with ``df = (u + e)² / (u²/(S_A + S_B − 2) + e²/(n − 1))``.
 
-def compare(
-    correct_a: dict[int, np.ndarray],
-    correct_b: dict[int, np.ndarray],
-    n_boot: int = BOOTSTRAP_B,
-    seed: int = BOOTSTRAP_SEED,
-) -> Comparison:
-    """Compare two cells from ``{seed: bool array over the same examples}`` each.
-
-    Only paired runs are used (:func:`paired_seeds`). Per example, each cell's correctness is
-    averaged over its paired runs; the difference ``A − B`` per example is what the bootstrap
-    resamples, what the sign-flip test flips (scaled by the number of pairs to integers) and what
-    the minimum detectable effect is computed from. Each pair also gets an exact McNemar test.
+    NaN where a cell has fewer than 2 runs (no seed spread can be estimated).
     """
-    if not correct_a or not correct_b:
-        raise ValueError("compare: each cell needs at least one run")
-    pairs = paired_seeds(list(correct_a), list(correct_b))
-    a = np.stack([np.asarray(correct_a[sa], dtype=bool) for sa, _ in pairs])
-    b = np.stack([np.asarray(correct_b[sb], dtype=bool) for _, sb in pairs])
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"compare: {a.shape[1]} vs {b.shape[1]} examples")
-    counts = a.sum(axis=0).astype(np.int64) - b.sum(axis=0).astype(np.int64)  # = pairs · diff
-    diffs = counts / len(pairs)
-    low, high = paired_bootstrap_ci(diffs, n_boot, seed)
-    per_seed = []
-    for (sa, sb), ra, rb in zip(pairs, a, b, strict=True):
-        nb, nc = int((ra & ~rb).sum()), int((~ra & rb).sum())
-        per_seed.append(SeedTest(sa, nb, nc, mcnemar_exact(nb, nc), None if sa == sb else sb))
-    return Comparison(
-        n_examples=a.shape[1],
-        seeds_a=len(correct_a),
-        seeds_b=len(correct_b),
-        accuracy_a=float(a.mean()),
-        accuracy_b=float(b.mean()),
-        diff=float(diffs.mean()),
-        ci_low=low,
-        ci_high=high,
-        p=sign_flip_test(counts),
-        per_seed=per_seed,
-        n_boot=n_boot,
-        boot_seed=seed,
-        mde=min_detectable_effect(diffs),
-    )
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    sa, sb, n = a.shape[-2], b.shape[-2], a.shape[-1]
+    acc_a, acc_b = a.mean(axis=-1), b.mean(axis=-1)
+    diff = acc_a.mean(axis=-1) - acc_b.mean(axis=-1)
+    if min(sa, sb) < 2 or n < 2:
+        nan = np.full(np.shape(diff), np.nan)
+        return MethodTest(diff, nan, nan, nan, nan, nan, nan)
+    from scipy.stats import t
+
+    va, vb = acc_a.var(axis=-1, ddof=1), acc_b.var(axis=-1, ddof=1)
+    ka, kb = a.sum(axis=-2), b.sum(axis=-2)  # runs right, per example
+    wa = (ka * (sa - ka)).mean(axis=-1) / (sa * (sa - 1))  # binary data: var over seeds = k(S-k)/(S(S-1))
+    wb = (kb * (sb - kb)).mean(axis=-1) / (sb * (sb - 1))
+    d = ka / sa - kb / sb
+    example_var = np.maximum(0.0, d.var(axis=-1, ddof=1) - (wa - va) / sa - (wb - vb) / sb)
+    df_seeds = sa + sb - 2
+    u = ((sa - 1) * va + (sb - 1) * vb) / df_seeds * (1 / sa + 1 / sb)
+    e = example_var / n
+    var = u + e
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = var**2 / (u**2 / df_seeds + e**2 / (n - 1))
+        p = 2 * t.sf(np.abs(diff) / np.sqrt(var), df)
+    p = np.where(var > 0, p, np.where(diff == 0, 1.0, 0.0))  # no spread at all: the difference is exact
+    return MethodTest(diff, np.sqrt(var), df, p, va, vb, example_var)

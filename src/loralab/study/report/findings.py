@@ -5,42 +5,52 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from loralab.evaluation.stats import POWER, Comparison
+from loralab.evaluation.comparison import Comparison
+from loralab.evaluation.stats import POWER
 from loralab.study.report.document import count, fmt_mb, fmt_p, mean_std, pct_ci
 from loralab.study.report.numbers import ALPHA, CHOICE_SPLIT, NEAR_BEST_PT, ReportData, pareto_front
 
 
-def verdict(label_a: str, label_b: str, c: Comparison, family: int = 1) -> str:
-    """One comparison in words. The wording follows the Holm-adjusted p over the report's
-    ``family`` of tests (with the raw p beside it), and it states the minimum detectable effect,
-    so that "not significantly" reads as "no difference of that size was found"."""
+def verdict(label_a: str, label_b: str, c: Comparison, family: int | None = 1) -> str:
+    """One comparison of the methods in words. The wording follows the Holm-adjusted p over the
+    ``family`` of the methods' tests (with the raw p beside it; ``family=None``: a comparison
+    outside any family, worded on its raw p), and it states the minimum detectable effect at the family's
+    level, so that "not significantly" reads as "no difference of that size was found". With one
+    paired seed the methods cannot be tested: the sentence says so and gives the per-example test
+    of the two runs, labelled as such."""
     d = 100 * c.diff
-    sig = c.significant(ALPHA)
-    if sig is True:
-        verb = "is better than" if d > 0 else "is worse than"
-    elif sig is False:
-        verb = "is not significantly better than" if d >= 0 else "is not significantly worse than"
-    else:
-        verb = "is borderline better than" if d >= 0 else "is borderline worse than"
-    text = (
-        f"{label_a} {verb} {label_b}: {d:+.1f} pt, 95% CI [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}], "
-        f"p {_eq(c.p)}, Holm-adjusted p {_eq(c.p_holm)}"
+    paired = (
+        f" (compared on the {c.paired} paired seed{'s' if c.paired > 1 else ''} only)"
+        if c.paired < max(c.seeds_a, c.seeds_b)
+        else ""
     )
-    if sig is None:
-        text += " (the interval and the test disagree)"
-    elif sig is False and c.p < ALPHA:
-        text += f" (p < {ALPHA:g} before the Holm adjustment for the report's {family} tests)"
-    if not math.isnan(c.mde):
-        text += (
-            f"; with {c.paired} seed pair{'s' if c.paired > 1 else ''} and {c.n_examples} examples it had "
-            f"{100 * POWER:.0f}% power to detect a difference of ±{100 * c.mde:.1f} pt"
+    if not c.tested:
+        m = c.models
+        return (
+            f"{label_a} − {label_b}: {d:+.1f} pt, not tested as a difference between the methods (one run "
+            f"each: no seed-to-seed spread to test against){paired}; these two trained runs alone, over the "
+            f"{c.n_examples} examples: 95% CI [{100 * m.ci_low:+.1f}, {100 * m.ci_high:+.1f}], p {_eq(m.p)}"
+            + (f", Holm-adjusted p {_eq(m.p_holm)}" if family is not None else "")
         )
-    if c.paired < max(c.seeds_a, c.seeds_b):
-        text += f" (compared on the {c.paired} paired seed{'s' if c.paired > 1 else ''} only)"
-    if len(c.per_seed) > 1:
-        k = sum(s.p < ALPHA for s in c.per_seed)
-        text += f"; McNemar p < {ALPHA:g} in {k} of {len(c.per_seed)} seeds"
-    return text
+    sig = c.significant(ALPHA) if family is not None else c.p < ALPHA
+    if sig:
+        verb = "is better than" if d > 0 else "is worse than"
+    else:
+        verb = "is not significantly better than" if d >= 0 else "is not significantly worse than"
+    text = (
+        f"{label_a} {verb} {label_b}: {d:+.1f} pt, 95% CI [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}], p {_eq(c.p)}"
+    )
+    if family is not None:
+        text += f", Holm-adjusted p {_eq(c.p_holm)}"
+        if not sig and c.p < ALPHA:
+            text += f" (p < {ALPHA:g} before the Holm adjustment for the report's {family} tests)"
+    if not math.isnan(c.mde):
+        level = f" at α = {ALPHA:g}/{family}" if family and family > 1 else ""
+        text += (
+            f"; with {c.paired} seeds per cell and {c.n_examples} examples it had {100 * POWER:.0f}% power "
+            f"to detect a difference of ±{100 * c.mde:.1f} pt{level}"
+        )
+    return text + paired
 
 
 def _eq(p: float) -> str:
@@ -79,17 +89,31 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
             f"Lowest {split} accuracy: {worst.name}, {mean_std(acc[worst.name])}; "
             f"spread between cells {100 * (acc[top.name].mean - acc[worst.name].mean):.1f} pt."
         )
-    family = r.family
-    if len(family) > 1:
+    family, tested = r.family, r.tested
+    if len(family) > 1 or tested < len(family):
+        text = (
+            f"The report makes {len(family)} comparison{'s' if len(family) > 1 else ''} (each cell against the "
+            f"baseline and each pair of cells that differ in one option)"
+        )
+        if tested < len(family):
+            text += (
+                f"; {len(family) - tested} of them have one paired seed, so there only the two runs are "
+                "compared, not the methods"
+            )
+        if tested > 1:
+            text += (
+                f". The {tested} tests of the methods are one family: each p is shown raw and Holm-adjusted, and "
+                f"the wording follows the adjusted one (family-wise {ALPHA:g}); each MDE is at the Bonferroni "
+                f"level {ALPHA:g}/{tested}"
+            )
         out.append(
-            f"The report makes {len(family)} comparisons (each cell against the baseline and each pair of "
-            f"cells that differ in one option). They are one family: each p-value is shown raw and "
-            f"Holm-adjusted, and the wording follows the adjusted one (family-wise {ALPHA:g})."
+            text + ". A test of the methods counts the spread over seeds and the sampling of the examples; the "
+            "per-example tests of the trained runs (each section's second table) speak about these runs only."
         )
     for pr in r.vs_baseline:
-        out.append(verdict(pr.a, f"the baseline {pr.b}", pr.comparison, len(family)) + ".")
+        out.append(verdict(pr.a, f"the baseline {pr.b}", pr.comparison, tested) + ".")
     for pr in r.pairs:
-        out.append(verdict(pr.label_a, pr.label_b, pr.comparison, len(family)) + pr.cells_note + ".")
+        out.append(verdict(pr.label_a, pr.label_b, pr.comparison, tested) + pr.cells_note + ".")
     front = pareto_front(scored, CHOICE_SPLIT)
     with_params = [s for s in scored if s.trainable is not None and not math.isnan(val[s.name].mean)]
     if len(with_params) > 1:
@@ -136,8 +160,8 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
         )
     else:
         out.append(
-            "One seed per cell: no spread over seeds can be measured; the intervals reflect the "
-            "sampling of the evaluation examples only."
+            "One seed per cell: no spread over seeds can be measured, so no comparison tests the methods; "
+            "the per-example intervals and tests describe these trained runs only."
         )
     if analysis_result is not None:
         out += analysis_findings(analysis_result, best.name)

@@ -1,6 +1,7 @@
-"""The numbers of a study report: which cells are compared, the comparisons with their
-Holm-adjusted p-values, and the choices (best cell, representative run, Pareto front) — every
-choice made on the validation split, the comparison split only reported."""
+"""The numbers of a study report: which cells are compared (every pair the report names, no
+cap), the comparisons with their Holm-adjusted p-values and their MDE at the family's level, and
+the choices (best cell, representative run, Pareto front) — every choice made on the validation
+split, the comparison split only reported."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from loralab.evaluation.stats import ALPHA, Comparison, compare, holm
+from loralab.evaluation.comparison import Comparison, adjust_family, compare
+from loralab.evaluation.stats import ALPHA
 from loralab.experiments.folder import StudyError
 from loralab.study.aggregate import (
     CellData,
@@ -26,7 +28,6 @@ from loralab.study.report.document import value_of
 CHOICE_SPLIT = "validation"
 #: A cell "matches the best" for the cost finding if it is within this many points.
 NEAR_BEST_PT = 1.0
-MAX_PAIRS = 40
 NUMERIC_OPTIONS = (
     "rank",
     "alpha",
@@ -84,8 +85,14 @@ class ReportData:
 
     @property
     def family(self) -> list[PairResult]:
-        """Every hypothesis test of the report: one family for the Holm adjustment."""
+        """Every comparison of the report: the methods' tests among them (:attr:`tested`) are one
+        family for the Holm adjustment, the per-example tests of the runs another."""
         return self.vs_baseline + self.pairs
+
+    @property
+    def tested(self) -> int:
+        """How many comparisons test the methods (two paired seeds or more): the Holm family."""
+        return sum(pr.comparison.tested for pr in self.family)
 
 
 def collect(study: StudyData) -> ReportData:
@@ -106,6 +113,11 @@ def collect(study: StudyData) -> ReportData:
         if preds[name].texts != reference.texts or preds[name].labels != reference.labels:
             notes.append(f"cell {name!r} was scored on other {split} examples than the others: not compared")
             del preds[name]
+    if split == CHOICE_SPLIT and preds:
+        notes.append(
+            f"some runs have no test predictions, so the comparisons are on {split}, the split the best cell "
+            "and the Pareto front are chosen on: a cell chosen there looks better there than it is"
+        )
     mixed = mixed_versions(study)
     if mixed:
         notes.append(
@@ -124,8 +136,8 @@ def collect(study: StudyData) -> ReportData:
         notes.append(f"the baseline {base!r} has no finished run: no comparisons against it")
     pairs = []
     for a, b, option in one_option_pairs([c for c in study.cells if c.name in preds]):
-        if base in (a.name, b.name) or len(pairs) >= MAX_PAIRS:
-            continue
+        if base in (a.name, b.name):
+            continue  # already against the baseline
         va, vb = a.config.get(option), b.config.get(option)
         pairs.append(
             PairResult(
@@ -137,9 +149,7 @@ def collect(study: StudyData) -> ReportData:
                 compare(preds[a.name].correct, preds[b.name].correct),
             )
         )
-    family = vs_baseline + pairs
-    for pr, adjusted in zip(family, holm([pr.comparison.p for pr in family]), strict=True):
-        pr.comparison.p_holm = adjusted
+    adjust_family([pr.comparison for pr in vs_baseline + pairs])
     return ReportData(study, split, summaries, preds, vs_baseline, pairs, best_cell(summaries), notes)
 
 

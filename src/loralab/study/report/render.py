@@ -3,22 +3,27 @@ written into the study folder from the numbers, findings and plots."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from loralab.evaluation import analysis
-from loralab.evaluation.stats import ALPHA, BOOTSTRAP_B, BOOTSTRAP_SEED, POWER
+from loralab.evaluation.stats import ALPHA
 from loralab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from loralab.plots.analysis import reliability_png
 from loralab.study.aggregate import CellSummary, load_study, machines
-from loralab.study.report.document import Doc, count, csv_cell, fmt_iv, fmt_mb, fmt_num, fmt_p, pct1, value_of
+from loralab.study.report.document import Doc, count, fmt_iv, fmt_mb, fmt_num, pct1, value_of
 from loralab.study.report.figures import plot_against, plot_confusions, plot_curves, plot_params
 from loralab.study.report.findings import findings
-from loralab.study.report.numbers import CHOICE_SPLIT, PairResult, ReportData, collect, representative_run
+from loralab.study.report.numbers import CHOICE_SPLIT, collect, representative_run
+from loralab.study.report.tables import (
+    comparison_table,
+    comparisons_legend,
+    models_legend,
+    models_table,
+    write_summary_csv,
+)
 
 
 def build(root: str | Path) -> dict[str, Path]:
@@ -120,12 +125,20 @@ def build(root: str | Path) -> dict[str, Path]:
     if not r.vs_baseline:
         doc.p("No comparison yet: the baseline, or every other cell, has no finished run.")
     else:
-        _comparisons_legend(doc, r, split, n_examples)
-    doc.table(*comparison_table(r.vs_baseline, first="cell"))
+        comparisons_legend(doc, r, split, n_examples)
+        doc.table(*comparison_table(r.vs_baseline, first="cell"))
+        models_legend(doc, r, n_examples)
+        doc.table(*models_table(r.vs_baseline, first="cell"))
     if r.pairs:
         doc.h(2, "Cells that differ in one option")
-        doc.p("Same statistics; for numeric options only neighbouring values are compared, the larger first.")
+        doc.p(
+            f"Every pair of cells whose options differ in one option ({len(r.pairs)} "
+            f"pair{'s' if len(r.pairs) > 1 else ''}, none left out; for numeric options only neighbouring values, "
+            "the larger first). The same statistics: **the methods** first, then these trained runs."
+        )
         doc.table(*comparison_table(r.pairs, first="comparison"))
+        doc.p("**These trained runs**, per example (not the methods):")
+        doc.table(*models_table(r.pairs, first="comparison"))
 
     doc.h(2, "Plots")
     plots = [
@@ -206,7 +219,15 @@ def build(root: str | Path) -> dict[str, Path]:
             "best_chosen_on": CHOICE_SPLIT,
             "run_seconds": run_seconds,
             "machines": machines(study) if n_done else None,
-            "family": {"tests": len(r.family), "adjustment": "holm", "alpha": ALPHA},
+            "family": {
+                "comparisons": len(r.family),
+                "tests": r.tested,
+                "adjustment": "holm",
+                "alpha": ALPHA,
+                "mde_alpha": ALPHA / max(r.tested, 1),
+                "mde_level": "bonferroni",
+                "these_models_tests": len(r.family),
+            },
             "findings": found,
             "notes": r.notes,
             "cells": {name: _summary_json(s) for name, s in r.summaries.items()},
@@ -258,130 +279,6 @@ def _tuning_section(doc: Doc, tuning: dict[str, Any], study_seconds: float) -> N
             ]
         )
     doc.table(["cell", "tuned values", "best validation", "best trial", "trials", "search s", "search options"], rows)
-
-
-def _comparisons_legend(doc: Doc, r: ReportData, split: str, n_examples: int) -> None:
-    """What each column of the comparison tables means."""
-    doc.p(
-        f"Accuracy difference on {split} (cell − baseline, seed-averaged per example, on the seeds both cells "
-        f"have); 95% CI: paired bootstrap over the {n_examples} examples (B = {BOOTSTRAP_B:,}, seed "
-        f"{BOOTSTRAP_SEED}); MDE: the smallest difference the comparison detects with {100 * POWER:.0f}% power "
-        f"at two-sided {ALPHA:g}; p: exact paired sign-flip test over examples (the exact McNemar test when "
-        f"each cell has one seed); Holm p: p adjusted by Holm's method over all {len(r.family)} comparisons "
-        "of this report (this table and the next), which the findings follow; seeds: runs paired (a cell's "
-        "seeds the other lacks are left out); b / c: discordant pairs summed over the paired seeds "
-        "(b: cell right, baseline wrong); per-seed exact McNemar p, min–max."
-    )
-
-
-def comparison_table(prs: list[PairResult], first: str) -> tuple[list[str], list[list[str]]]:
-    a, b = ("cell", "baseline") if first == "cell" else ("first", "second")
-    headers = [
-        first,
-        f"accuracy ({a})",
-        f"accuracy ({b})",
-        f"Δ {a} − {b} (pt)",
-        "95% CI (pt)",
-        f"MDE (pt, {100 * POWER:.0f}% power)",
-        "p",
-        "Holm p",
-        "seeds",
-        "b / c",
-        "McNemar p per seed",
-    ]
-    rows = []
-    for pr in prs:
-        c = pr.comparison
-        name = pr.a if pr.option is None else f"{pr.label_a} vs {pr.label_b}{pr.cells_note}"
-        seeds = (
-            "–"
-            if not c.per_seed
-            else (fmt_p(c.p_seed_min) if len(c.per_seed) == 1 else f"{fmt_p(c.p_seed_min)} – {fmt_p(c.p_seed_max)}")
-        )
-        paired = f"{c.paired}" + (f" of {c.seeds_a}/{c.seeds_b}" if c.paired < max(c.seeds_a, c.seeds_b) else "")
-        rows.append(
-            [
-                name,
-                pct1(c.accuracy_a),
-                pct1(c.accuracy_b),
-                f"{100 * c.diff:+.2f}",
-                f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]",
-                fmt_num(100 * c.mde, "±{:.2f}"),
-                fmt_p(c.p),
-                fmt_p(c.p_holm),
-                paired,
-                f"{c.b} / {c.c}",
-                seeds,
-            ]
-        )
-    return headers, rows
-
-
-def write_summary_csv(path: Path, r: ReportData) -> None:
-    vs = {pr.a: pr.comparison for pr in r.vs_baseline}
-    columns = ["cell", "method", "seeds_done", "seeds_planned"]
-    for split in ("validation", "test"):
-        for metric in ("accuracy", "f1", "loss"):
-            columns += [f"{split}_{metric}_{x}" for x in ("mean", "std", "ci_low", "ci_high")]
-    columns += [
-        "trainable_params",
-        "total_params",
-        "trainable_percent",
-        "seconds_per_epoch",
-        "train_seconds",
-        "peak_memory_mb",
-        "train_examples",
-        f"delta_vs_baseline_{r.split}_pt",
-        "delta_ci_low_pt",
-        "delta_ci_high_pt",
-        "p_sign_flip",
-        "discordant_b",
-        "discordant_c",
-        "p_mcnemar_min",
-        "p_mcnemar_max",
-        "p_holm",
-        "mde_pt",
-        "options",
-    ]
-    buf = io.StringIO(newline="")
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    cells = {c.name: c for c in r.study.cells}
-    for name, s in r.summaries.items():
-        row: list[Any] = [name, s.method, s.n, s.n_planned]
-        for split in ("validation", "test"):
-            for metric in ("accuracy", "f1", "loss"):
-                iv = s.metrics[(split, metric)]
-                row += [csv_cell(iv.mean), csv_cell(iv.std), csv_cell(iv.low), csv_cell(iv.high)]
-        c = vs.get(name)
-        row += [
-            csv_cell(s.trainable),
-            csv_cell(s.total),
-            csv_cell(s.trainable_percent),
-            csv_cell(s.seconds_per_epoch.mean),
-            csv_cell(s.train_seconds.mean),
-            csv_cell(s.peak_memory_mb.mean),
-            csv_cell(s.train_examples),
-        ]
-        row += (
-            [
-                csv_cell(100 * c.diff),
-                csv_cell(100 * c.ci_low),
-                csv_cell(100 * c.ci_high),
-                csv_cell(c.p),
-                c.b,
-                c.c,
-                csv_cell(c.p_seed_min),
-                csv_cell(c.p_seed_max),
-                csv_cell(c.p_holm),
-                csv_cell(100 * c.mde),
-            ]
-            if c
-            else [""] * 10
-        )
-        row.append(json.dumps(cells[name].options, sort_keys=True))
-        w.writerow(row)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _summary_json(s: CellSummary) -> dict:
