@@ -1,6 +1,6 @@
 """What HF Trainer users expect of ``loralab train``: config files (and exact replays), early
-stopping, TensorBoard and MLflow tracking, SIGTERM handled like Ctrl-C, plain progress lines in
-logs, and one-line errors for a training method with ``--epochs 0``."""
+stopping, SIGTERM handled like Ctrl-C, plain progress lines in logs, and one-line errors for a
+training method with ``--epochs 0``. Experiment tracking (``--report-to``): tests/test_tracking.py."""
 
 from __future__ import annotations
 
@@ -120,58 +120,6 @@ def test_epochs_zero_with_a_training_method_points_to_method_none(capsys):
     assert capsys.readouterr().err.strip() == (
         "loralab: error: --epochs 0 trains nothing with --method lora; "
         "to evaluate the untrained model use --method none"
-    )
-
-
-def test_tensorboard_and_mlflow_receive_the_run(tiny_models, tiny_data, tmp_path, monkeypatch):
-    pytest.importorskip("tensorboard")
-    mlflow = pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    uri = (tmp_path / "mlruns").as_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store in maintenance mode
-    monkeypatch.setenv("LORALAB_STUDY", "demo")
-    monkeypatch.setenv("LORALAB_CELL", "lora-r4")
-    monkeypatch.setenv("LORALAB_SEED", "1")
-    out = tmp_path / "tracked"
-    cfg = tiny_run_config(tiny_models["bert"], tiny_data, out, epochs=2, report_to=["tensorboard", "mlflow"])
-    result = loralab.train(cfg)
-    events = EventAccumulator(str(out / "tensorboard"))
-    events.Reload()
-    scalars = events.Tags()["scalars"]
-    assert {"train/loss", "train/lr", "validation/accuracy"} <= set(scalars)
-    assert len(events.Scalars("validation/accuracy")) == 2
-    assert events.Scalars("validation/accuracy")[-1].value == pytest.approx(
-        [r for r in loralab.load_run(out).metrics() if r["kind"] == "epoch"][-1]["val_accuracy"]
-    )
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("demo")
-    (run,) = client.search_runs([exp.experiment_id])
-    assert run.data.tags["cell"] == "lora-r4" and run.data.tags["seed"] == "1"
-    assert run.data.params["rank"] == "4" and run.data.params["method"] == "lora"
-    assert run.data.metrics["final_test_accuracy"] == pytest.approx(result.results["test"]["accuracy"])
-    assert len(client.get_metric_history(run.info.run_id, "validation_accuracy")) == 2
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
-    assert "run/results.json" in artifacts
-    assert mlflow.active_run() is None
-
-
-def test_a_missing_tracker_library_is_one_line(monkeypatch, capsys):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_mlflow(name, *args, **kwargs):
-        if name == "mlflow":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_mlflow)
-    assert cli_main(["train", "--report-to", "mlflow"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "loralab: error: --report-to mlflow needs the mlflow package: pip install 'loralab[track]'"
     )
 
 

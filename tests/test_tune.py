@@ -1,5 +1,5 @@
 """``loralab tune`` on a tiny model: the search finds a planted better learning rate, pruning stops
-a trial early, several workers share one SQLite storage for exactly N trials, a killed worker's
+a trial early (pruned, its weights' epoch stated) while early stopping completes one, several workers share one SQLite storage for exactly N trials, a killed worker's
 trial is failed and the search continues, trials never see the test split, and the report."""
 
 from __future__ import annotations
@@ -109,7 +109,31 @@ def test_pruning_stops_a_bad_trial_early(tmp_path, tiny_models, data):
     results = json.loads((Path(bad.user_attrs["run_dir"]) / "results.json").read_text())
     assert results["epochs"] == 2  # stopped after epoch 2 of 4
     assert results["stopped"]["epoch"] == 2 and "pruned by the median pruner" in results["stopped"]["reason"]
-    assert json.loads((Path(good.user_attrs["run_dir"]) / "results.json").read_text())["epochs"] == 4
+    assert results["weights_epoch"] == 2  # the pruned trial keeps the weights of the epoch it stopped after
+    good_results = json.loads((Path(good.user_attrs["run_dir"]) / "results.json").read_text())
+    assert good_results["epochs"] == 4 and good_results["weights_epoch"] == good_results["best_epoch"]
+
+
+def test_early_stopping_completes_a_trial_with_its_best_value(tmp_path, tiny_models, data):
+    """``patience`` ending a trial is not pruning: the trial is complete, with the value of its
+    restored best epoch, so it counts for the best trial and the sampler's history."""
+    from loralab.experiments.search import load_spec
+    from loralab.tune.runner import run_worker
+
+    still = 1e-9  # learns nothing: no epoch beats the first, and patience 1 stops after epoch 2
+    spec = load_spec(
+        write_search(tmp_path, tiny_models["bert"], data, base={"patience": 1}, space={"lr": [still]}, sampler="grid")
+    )
+    out = tmp_path / "out"
+    lines: list[str] = []
+    run_worker(spec, out, trials=1, echo=lines.append)
+    (trial,) = load(spec, out).get_trials(deepcopy=False)
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    results = json.loads((Path(trial.user_attrs["run_dir"]) / "results.json").read_text())
+    assert results["epochs"] == 2 and "early stopping" in results["stopped"]["reason"]
+    assert results["best_epoch"] == results["weights_epoch"] == 1
+    assert trial.value == results["validation"]["accuracy"] and trial.user_attrs["stopped"].startswith("early")
+    assert any(line.startswith("trial 0 done (stopped early):") for line in lines)
 
 
 def check_two_workers(tmp_path: Path, model: Path, data: Path, storage: str | None) -> None:

@@ -179,12 +179,16 @@ class TrainConfig:
         "steps and after each epoch) or none",
         "epoch",
     )
-    resume: bool = _opt("continue a killed run from its last checkpoint (needs --output-dir)", False)
-    keep_checkpoints: bool = _opt(
-        "keep the last checkpoint in the run directory (checkpoint/) when it completes", False
+    resume: bool = _opt(
+        "continue a killed run from its last checkpoint (needs --output-dir; none there: a warning and a fresh "
+        "start); the same options, but --grad-accum and the number of processes may change",
+        False,
     )
+    keep_checkpoints: bool = _opt("keep the final training state in the run directory (checkpoint/)", False)
     report_to: list[str] | None = _opt(
-        "experiment trackers: tensorboard, mlflow or both (tensorboard,mlflow); pip install 'loralab[track]'"
+        "experiment trackers, comma-separated: tensorboard (writes <run>/tensorboard/), mlflow (MLFLOW_TRACKING_URI, "
+        "else ./mlflow.db and ./mlruns), wandb (<run>/wandb/; WANDB_MODE=offline keeps it there); "
+        "pip install 'loralab[track]'"
     )
     output_dir: str | None = _opt("run directory; default runs/<model>-<method>-<time>")
     overwrite: bool = _opt("replace an existing run directory", False)

@@ -9,6 +9,13 @@ the best epoch's weights, the history and the position in the epoch), and only w
 finished does ``latest.json`` move to the new folder (an atomic rename) and the older folders go.
 A process killed at any moment therefore leaves the previous checkpoint intact.
 
+Resuming is decided by rank 0 alone (is there a checkpoint, were its options the same) and that
+decision is broadcast, so every rank resumes from the same folder or every rank starts afresh.
+Options that leave the global batches alone (``--grad-accum``, the number of processes, trackers,
+where the run is written) may change between the killed run and its resumption: the change is
+logged, and where the number of processes changed, each rank's random-number streams are
+re-derived from the seed, its rank and the step (:func:`reseed`) instead of restored.
+
 Hand-written rather than ``accelerate.save_state``: that writes in place (a kill mid-write loses the
 only checkpoint) and saves every frozen weight of the backbone; here only what training changes
 is saved, and the position inside the epoch is part of the state.
@@ -16,7 +23,9 @@ is saved, and the position inside the epoch is part of the state.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import random
 import shutil
 from collections.abc import Callable
@@ -30,10 +39,15 @@ import torch
 from loralab.config import OUTPUT_OPTIONS
 from loralab.errors import LoralabError
 
+log = logging.getLogger(__name__)
+
 LATEST = "latest.json"
 STATE = "state.pt"
-#: Options that may differ between the killed run and its resumption (they do not change what is computed).
-RESUMABLE_CHANGES = OUTPUT_OPTIONS
+#: Options that change neither the global batches nor what is computed from them (a study's run id
+#: leaves the same ones out): a resumption may change them.
+BATCH_NEUTRAL = ("grad_accum", "report_to")
+#: Options that may differ between the killed run and its resumption.
+RESUMABLE_CHANGES = (*OUTPUT_OPTIONS, *BATCH_NEUTRAL)
 
 
 class CheckpointError(LoralabError):
@@ -61,6 +75,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def reseed(seed: int, rank: int, steps: int) -> None:
+    """Seed this process's generators (Python, numpy, torch on every device) from the run's
+    ``seed``, the ``rank`` and the optimizer ``steps`` taken: the random-number streams of a run
+    resumed on another number of processes, where no saved state belongs to a rank."""
+    digest = hashlib.sha256(f"loralab-resume:{seed}:{rank}:{steps}".encode()).digest()
+    value = int.from_bytes(digest[:8], "little") >> 1
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -117,29 +142,58 @@ class Checkpoints:
                     shutil.rmtree(old, ignore_errors=True)
         barrier()
 
-    def load(self, config: dict[str, Any]) -> dict[str, Any] | None:
-        """The latest checkpoint's state with this rank's RNG states under ``"rng"``, or None if
-        there is none. A checkpoint of another config or world size is a :class:`CheckpointError`."""
-        folder = self.latest()
-        if folder is None:
+    def load(self, config: dict[str, Any], share: Callable[[Any], Any] | None = None) -> dict[str, Any] | None:
+        """The latest checkpoint's state, with this rank's RNG states under ``"rng"`` (None where they
+        are to be re-derived: another number of processes), or None if there is none.
+
+        Collective: rank 0 decides (which checkpoint, or none; a checkpoint of other options is a
+        :class:`CheckpointError`) and ``share`` (a broadcast from rank 0; not needed on one process)
+        hands that decision to every rank, so that all ranks resume from one folder or all start
+        afresh, even where some rank sees another filesystem."""
+        main = self.rank == 0
+        decision: dict[str, Any] | None = None
+        state = None
+        if main:
+            try:
+                folder = self.latest()
+                if folder is not None:
+                    state = _read(folder / STATE)
+                    self._check_options(state, config)
+                decision = {"folder": folder.name if folder is not None else None}
+            except CheckpointError as e:
+                decision = {"error": str(e)}
+        decision = share(decision) if share is not None else decision
+        if decision.get("error"):
+            raise CheckpointError(decision["error"])
+        if decision["folder"] is None:
+            if main:
+                log.warning("--resume: no checkpoint in %s; training from scratch", self.root)
             return None
-        try:
-            # weights_only=False: the file holds RNG states (numpy arrays, tuples) and was written by
-            # loralab into the run's own folder, not downloaded
-            state = torch.load(folder / STATE, map_location="cpu", weights_only=False)
-            rng = torch.load(folder / f"rng-{self.rank}.pt", map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise CheckpointError(
-                f"{folder}: no random-number state for rank {self.rank}; the checkpoint was taken with "
-                f"{_saved_world(folder)} process(es)"
-            ) from None
-        except Exception as e:  # any unreadable file is the same one-line error
-            raise CheckpointError(f"{folder}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-        if state.get("world_size") != self.world_size:
-            raise CheckpointError(
-                f"{folder}: taken with {state.get('world_size')} process(es); resume it with the same number "
-                f"(this launch has {self.world_size})"
-            )
+        folder = self.root / decision["folder"]
+        if state is None:
+            try:
+                state = _read(folder / STATE, missing_ok=False)
+            except FileNotFoundError:
+                raise CheckpointError(
+                    f"{folder}: rank 0 resumes from it but process {self.rank} cannot read it; on several "
+                    "nodes the run directory must be on a filesystem every node sees"
+                ) from None
+        saved_world = state.get("world_size")
+        if saved_world == self.world_size:
+            try:
+                state["rng"] = _read(folder / f"rng-{self.rank}.pt", missing_ok=False)
+            except FileNotFoundError:
+                raise CheckpointError(
+                    f"{folder}: no random-number state for rank {self.rank}; the checkpoint was taken with "
+                    f"{saved_world} process(es) but holds the states of {_saved_world(folder)}"
+                ) from None
+        else:
+            state["rng"] = None  # re-derived by the trainer (reseed)
+        if main:
+            _log_changes(state, config, saved_world, self.world_size)
+        return state
+
+    def _check_options(self, state: dict[str, Any], config: dict[str, Any]) -> None:
         theirs, ours = comparable_config(state["config"]), comparable_config(config)
         if theirs != ours:
             diff = sorted(
@@ -152,11 +206,47 @@ class Checkpoints:
                 f"{self.root}: the checkpoint was made with other options ({'; '.join(diff[:3])}); "
                 "resume with the same options, or remove the checkpoint folder to start again"
             )
-        state["rng"] = rng
-        return state
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _log_changes(state: dict[str, Any], config: dict[str, Any], saved_world: int | None, world: int) -> None:
+    """One warning naming what changed since the checkpoint among the options that keep the global batches."""
+    saved = {k: v for values in state["config"].values() for k, v in values.items()}
+    ours = {k: v for values in config.values() for k, v in values.items()}
+    changes = [
+        f"--{k.replace('_', '-')} {saved.get(k)!r} -> {ours.get(k)!r}"
+        for k in BATCH_NEUTRAL
+        if saved.get(k) != ours.get(k)
+    ]
+    if saved_world != world:
+        changes.insert(0, f"processes {saved_world} -> {world}")
+    if not changes:
+        return
+    streams = (
+        "each process's random-number streams are re-derived from the seed, its rank and the step"
+        if saved_world != world
+        else "each process continues its own random-number streams"
+    )
+    log.warning(
+        "resuming with %s since the checkpoint: the global batches are unchanged; %s", ", ".join(changes), streams
+    )
+
+
+def _read(path: Path, missing_ok: bool = True) -> Any:
+    """A checkpoint file; any unreadable file is the same one-line error (a missing one too, unless
+    ``missing_ok`` is False: then FileNotFoundError, for the caller's own message)."""
+    try:
+        # weights_only=False: the file holds RNG states (numpy arrays, tuples) and was written by
+        # loralab into the run's own folder, not downloaded
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+        raise CheckpointError(f"{path.parent}: unreadable checkpoint (no {path.name})") from None
+    except Exception as e:
+        raise CheckpointError(f"{path.parent}: unreadable checkpoint ({type(e).__name__}: {e})") from None
 
 
 def _saved_world(folder: Path) -> int:

@@ -23,7 +23,7 @@ from loralab.errors import ConfigError
 from loralab.evaluation.metrics import classification_metrics
 from loralab.runtime import resolve_precision
 from loralab.training.batches import CachedHeadBatches, TokenBatches, device_batch
-from loralab.training.checkpoint import Checkpoints, set_rng_state
+from loralab.training.checkpoint import Checkpoints, reseed, set_rng_state
 from loralab.training.progress import progress_bar
 from loralab.training.sampler import LengthGroupedBatchSampler, RankMicroBatches
 from loralab.training.step import TrainStep, set_frozen_modules_eval
@@ -36,6 +36,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)  # rows of metrics.csv
     best_epoch: int | None = None
     best_validation_accuracy: float | None = None
+    weights_epoch: int | None = None  # the epoch whose weights the model holds when fit returns (the best)
     epoch_seconds: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     train_examples_seen: int = 0
@@ -87,7 +88,9 @@ def fit(
     """Train ``model`` in place for ``cfg.train.epochs`` and restore its best epoch (by validation
     accuracy). Returns the history; ``on_log`` is called on the main process whenever a row is
     added to the history (e.g. to rewrite ``metrics.csv``). With ``checkpoints``, a resumable
-    checkpoint is written as configured, and ``cfg.train.resume`` continues from the latest one.
+    checkpoint is written as configured (and, with ``--keep-checkpoints``, one of the final state
+    after the last epoch), and ``cfg.train.resume`` continues from the latest one: rank 0 decides
+    and every rank follows (:meth:`Checkpoints.load`).
 
     Under ``torchrun`` / ``accelerate launch`` every rank runs this with the same arguments; each
     trains on its share of every global batch (:mod:`loralab.training.sampler`), validation is scored on
@@ -138,7 +141,9 @@ def fit(
 
     pos = _Position()
     best_state: dict[str, torch.Tensor] | None = None
-    resumed = checkpoints.load(cfg.to_dict()) if (checkpoints is not None and tc.resume) else None
+    resumed = None
+    if checkpoints is not None and tc.resume:
+        resumed = checkpoints.load(cfg.to_dict(), share=lambda decision: _from_main(decision, world))
     if resumed is not None:
         unwrapped.load_state_dict(resumed["trainable"], strict=False)
         step.optimizer.load_state_dict(resumed["optimizer"])
@@ -157,9 +162,12 @@ def fit(
                 pos.batches_done,
                 micro.steps_per_epoch,
             )
-        set_rng_state(resumed["rng"])
+        if resumed["rng"] is not None:
+            set_rng_state(resumed["rng"])
+        else:  # another number of processes: no saved state belongs to this rank
+            reseed(tc.seed, rank, result.steps)
 
-    def save_checkpoint() -> None:
+    def save_checkpoint(final: bool = False) -> None:
         def state() -> dict:
             return {
                 "config": cfg.to_dict(),
@@ -170,6 +178,7 @@ def fit(
                 "best_state": best_state,
                 "position": dataclasses.asdict(pos),
                 "result": dataclasses.asdict(result),
+                "final": final,  # the state after the last epoch (--keep-checkpoints)
             }
 
         checkpoints.save(result.steps, state, accelerator.wait_for_everyone)
@@ -180,7 +189,10 @@ def fit(
     # at least 4 logged points per epoch, so that the curves of short runs show a curve
     log_every = min(tc.log_every, max(1, micro.steps_per_epoch // 4))
     start = time.perf_counter() - pos.elapsed
-    for epoch in range(pos.epoch, tc.epochs + 1):
+    # a checkpoint of a run that stopped early (patience) trains no further
+    last_epoch = tc.epochs if result.stopped is None else 0
+    trained_epoch = None
+    for epoch in range(pos.epoch, last_epoch + 1):
         if epoch != pos.epoch:
             pos = _Position(epoch=epoch, elapsed=pos.elapsed)
         # the sampler counts epochs from 0 (as accelerate's data loader did for it: same batches as before)
@@ -191,8 +203,11 @@ def fit(
         bar = progress_bar(
             micro.steps_per_epoch, pos.batches_done, f"epoch {epoch}/{tc.epochs}", enabled=tc.progress and main
         )
-        # the logging window: summed loss of the real examples trained on, and their number
-        window = torch.tensor([pos.window_loss, pos.window_count], dtype=torch.float32, device=device)
+        # summed loss of the real examples trained on, and their number, over the logging window and
+        # over the epoch; float64, so that sums of float32 losses do not depend on their order. A
+        # checkpoint holds them summed over every rank; rank 0 alone carries them on.
+        window = _sums(pos.window_loss, pos.window_count, rank, device)
+        epoch_sums = _sums(pos.epoch_loss, pos.epoch_count, rank, device)
         with step.context():  # undone before validation
             if pos.batches_done == 0:
                 # the draw a torch DataLoader makes when an epoch's iteration starts: runs keep the
@@ -204,8 +219,11 @@ def fit(
                 with step.sync(mb.last_of_step):
                     loss, logged = step.loss(task.logits, batch, weights, mb.global_count)
                     step.backward(loss)
+                count = sum(mb.weights)
                 window[0] += logged  # stays on the device: no host sync per step
-                window[1] += sum(mb.weights)
+                window[1] += count
+                epoch_sums[0] += logged
+                epoch_sums[1] += count
                 if not mb.last_of_step:
                     continue
                 step.clip()
@@ -233,7 +251,8 @@ def fit(
                     if main and on_log is not None:
                         on_log(result)
                 if every and result.steps % every == 0 and pos.batches_done < micro.steps_per_epoch:
-                    pos.window_loss, pos.window_count = float(window[0]), float(window[1])
+                    totals = _sum_over_ranks(accelerator, torch.cat([window, epoch_sums]))
+                    pos.window_loss, pos.window_count, pos.epoch_loss, pos.epoch_count = totals
                     pos.epoch_elapsed = time.perf_counter() - t0
                     pos.elapsed = time.perf_counter() - start
                     save_checkpoint()
@@ -242,7 +261,8 @@ def fit(
         epoch_time = time.perf_counter() - t0
         result.epoch_seconds.append(epoch_time)
         result.train_examples_seen += pos.seen
-        total_window = _sum_over_ranks(accelerator, window)
+        epoch_total = _sum_over_ranks(accelerator, epoch_sums)
+        trained_epoch = epoch
         vm = classification_metrics(val_labels, task.val_logits(unwrapped, device))
         vm = _from_main(vm, world)
         result.history.append(
@@ -251,7 +271,7 @@ def fit(
                 epoch,
                 "epoch",
                 start,
-                train_loss=float(total_window[0] / total_window[1]) if total_window[1] else None,
+                train_loss=epoch_total[0] / epoch_total[1] if epoch_total[1] else None,  # the epoch's mean
                 lr=scheduler.get_last_lr()[0],
                 val_loss=vm["loss"],
                 val_accuracy=vm["accuracy"],
@@ -279,9 +299,13 @@ def fit(
         if checkpoints is not None and checkpoints.enabled and epoch < tc.epochs:
             pos = _Position(epoch=epoch + 1, elapsed=time.perf_counter() - start)
             save_checkpoint()
+    if checkpoints is not None and checkpoints.enabled and tc.keep_checkpoints and trained_epoch is not None:
+        pos = _Position(epoch=trained_epoch + 1, elapsed=time.perf_counter() - start)
+        save_checkpoint(final=True)  # what --keep-checkpoints keeps: the state after the last epoch
     result.train_seconds = result.feature_seconds + sum(result.epoch_seconds)
     if best_state is not None:
         unwrapped.load_state_dict(best_state, strict=False)
+    result.weights_epoch = result.best_epoch
     return result
 
 
@@ -294,8 +318,10 @@ class _Position:
     seen: int = 0  # training examples of this epoch already trained
     epoch_elapsed: float = 0.0
     elapsed: float = 0.0
-    window_loss: float = 0.0  # the logging window's summed loss and example count
+    window_loss: float = 0.0  # the logging window's summed loss and example count, over every rank
     window_count: float = 0.0
+    epoch_loss: float = 0.0  # the same over the epoch so far
+    epoch_count: float = 0.0
 
 
 def check_global_batch(batch_size: int, world_size: int, grad_accum: int) -> None:
@@ -304,6 +330,12 @@ def check_global_batch(batch_size: int, world_size: int, grad_accum: int) -> Non
             f"--batch-size {batch_size} is the global batch: it must be divisible by {world_size} process(es) "
             f"x --grad-accum {grad_accum} = {world_size * grad_accum}"
         )
+
+
+def _sums(loss: float, count: float, rank: int, device) -> torch.Tensor:
+    """A (loss, count) accumulator: a checkpoint's sums over every rank on rank 0, zeros elsewhere."""
+    values = [loss, count] if rank == 0 else [0.0, 0.0]
+    return torch.tensor(values, dtype=torch.float64, device=device)
 
 
 def _sum_over_ranks(accelerator, window: torch.Tensor) -> list[float]:

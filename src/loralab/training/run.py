@@ -36,7 +36,14 @@ from loralab.runs.layout import (
     read_predictions,
 )
 from loralab.runs.weights import load_model, save_weights
-from loralab.runtime import PeakMemory, library_versions, pick_device, resolve_precision, seed_everything
+from loralab.runtime import (
+    PeakMemory,
+    check_launcher,
+    library_versions,
+    pick_device,
+    resolve_precision,
+    seed_everything,
+)
 from loralab.training.checkpoint import Checkpoints, checkpoint_dir
 from loralab.training.loop import check_global_batch, fit
 from loralab.training.tracking import Trackers, check_report_to
@@ -122,6 +129,7 @@ def train(
 
     t_start = time.perf_counter()
     tc = config.train
+    report_to = check_report_to(tc.report_to)  # a missing tracker library fails before any work
     data = load_data(config.data, tc.seed)
     if not test_split:
         data.test = None
@@ -130,17 +138,18 @@ def train(
         hint = "it is complete" if tc.resume else "pass --overwrite to replace it"
         raise RunDirError(f"{out_dir}: already exists ({hint})")
     device = pick_device(tc.device)
+    check_launcher()  # DeepSpeed/FSDP from an accelerate config: refused, not silently ignored
     # loralab owns mixed precision (--precision, resolved in the trainer): the accelerator never adds its own
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
     check_global_batch(tc.batch_size, accelerator.num_processes, tc.grad_accum)
     resolve_precision(tc.precision, accelerator.device)  # a conflicting launcher setting fails before any work
     memory = PeakMemory(accelerator.device)
     main = accelerator.is_main_process
-    report_to = check_report_to(tc.report_to)  # a missing tracker library fails before any work
     checkpoints = None
-    if tc.checkpoint_every != "none":
+    saving = str(tc.checkpoint_every).strip().lower() != "none"
+    if saving or tc.resume:  # --checkpoint-every none --resume: continue, but write no new checkpoint
         checkpoints = Checkpoints(
-            checkpoint_dir(out_dir), tc.checkpoint_steps(), True, accelerator.process_index, accelerator.num_processes
+            checkpoint_dir(out_dir), tc.checkpoint_steps(), saving, accelerator.process_index, accelerator.num_processes
         )
         if not tc.resume and main:
             checkpoints.remove()  # a fresh run never continues an older one's checkpoint
@@ -184,7 +193,14 @@ def train(
         if main:
             atomic_write_json(staging / CONFIG_FILE, meta)
             if report_to:
-                trackers = Trackers(report_to, out_dir.name, staging, {**config.to_flat(), "lr": config.lr})
+                trackers = Trackers(
+                    report_to,
+                    out_dir.name,
+                    staging,
+                    {**config.to_flat(), "lr": config.lr},
+                    state_dir=checkpoints.root if checkpoints is not None else None,  # MLflow's run id, for --resume
+                    resume=tc.resume,
+                )
 
         progress: dict = {"fit": None, "epochs": 0}
 
@@ -218,9 +234,12 @@ def train(
                     trackers.abort()
                 raise
             stop = e  # training ends at this epoch; the run is written as it stands
+            if trackers is not None:
+                trackers.stopped(str(stop))  # a pruned trial: MLflow status KILLED
             fitted = progress["fit"]
             fitted.train_seconds = fitted.feature_seconds + sum(fitted.epoch_seconds)
             stopped = {"epoch": progress["epochs"], "reason": str(stop)}
+            fitted.weights_epoch = stopped["epoch"]  # no best epoch restored: the weights of the last one run
         stopped = stopped or fitted.stopped
         model = accelerator.unwrap_model(model)
         accelerator.wait_for_everyone()
@@ -230,14 +249,14 @@ def train(
                 results = _finalise(
                     staging, model, tokenizer, config, data, ids, fitted, table, meta, memory, t_start, stopped
                 )
+                if trackers is not None:
+                    trackers.finish(results)  # into the staging folder, before it is renamed into place
             except BaseException:
                 if trackers is not None:
                     trackers.abort()
                 raise
         accelerator.wait_for_everyone()
     if main:
-        if trackers is not None:
-            trackers.finish(results, out_dir)
         if checkpoints is not None and tc.keep_checkpoints and (latest := checkpoints.latest()) is not None:
             os.replace(latest, out_dir / "checkpoint")
         if checkpoints is not None:
@@ -307,6 +326,7 @@ def _finalise(
         "validation": split_results["validation"],
         "test": split_results["test"],
         "best_epoch": fitted.best_epoch,
+        "weights_epoch": fitted.weights_epoch,  # the epoch whose weights were saved (and scored)
         "epochs": epochs_run,
         "steps": fitted.steps,
         "lr": config.lr,
@@ -336,7 +356,7 @@ def _finalise(
         "device": str(predictor.device),
         "distributed": meta["distributed"],
     }
-    if stopped is not None:  # ended early by an on_epoch callback; weights: the last epoch run
+    if stopped is not None:  # ended early: by --patience (best epoch restored) or an on_epoch callback
         results["stopped"] = stopped
     title = f"{Path(config.model.model).name} · {config.method.method}"
     log.info("writing plots")

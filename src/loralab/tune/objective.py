@@ -1,6 +1,11 @@
 """One trial of a search: sample the space, train an ordinary run directory with
 :func:`loralab.training.run.train`, report each epoch's validation metric to the pruner, and return the
-validation metric. The test split is left out of every trial (``test_split=False``)."""
+validation metric. The test split is left out of every trial (``test_split=False``).
+
+Only the pruner prunes: a trial that ``--patience`` stopped early has finished, with the value of
+its restored best epoch, and is complete (it counts for the best trial and for the sampler's
+history). A pruned trial's run directory holds the weights of the epoch it was pruned after
+(``results.json["weights_epoch"]``), which need not be its ``best_epoch``."""
 
 from __future__ import annotations
 
@@ -20,13 +25,15 @@ def trial_dir(out_dir: Path, number: int) -> Path:
 
 @dataclass
 class TrialOutcome:
-    """What one trial gave: its value (validation metric), whether it was pruned, its run."""
+    """What one trial gave: its value (validation metric), whether the pruner stopped it, its run,
+    and why training ended early when it did (the pruner, or early stopping: then not pruned)."""
 
     value: float
     pruned: bool
     run_dir: Path
     epochs: int
     seconds: float
+    stopped: str | None = None
 
 
 def sample(spec: TuneSpec, trial) -> dict[str, Any]:
@@ -52,21 +59,28 @@ def train_trial(
     same code whether the pruner is in this process or reached through Ray (:mod:`.ray_executor`)."""
     from loralab.study.plan import train_flags
     from loralab.training.run import StopRun, train
+    from loralab.training.tracking import run_tags
 
     config = spec.trial_config(params).override({"output_dir": str(run_dir), "progress": False})
     column = EPOCH_METRICS.get(spec.metric)
     pruner_name, _ = spec.pruner_options()
+    pruned_after: list[int] = []  # the epoch this trial's pruner stopped it after
 
     def on_epoch(row: dict) -> None:
         if column is None or pruner_name == "none" or row.get(column) is None:
             return
         epoch, value = int(row["epoch"]), float(row[column])
         if report(value, epoch) and epoch < config.train.epochs:  # the last epoch: nothing to save
+            pruned_after.append(epoch)
             raise StopRun(
                 f"pruned by the {pruner_name} pruner after epoch {epoch} ({column} {value:.4f}, trial {number})"
             )
 
-    result = train(config, command=["loralab", "train", *train_flags(config)], on_epoch=on_epoch, test_split=False)
+    with run_tags(search=spec.name, trial=number):  # trackers group the trials under their search
+        result = train(config, command=["loralab", "train", *train_flags(config)], on_epoch=on_epoch, test_split=False)
     r = result.results
     value = float(r["validation"][spec.metric])
-    return TrialOutcome(value, "stopped" in r, result.run_dir, int(r["epochs"]), float(r["timing"]["total_seconds"]))
+    stopped = (r.get("stopped") or {}).get("reason")
+    return TrialOutcome(
+        value, bool(pruned_after), result.run_dir, int(r["epochs"]), float(r["timing"]["total_seconds"]), stopped
+    )

@@ -238,17 +238,21 @@ def finish_trial(
     echo: Callable[[str], None],
     where: str = "",
 ) -> None:
-    """Tell the storage how a trial that ran ended (complete with its value, or pruned) and say so."""
+    """Tell the storage how a trial that ran ended (complete with its value, or pruned) and say so.
+    Only the pruner prunes: a trial that early stopping (``patience``) ended is complete."""
     trial.set_user_attr("epochs", result.epochs)
     trial.set_user_attr("seconds", round(result.seconds, 1))
+    if result.stopped:
+        trial.set_user_attr("stopped", result.stopped)
     if result.pruned:
         tell(study, trial, state=require_optuna().trial.TrialState.PRUNED)
         outcome.pruned.append(trial.number)
     else:
         tell(study, trial, result.value)
     outcome.finished.append(trial.number)
+    how = "pruned" if result.pruned else "done (stopped early)" if result.stopped else "done"
     echo(
-        f"trial {trial.number} {'pruned' if result.pruned else 'done'}{where}: {spec.metric} {result.value:.4f} "
+        f"trial {trial.number} {how}{where}: {spec.metric} {result.value:.4f} "
         f"after {result.epochs} epoch(s), {result.seconds:.0f}s, {trial.params} | "
         f"{len(live_trials(study))}/{budget}"
     )
