@@ -20,13 +20,13 @@ readers are re-exported here for their callers.
 
 from __future__ import annotations
 
-from loralab.runs.weights import require_safetensors
-from loralab.runs.exported import EXPORT_FILE, ExportError, is_adapter_export, is_model_folder, read_export_meta
-from loralab.inference.predictor import load_export_predictor
 from loralab.evaluation.stats import wilson_interval
 from loralab.exports.model_card import CARD_FILE, accuracy_from_predictions, card_data, eval_results, model_card
 from loralab.exports.portable import base_model_id, saved_modules
 from loralab.exports.writer import EXPORT_SCHEMA_VERSION, VERIFY_ATOL, VERIFY_EXAMPLES, ExportResult, export_run
+from loralab.inference.predictor import load_export_predictor
+from loralab.runs.exported import EXPORT_FILE, ExportError, is_adapter_export, is_model_folder, read_export_meta
+from loralab.runs.weights import require_safetensors
 
 __all__ = [
     "CARD_FILE",

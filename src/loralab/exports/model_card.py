@@ -11,10 +11,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from loralab.runs.layout import read_predictions
 from loralab.evaluation.stats import wilson_interval
 from loralab.evaluation.table import md_cell
 from loralab.exports.portable import base_is_on_hub, base_model_id, head_names
+from loralab.runs.layout import read_predictions
 
 CARD_FILE = "README.md"
 #: The front matter's first keys, in this order (a reader of the raw file sees what it is first).

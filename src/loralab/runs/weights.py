@@ -9,6 +9,7 @@ from loralab.errors import RunDirError
 from loralab.models.methods.adapter_format import ADAPTER_WEIGHTS
 from loralab.runs.layout import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 
+
 def save_weights(model, method: str, run_dir: Path, tokenizer) -> None:
     """Write the trained weights in the method's format (see the module docstring)."""
     from safetensors.torch import save_file
