@@ -183,11 +183,15 @@ def test_an_unknown_flag_points_at_its_sub_command_and_suggests_only_its_flags(c
     import pytest
 
     with pytest.raises(SystemExit):
-        main(["train", "--use-dora"])  # used to suggest `tune`'s --storage
+        main(["train", "--final-seeds", "3"])  # `tune report`'s flag, not train's: no suggestion from there
     assert (
         capsys.readouterr().err.strip()
-        == "loralab: error: unrecognized arguments: --use-dora; see `loralab train --help`"
+        == "loralab: error: unrecognized arguments: --final-seeds 3; see `loralab train --help`"
     )
+    with pytest.raises(SystemExit):
+        main(["train", "--use-dora"])  # used to suggest `tune`'s --storage; now train's own --dora
+    err = capsys.readouterr().err.strip()
+    assert "(did you mean --dora?)" in err and err.endswith("see `loralab train --help`")
     with pytest.raises(SystemExit):
         main(["study", "run", "s.yaml", "--jbos", "2"])
     err = capsys.readouterr().err.strip()

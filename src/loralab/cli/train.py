@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import MISSING, fields
+from typing import get_args
 
 from loralab.config import GROUPS, RunConfig, field_type, read_config_file
 
@@ -44,7 +45,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) 
             flag = "--" + f.name.replace("_", "-")
             help_ = f.metadata.get("help", "")
             default = defaults.get(f.name, None if f.default is MISSING else f.default)
-            if field_type(GROUPS[group], f.name) is bool:
+            hint = field_type(GROUPS[group], f.name)
+            if hint is bool or set(get_args(hint)) == {bool, type(None)}:  # a switch: --dora / --no-dora
                 g.add_argument(
                     flag,
                     action=argparse.BooleanOptionalAction,

@@ -53,7 +53,7 @@ def resolved_identity(flat: dict[str, Any]) -> dict[str, Any]:
     and a preset becomes the family's module names when the model's ``config.json`` is on disk
     (else the preset's names for every family, so a change of any family's preset still counts)."""
     out = hashed_options(flat)
-    if out.get("method") == "lora":
+    if out.get("method") in ("lora", "vera", "adalora"):  # the methods whose adapters sit on target modules
         out["target_modules"] = _resolved_targets(out.get("model"), out.get("target_modules"))
     return out
 

@@ -374,9 +374,16 @@ def _check_backbone(backbone: str, first: Path | None, run_dir: Path, meta: dict
         )
 
 
+def servable(method: dict) -> bool:
+    """A run's method (config.json's ``method`` group) whose update these layers compute: plain
+    LoRA (a PiSSA/OLoRA run is saved as plain LoRA deltas); not DoRA, whose magnitude rescales
+    the whole weight."""
+    return method["method"] == "lora" and not method.get("dora")
+
+
 def expand_runs(paths: Sequence[str]) -> list[tuple[str | None, Path]]:
     """``(name or None, run_dir)`` for each argument: a run directory, ``NAME=RUN``, or a study
-    folder (all its complete LoRA runs, in run-id order)."""
+    folder (all its complete runs that can be served as adapters, :func:`servable`, in run-id order)."""
     from loralab.files import read_json
     from loralab.runs.layout import CONFIG_FILE, RESULTS_FILE, RUNS_DIR, STUDY_FILE
 
@@ -393,7 +400,7 @@ def expand_runs(paths: Sequence[str]) -> list[tuple[str | None, Path]]:
                 if d.is_dir()
                 and not d.name.startswith(".")
                 and (d / RESULTS_FILE).is_file()
-                and read_json(d / CONFIG_FILE)["config"]["method"]["method"] == "lora"
+                and servable(read_json(d / CONFIG_FILE)["config"]["method"])
             ]
             if not runs:
                 raise AdapterError(f"{path}: a study folder without a complete LoRA run")

@@ -180,7 +180,10 @@ def read_lora_run(run_dir: str | Path, roots: Sequence[Path] = ()) -> tuple[Path
     meta = read_json(run_dir / CONFIG_FILE)
     method = meta["config"]["method"]["method"]
     if method != "lora":
-        raise AdapterError(f"{run_dir}: a {method} run, not LoRA: only LoRA runs share a backbone as adapters")
+        raise AdapterError(
+            f"{run_dir}: a {method} run, not LoRA: only a LoRA run's low-rank updates (B·A added to a layer's "
+            "output) share a backbone as adapters here; serve it alone"
+        )
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (run_dir / ADAPTER_DIR / name).is_file():
             raise AdapterError(f"{run_dir / ADAPTER_DIR / name}: not found (adapters are read from safetensors only)")

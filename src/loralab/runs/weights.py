@@ -3,10 +3,11 @@ back into a model (:func:`load_model`, the one way a model is built from a run d
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from loralab.errors import RunDirError
-from loralab.models.methods.adapter_format import ADAPTER_WEIGHTS
+from loralab.models.methods.adapter_format import ADAPTER_METHODS, ADAPTER_WEIGHTS
 from loralab.runs.layout import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 
 
@@ -15,12 +16,13 @@ def save_weights(model, method: str, run_dir: Path, tokenizer) -> None:
     from safetensors.torch import save_file
 
     from loralab.models.backbones import head_module_names, quiet_transformers
+    from loralab.models.methods import save_adapter
 
-    if method == "lora":
-        # LoRA never trains the embeddings; saying so keeps peft from asking the hub whether the
-        # base model (named by its hub id) has another vocabulary
+    if method in ADAPTER_METHODS:
+        # a peft adapter folder that loads onto the original base model: PiSSA/OLoRA as the plain LoRA
+        # delta, AdaLoRA with the rank pattern in use (models.methods.save_adapter)
         with quiet_transformers():
-            model.save_pretrained(run_dir / ADAPTER_DIR, save_embedding_layers=False)
+            save_adapter(model, run_dir / ADAPTER_DIR)
     elif method == "full":
         with quiet_transformers():
             model.save_pretrained(run_dir / MODEL_DIR)
@@ -38,7 +40,7 @@ def save_weights(model, method: str, run_dir: Path, tokenizer) -> None:
 def require_safetensors(run_dir: Path, meta: dict) -> None:
     """Refuse a run whose trained weights are not in safetensors (nothing is ever unpickled)."""
     method = meta["config"]["method"]["method"]
-    if method == "lora":
+    if method in ADAPTER_METHODS:
         needed = run_dir / ADAPTER_DIR / ADAPTER_WEIGHTS
         ok = needed.exists()
     elif method == "full":
@@ -56,7 +58,8 @@ def load_model(run_dir: Path, run_config: dict, merge: bool = True):
     one way a model is built from a run directory (``predict``, ``serve``, ``export``, the
     predictions a run writes of itself).
 
-    ``merge=True`` folds LoRA into the backbone weights, so adapters cost nothing at inference.
+    ``merge=True`` folds an adapter method's update (LoRA, DoRA, VeRA, (IA)³, AdaLoRA) into the
+    backbone weights, so adapters cost nothing at inference.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -70,7 +73,7 @@ def load_model(run_dir: Path, run_config: dict, merge: bool = True):
     if method == "full":
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(run_dir / MODEL_DIR, use_safetensors=True)
-    elif method == "lora":
+    elif method in ADAPTER_METHODS:
         model = lora_model(base, label_names, run_dir / ADAPTER_DIR, tokenizer.pad_token_id, merge=merge)
     else:
         from safetensors.torch import load_file
@@ -86,12 +89,17 @@ def load_model(run_dir: Path, run_config: dict, merge: bool = True):
 
 def lora_model(base: str, label_names: list[str], adapter_dir: Path, pad_token_id: int | None, merge: bool = True):
     """The backbone ``base`` with the peft adapter in ``adapter_dir`` (a run's ``adapter/`` or an
-    adapter export), merged into its weights unless ``merge=False``."""
+    adapter export; LoRA or any of :data:`ADAPTER_METHODS`: peft reads the kind from its config),
+    merged into its weights unless ``merge=False``."""
     from peft import PeftModel
 
     from loralab.models.backbones import build_model, quiet_transformers
+    from loralab.models.methods import merge_and_unload
 
     model = build_model(base, label_names, pad_token_id)
-    with quiet_transformers():
+    with quiet_transformers(), warnings.catch_warnings():
+        # AdaLoRA: peft reads its rank pattern (which singular values are kept) as LoRA's (ranks by
+        # module name) too, finds no module of those names and says so; the pattern is applied all the same
+        warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match")
         model = PeftModel.from_pretrained(model, adapter_dir)
-    return model.merge_and_unload() if merge else model
+    return merge_and_unload(model) if merge else model

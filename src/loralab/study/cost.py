@@ -31,6 +31,8 @@ from loralab.errors import LoralabError
 #: sits between), full fine-tuning 0.0066. prelayer and head (without the feature cache) were not
 #: re-measured at 2 threads: they keep their ratio to full of the earlier 1-thread constants.
 TRAIN_SECONDS_PER_EXAMPLE = {"none": 0.0, "head": 0.0018, "lora": 0.0050, "prelayer": 0.0060, "full": 0.0066}
+#: Not measured yet: like LoRA, each backpropagates through the whole backbone for small updates.
+TRAIN_SECONDS_PER_EXAMPLE.update(dict.fromkeys(("bitfit", "ia3", "vera", "adalora"), TRAIN_SECONDS_PER_EXAMPLE["lora"]))
 #: Seconds per scored example (forward only, batch 64), MiniLM-L6, 2 threads.
 EVAL_SECONDS_PER_EXAMPLE = 0.0025
 #: Process start, imports, model load, saving weights and plots.

@@ -21,6 +21,7 @@ from torch import nn
 from loralab.config import RunConfig
 from loralab.errors import ConfigError
 from loralab.evaluation.metrics import classification_metrics
+from loralab.models.methods import attach_training_hooks
 from loralab.runtime import resolve_precision
 from loralab.training.batches import CachedHeadBatches, TokenBatches, device_batch
 from loralab.training.checkpoint import Checkpoints, reseed, set_rng_state
@@ -45,18 +46,33 @@ class FitResult:
     stopped: dict | None = None  # {"epoch", "reason"} when training ended before its last epoch
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, fused: bool = False, lora_plus_ratio: float | None = None
+) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; no weight decay on biases and normalisation weights.
     ``fused=True`` (CUDA and CPU) runs the update as one kernel per parameter group, which is
-    faster than the for-loop version on CPU too (bench/RESULTS.md)."""
-    decay, no_decay = [], []
+    faster than the for-loop version on CPU too (bench/RESULTS.md).
+
+    ``lora_plus_ratio`` R (LoRA+, ``--lora-plus-ratio``): the LoRA B matrices in a group of their own
+    at ``R * lr`` (the schedule scales every group alike); everything else, the head included, at
+    ``lr``. The first group is always at ``lr`` (the logged learning rate)."""
+    from loralab.models.methods.lora import is_lora_b
+
+    decay, no_decay, fast = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        if lora_plus_ratio is not None and is_lora_b(name):
+            fast.append(p)
+        else:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [
         g
-        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+        for g in (
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            {"params": fast, "weight_decay": weight_decay, "lr": lr * (lora_plus_ratio or 1.0)},
+        )
         if g["params"]
     ]
     return torch.optim.AdamW(groups, lr=lr, fused=fused)
@@ -124,8 +140,13 @@ def fit(
         task = TokenBatches(train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size)
     global_batches = LengthGroupedBatchSampler([len(x) for x in train_ids], tc.batch_size, tc.seed, tc.group_by_length)
     micro = RankMicroBatches(global_batches, world, rank, tc.grad_accum)
-    optimizer = make_optimizer(model, cfg.lr, tc.weight_decay, fused=device.type in ("cuda", "cpu"))
+    optimizer = make_optimizer(
+        model, cfg.lr, tc.weight_decay, fused=device.type in ("cuda", "cpu"), lora_plus_ratio=cfg.method.lora_plus_ratio
+    )
     total = micro.steps_per_epoch * tc.epochs
+    # once per optimizer step from here on, e.g. AdaLoRA's update_and_allocate (an optimizer hook: it
+    # needs the gradients after optimizer.step(), and TrainStep.update frees them in the same call)
+    attach_training_hooks(model, optimizer, total)
     scheduler = linear_schedule(optimizer, int(tc.warmup_ratio * total), total)
     step = TrainStep(
         model,

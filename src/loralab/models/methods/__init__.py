@@ -4,23 +4,31 @@
 |------------|---------------------------------------------------------------|
 | ``none``     | nothing (evaluates the untrained model)                      |
 | ``head``     | the classification head only (``models.backbones.head_module_names``) |
-| ``lora``     | LoRA adapters on the target modules + the head                |
+| ``lora``     | LoRA adapters on the target modules + the head (``lora.py``: DoRA, rsLoRA, the initialisations, LoRA+) |
 | ``full``     | every parameter                                               |
 | ``prelayer`` | token and position embeddings + the head                      |
+| ``bitfit``   | every bias of the model + the head                            |
+| ``ia3``      | (IA)³ scaling vectors + the head (``vectors.py``)             |
+| ``vera``     | VeRA's scaling vectors over shared random matrices + the head (``vectors.py``) |
+| ``adalora``  | AdaLoRA's SVD-form adapters, whose rank budget shrinks as training goes + the head (``adalora.py``) |
 
-:func:`apply_method` returns the model to train (for ``lora`` a peft model) and
-:func:`param_table` reports exactly which parameters train.
+:func:`apply_method` returns the model to train (for the adapter methods a peft model),
+:func:`param_table` reports exactly which parameters train, :func:`attach_training_hooks` gives a
+method what it needs from the optimizer (AdaLoRA's schedule) and :func:`save_adapter` writes an
+adapter method's model as a peft adapter folder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
 from loralab.config import MethodConfig
 from loralab.errors import ConfigError
 from loralab.models.backbones import Family, family_of, head_module_names, num_layers, parse_layers
+from loralab.models.methods.adapter_format import ADAPTER_METHODS
 
 
 def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
@@ -31,9 +39,11 @@ def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
         from loralab.models.methods.lora import inject_lora
 
         return inject_lora(model, cfg, family, heads)
+    if cfg.method in ADAPTER_METHODS:
+        return _inject_peft(model, cfg, family, heads)
     for p in model.parameters():
         p.requires_grad_(cfg.method == "full")
-    if cfg.method in ("head", "prelayer"):
+    if cfg.method in ("head", "prelayer", "bitfit"):
         for name in heads:
             for p in model.get_submodule(name).parameters():
                 p.requires_grad_(True)
@@ -41,7 +51,84 @@ def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
         for module in embedding_modules(model, family):
             for p in module.parameters():
                 p.requires_grad_(True)
+    if cfg.method == "bitfit":  # BitFit (Ben Zaken et al., 2022): every bias term, LayerNorm's too
+        for name, p in model.named_parameters():
+            if name.rsplit(".", 1)[-1] == "bias":
+                p.requires_grad_(True)
     return model
+
+
+def _inject_peft(model: nn.Module, cfg: MethodConfig, family: Family, heads: list[str]) -> nn.Module:
+    """VeRA, (IA)³ or AdaLoRA through peft, the head trained in full (``modules_to_save``)."""
+    from peft import get_peft_model
+
+    from loralab.models.methods.lora import make_portable
+
+    targets, layers, _ = lora_settings(model.config, cfg)
+    if cfg.method == "vera":
+        from loralab.models.methods.vectors import vera_config
+
+        pconf = vera_config(targets, layers, family, cfg, heads)
+    elif cfg.method == "ia3":
+        from loralab.models.methods.vectors import ia3_config
+
+        pconf = ia3_config(family, cfg, layers, heads)
+    else:
+        from loralab.models.methods.adalora import adalora_config
+
+        pconf = adalora_config(targets, layers, family, cfg, heads)
+    try:
+        peft_model = get_peft_model(model, pconf)
+    except ValueError as e:
+        raise ConfigError(f"--method {cfg.method}: {str(e).splitlines()[0]}") from None
+    make_portable(peft_model.peft_config["default"], heads)
+    for name, p in peft_model.named_parameters():
+        if "ranknum" in name.split("."):  # AdaLoRA's rank counter (moving it to meta makes it trainable)
+            p.requires_grad_(False)
+    return peft_model
+
+
+def attach_training_hooks(model: nn.Module, optimizer, total_steps: int) -> None:
+    """What a method needs from the optimizer, attached once before training: AdaLoRA's rank
+    schedule over ``total_steps`` optimizer steps (``adalora.AdaLoraSchedule``); nothing for the others."""
+    configs = getattr(model, "peft_config", None)
+    if isinstance(configs, dict) and getattr(configs.get("default"), "peft_type", None) == "ADALORA":
+        from loralab.models.methods.adalora import AdaLoraSchedule
+
+        AdaLoraSchedule(model, optimizer, total_steps)
+
+
+def save_adapter(model: nn.Module, directory: Path) -> None:
+    """Write an adapter method's model (:data:`ADAPTER_METHODS`) as a peft adapter folder that
+    ``PeftModel.from_pretrained`` loads onto the original base model: PiSSA/OLoRA as the plain LoRA
+    delta, AdaLoRA with the rank pattern of its singular values in use. The embeddings never train
+    (saying so keeps peft from asking the hub whether the base model has another vocabulary)."""
+    from loralab.models.methods.adalora import saved_rank_pattern, tuner_of
+    from loralab.models.methods.lora import save_lora_adapter
+
+    if tuner_of(model) is not None:
+        with saved_rank_pattern(model):
+            model.save_pretrained(directory, save_embedding_layers=False)
+    else:  # LoRA (either impl), VeRA, (IA)³
+        save_lora_adapter(model, directory)
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """An adapter method's peft model with its update folded into the base weights: the plain
+    transformers model. The trained head copies (``modules_to_save``) are put in place first: peft's
+    generic unloading, which VeRA and (IA)³ use, copies a ``weight`` onto each unwrapped module and
+    fails on a head that has none (RoBERTa's ``classifier``: ``dense`` + ``out_proj``)."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    inner = model.get_base_model()
+    for name, module in list(inner.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, child = name.rpartition(".")
+            trained = (
+                module.modules_to_save[module.active_adapter] if module.active_adapters else module.original_module
+            )
+            setattr(inner.get_submodule(parent) if parent else inner, child, trained)
+    return model.merge_and_unload()
 
 
 def embedding_modules(model: nn.Module, family: Family) -> list[nn.Module]:
@@ -75,7 +162,9 @@ def resolve_targets(names: list[str] | None, family: Family) -> list[str]:
 # Parameter accounting
 # ---------------------------------------------------------------------------------------------
 
-GROUP_ORDER = ("embeddings", "layers", "lora", "head", "other")
+#: ``lora``: LoRA's matrices (DoRA's magnitudes, AdaLoRA's singular values and rank counters too);
+#: ``adapter``: the vectors of VeRA and (IA)³
+GROUP_ORDER = ("embeddings", "layers", "lora", "adapter", "head", "other")
 
 
 @dataclass
@@ -130,8 +219,10 @@ class ParamTable:
 
 def _group_of(name: str, heads: list[str], layers_pattern: str) -> str:
     parts = name.split(".")
-    if any(p.startswith("lora_") for p in parts):
+    if any(p.startswith("lora_") or p == "ranknum" for p in parts):
         return "lora"
+    if any(p.startswith(("vera_", "ia3_")) for p in parts):
+        return "adapter"
     # peft wraps the model as base_model.model.<name>; strip that prefix
     if parts[:2] == ["base_model", "model"]:
         parts = parts[2:]
