@@ -54,7 +54,6 @@ def add_inference_flags(parser) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from loralab.data import read_text_lines
-    from loralab.training.run import load_run
 
     texts = list(args.texts)
     if not args.run:
@@ -82,14 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 for name, p in row["adapters"].items():
                     print(f"{name}\t{p['label_name']}\t{p['confidence']:.4f}\t{row['text']}")
         return 0
-    from loralab.inference.predictor import Predictor
-    from loralab.runs.exported import is_model_folder
-
-    run = args.run[0]
-    run_dir = run if is_model_folder(run) else load_run(run).run_dir  # an export, or a run
-    preds = Predictor.from_run(
-        run_dir, device=args.device, batch_size=args.batch_size, precision=args.precision, compile=args.compile
-    ).predict(texts)
+    preds = load_one(args).predict(texts)
     if args.json:
         keys = ("text", "label", "label_name", "confidence")
         print(json.dumps([{k: p[k] for k in keys} for p in preds], ensure_ascii=False, indent=1))
@@ -97,3 +89,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for p in preds:
             print(f"{p['label_name']}\t{p['confidence']:.4f}\t{p['text']}")
     return 0
+
+
+def load_one(args: argparse.Namespace):
+    """The predictor of ``--run``: a run, an export, or an ONNX export (straight to onnxruntime's
+    predictor: no PyTorch model is built and loralab's training modules are not imported, seconds
+    of a short command)."""
+    from loralab.runs.exported import is_model_folder, is_onnx_export
+
+    run = args.run[0]
+    options = {
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "compile": args.compile,
+    }
+    if is_onnx_export(run):
+        from loralab.inference.onnx import OnnxPredictor
+
+        return OnnxPredictor.from_folder(run, **options)
+    from loralab.inference.predictor import Predictor
+    from loralab.training.run import load_run
+
+    run_dir = run if is_model_folder(run) else load_run(run).run_dir  # an export, or a run
+    return Predictor.from_run(run_dir, **options)

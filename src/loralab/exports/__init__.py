@@ -9,12 +9,14 @@ Two kinds of export, each with a model card (``README.md``) and ``export.json``:
       README.md, export.json                       README.md, export.json
 
 A merged export loads with plain ``AutoModelForSequenceClassification.from_pretrained`` or
-``pipeline("text-classification")``: neither loralab nor peft is needed.
+``pipeline("text-classification")``: neither loralab nor peft is needed. A third kind,
+``--format onnx [--quantize int8]`` (:mod:`~loralab.exports.onnx`, the ``onnx`` extra), is the
+merged model as an ONNX graph for onnxruntime, with the tokenizer.
 
 The package: :mod:`~loralab.exports.writer` writes the folder (atomically, safetensors only, checked
 against the run's predictions), :mod:`~loralab.exports.model_card` its card,
-:mod:`~loralab.exports.portable` how it names its base model and head, the sub-command is
-:mod:`loralab.cli.export`. Reading an export back (merged or adapter) is :mod:`loralab.runs.exported`'s job; its
+:mod:`~loralab.exports.portable` how it names its base model and head; the sub-command is
+:mod:`loralab.cli.export`. Reading an export back is :mod:`loralab.runs.exported`'s job; its
 readers are re-exported here for their callers.
 """
 

@@ -31,13 +31,18 @@ def accuracy_from_predictions(path: Path) -> tuple[int, int] | None:
     return sum(r["label"] == r["prediction"] for r in rows), len(rows)
 
 
-def model_card(run, kind: str, files: dict[str, str], title: str, max_length: int) -> str:
+def model_card(run, kind: str, files: dict[str, str], title: str, max_length: int, quantize: str | None = None) -> str:
     """The ``README.md`` of an export: Hub metadata, then how to load it, labels, training, data,
-    metrics with a 95% Wilson interval of accuracy, files and versions."""
+    metrics with a 95% Wilson interval of accuracy, files and versions. ``quantize``: an ONNX
+    export's quantisation (``int8``), if any."""
     from huggingface_hub import ModelCard
 
-    text = "\n".join(_text(run, kind, files, title, max_length))
+    text = "\n".join(_text(run, kind, files, title, max_length, quantize))
     return str(ModelCard(f"---\n{card_data(run, kind, title).to_yaml(original_order=LEADING_KEYS)}\n---\n\n{text}"))
+
+
+#: The card's library per export kind (``transformers`` for a merged export).
+LIBRARIES = {"adapter": "peft", "onnx": "onnx"}
 
 
 def card_data(run, kind: str, title: str):
@@ -48,9 +53,9 @@ def card_data(run, kind: str, title: str):
     method = run.config.method.method
     results = eval_results(run)
     return ModelCardData(
-        library_name="peft" if kind == "adapter" else "transformers",
+        library_name=LIBRARIES.get(kind, "transformers"),
         pipeline_tag="text-classification",
-        tags=["loralab", "text-classification", method] + (["peft"] if kind == "adapter" else []),
+        tags=["loralab", "text-classification", method] + ([LIBRARIES[kind]] if kind in LIBRARIES else []),
         base_model=base_model_id(run) if base_is_on_hub(run) else None,
         metrics=sorted({r.metric_type for r in results}) or None,
         model_name=title if results else None,
@@ -172,7 +177,53 @@ def _merge_note() -> str:
     return "For a folder that loads without peft, export with `loralab export RUN --out DIR --merge`.\n"
 
 
-def _text(run, kind: str, files: dict[str, str], title: str, max_length: int) -> list[str]:
+def _onnx_use(max_length: int, quantize: str | None) -> list[str]:
+    """The card's loading instructions for an ONNX export: loralab, then plain onnxruntime."""
+    what = (
+        "`model.onnx` is the merged model (LoRA folded in) with int8 weights (onnxruntime's dynamic "
+        "quantisation: labels may differ from the fp32 model's on near-ties)"
+        if quantize == "int8"
+        else "`model.onnx` is the merged model (LoRA folded in), in fp32: its logits are the PyTorch model's"
+    )
+    return [
+        f"{what}. It takes `input_ids` and `attention_mask` (int64, `[batch, sequence]`, padded on the "
+        "right) and returns `logits` (float32, `[batch, labels]`).",
+        "",
+        'With loralab: `loralab predict PATH/TO/THIS/FOLDER "a gorgeous film"`, `loralab serve PATH/TO/THIS/FOLDER` '
+        "(`pip install 'loralab[onnx]'`).",
+        "",
+        "With plain onnxruntime and the saved tokenizer (`pip install onnxruntime transformers`; no torch needed):",
+        "",
+        "```python",
+        "import json",
+        "",
+        "import numpy as np",
+        "import onnxruntime as ort",
+        "from transformers import AutoTokenizer",
+        "",
+        'folder = "PATH/TO/THIS/FOLDER"',
+        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        'session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])',
+        'with open(f"{folder}/config.json", encoding="utf-8") as f:',
+        '    id2label = json.load(f)["id2label"]',
+        "",
+        'texts = ["a gorgeous, witty film", "a tedious mess"]',
+        f'batch = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, return_tensors="np")',
+        'inputs = {name: batch[name].astype(np.int64) for name in ("input_ids", "attention_mask")}',
+        'logits = session.run(["logits"], inputs)[0]',
+        "probs = np.exp(logits - logits.max(axis=1, keepdims=True))",
+        "probs /= probs.sum(axis=1, keepdims=True)",
+        "for text, p in zip(texts, probs):",
+        "    print(id2label[str(p.argmax())], round(float(p.max()), 4), text)",
+        "```",
+        "",
+        f"Texts are cut to {max_length} tokens, as in training. Feed only `input_ids` and `attention_mask` "
+        "(not `token_type_ids`).",
+        "",
+    ]
+
+
+def _text(run, kind: str, files: dict[str, str], title: str, max_length: int, quantize: str | None = None) -> list[str]:
     """The card's Markdown body, one list item per line."""
     cfg, meta, res = run.config, run.meta, run.results
     method = cfg.method.method
@@ -205,6 +256,8 @@ def _text(run, kind: str, files: dict[str, str], title: str, max_length: int) ->
             "`model_max_length` is set to that length).",
             "",
         ]
+    elif kind == "onnx":
+        lines += _onnx_use(max_length, quantize)
     else:
         lines += _adapter_use(run, id2label)
     lines += ["## Labels", "", "| id | label |", "|---:|---|"]

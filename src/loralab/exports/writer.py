@@ -1,10 +1,11 @@
-"""Writing an export: the merged model or the adapter, ``export.json`` with the files' sha256, and
-the check that a merged export reproduces the run's saved predictions before it is published.
+"""Writing an export: the merged model, the adapter or the ONNX model (:mod:`loralab.exports.onnx`),
+``export.json`` with the files' sha256, and the check that a merged (or ONNX) export reproduces the
+run's saved predictions before it is published.
 
 The folder is built in a hidden staging folder and renamed into place, so a failed export never
 leaves a half-written folder; a merged export is reloaded from the staging folder and checked
 against the run's saved validation predictions before it is renamed. Weights are written as
-safetensors only.
+safetensors (or inside ``model.onnx``) only, never as pickles.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loralab.data import sha256_file
+from loralab.errors import ConfigError
 from loralab.exports.model_card import CARD_FILE, model_card
 from loralab.exports.portable import base_model_id, base_source, saved_modules
 from loralab.files import atomic_dir, atomic_write_json, atomic_write_text, file_mode
@@ -33,13 +35,15 @@ EXPORT_SCHEMA_VERSION = 1
 VERIFY_EXAMPLES = 64
 #: Largest allowed |confidence difference| between the export and the run's saved predictions.
 VERIFY_ATOL = 1e-3
+#: ``--format``: a transformers folder (or peft adapter), or ONNX.
+EXPORT_FORMATS = ("transformers", "onnx")
 #: Weight files an export never contains: they would be unpickled by whoever loads them.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 @dataclass
 class ExportResult:
-    """What :func:`export_run` wrote: the folder, its kind (``merged`` or ``adapter``) and its files."""
+    """What :func:`export_run` wrote: the folder, its kind (``merged``, ``adapter`` or ``onnx``) and its files."""
 
     path: Path
     kind: str
@@ -47,30 +51,51 @@ class ExportResult:
     checked: int  # validation predictions the export was checked against (0: not checked)
 
 
-def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, overwrite: bool = False) -> ExportResult:
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    merge: bool = False,
+    overwrite: bool = False,
+    format: str = "transformers",
+    quantize: str | None = None,
+) -> ExportResult:
     """Export a complete run to ``out`` (see :mod:`loralab.exports`). ``merge`` only matters for
-    LoRA runs: other methods always export the full model."""
+    LoRA runs: other methods always export the full model. ``format="onnx"`` writes the merged
+    model as ``model.onnx`` (:mod:`loralab.exports.onnx`; ``quantize="int8"``: quantised)."""
     from loralab.training.run import load_run
 
+    if format not in EXPORT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    if quantize is not None and format != "onnx":
+        raise ConfigError(f"--quantize {quantize}: only with --format onnx")
     run = load_run(run_dir)
     out = Path(out)
     _check_out(run.run_dir, out)
     method = run.config.method.method
-    kind = "merged" if merge or method != "lora" else "adapter"
-    if merge and method != "lora":
+    kind = "onnx" if format == "onnx" else "merged" if merge or method != "lora" else "adapter"
+    if merge and method != "lora" and kind != "onnx":
         log.info("method %s has no adapter: exporting the full model (--merge changes nothing)", method)
     require_safetensors(run.run_dir, run.meta)
 
+    onnx_meta = None
     with atomic_dir(out, overwrite=overwrite) as staging:
-        if kind == "adapter":
+        if kind == "onnx":
+            from loralab.exports.onnx import write_onnx  # onnx, onnxruntime: only for this format
+
+            written = write_onnx(run, staging, quantize)
+            max_length, checked, onnx_meta = written.max_length, written.checked, written.meta
+        elif kind == "adapter":
             _write_adapter(run, staging)
             max_length, checked = run.config.data.max_length, 0
         else:
             max_length = _write_merged(run, staging)
             checked = _verify(run, staging)
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        atomic_write_json(staging / EXPORT_FILE, _export_meta(run, kind, files, max_length))
-        atomic_write_text(staging / CARD_FILE, model_card(run, kind, files, out.name, max_length))
+        meta = _export_meta(run, kind, files, max_length)
+        if onnx_meta:
+            meta["onnx"] = onnx_meta
+        atomic_write_json(staging / EXPORT_FILE, meta)
+        atomic_write_text(staging / CARD_FILE, model_card(run, kind, files, out.name, max_length, quantize))
         bad = [p.name for p in staging.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if bad:
             raise ExportError(f"{out}: refusing to write pickle weights ({', '.join(bad)})")

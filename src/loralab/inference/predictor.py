@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,10 +15,13 @@ from loralab.evaluation.metrics import softmax
 from loralab.files import read_json
 from loralab.inference.batched import batched_logits
 from loralab.models.backbones import length_cap
-from loralab.runs.exported import is_model_folder, load_export
+from loralab.runs.exported import is_model_folder, is_onnx_export, load_export
 from loralab.runs.layout import CONFIG_FILE
 from loralab.runs.weights import load_model
 from loralab.runtime import pick_device
+
+if TYPE_CHECKING:
+    from loralab.inference.onnx import OnnxPredictor
 
 
 class Predictor:
@@ -63,9 +67,9 @@ class Predictor:
         batch_size: int | None = None,
         precision: str = "fp32",
         compile: bool = False,
-    ) -> Predictor:
-        """Load a run directory (complete or being finalised) in this process; an export (merged or
-        adapter, :mod:`loralab.runs.exported`) loads too."""
+    ) -> Predictor | OnnxPredictor:
+        """Load a run directory (complete or being finalised) in this process; an export (merged,
+        adapter or ONNX, :mod:`loralab.runs.exported`) loads too."""
         run_dir = Path(run_dir)
         if is_model_folder(run_dir):
             return load_export_predictor(
@@ -124,11 +128,18 @@ def load_export_predictor(
     max_length: int | None = None,
     precision: str = "fp32",
     compile: bool = False,
-) -> Predictor:
+) -> Predictor | OnnxPredictor:
     """A :class:`Predictor` for a merged export, an adapter export (merged into its base on load),
     or any transformers sequence-classification folder (:func:`loralab.runs.exported.load_export`).
     ``max_length`` defaults to ``export.json``'s, else the tokenizer's (capped at the model's
-    positions)."""
+    positions). An ONNX export (``loralab export --format onnx``) gives an
+    :class:`~loralab.inference.onnx.OnnxPredictor` (same interface, run by onnxruntime)."""
+    if is_onnx_export(folder):
+        from loralab.inference.onnx import OnnxPredictor  # onnxruntime: only for an ONNX export
+
+        return OnnxPredictor.from_folder(
+            folder, device=device, batch_size=batch_size, max_length=max_length, precision=precision, compile=compile
+        )
     model, tokenizer, names, meta = load_export(folder)
     if max_length is None:
         max_length = meta.get("max_length") or int(tokenizer.model_max_length)

@@ -17,6 +17,8 @@ from loralab.errors import LoralabError
 from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 EXPORT_FILE = "export.json"
+#: The model file of an ONNX export (``loralab export --format onnx``), read by onnxruntime.
+ONNX_FILE = "model.onnx"
 
 
 class ExportError(LoralabError):
@@ -49,10 +51,17 @@ def is_adapter_export(folder: Path) -> bool:
     return (folder / ADAPTER_CONFIG).is_file() and (folder / EXPORT_FILE).is_file()
 
 
+def is_onnx_export(folder: Path) -> bool:
+    """A folder written by ``loralab export --format onnx``: ``model.onnx`` + ``export.json`` (read by
+    :class:`loralab.inference.onnx.OnnxPredictor`, not by :func:`load_export`)."""
+    folder = Path(folder)
+    return (folder / ONNX_FILE).is_file() and (folder / EXPORT_FILE).is_file()
+
+
 def is_model_folder(folder: Path) -> bool:
-    """A folder :func:`load_export` reads (a transformers classifier folder or an adapter
-    export), as opposed to a run directory."""
-    return is_transformers_folder(folder) or is_adapter_export(folder)
+    """A folder an export predictor reads (a transformers classifier folder, an adapter export or an
+    ONNX export), as opposed to a run directory."""
+    return is_onnx_export(folder) or is_transformers_folder(folder) or is_adapter_export(folder)
 
 
 def load_export(folder: str | Path) -> tuple[object, object, list[str], dict]:
@@ -60,6 +69,10 @@ def load_export(folder: str | Path) -> tuple[object, object, list[str], dict]:
     (merged into its base on load), or any transformers sequence-classification folder. Weights
     only from safetensors, never remote code."""
     folder = Path(folder)
+    if is_onnx_export(folder):
+        raise ExportError(
+            f"{folder}: an ONNX export ({ONNX_FILE}): it runs through onnxruntime, not as a PyTorch model"
+        )
     meta = read_export_meta(folder) or {}
     if is_adapter_export(folder):
         model, tokenizer, names = _load_adapter_export(folder, meta)
