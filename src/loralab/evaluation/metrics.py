@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -25,6 +24,9 @@ def classification_metrics(labels: Sequence[int], logits: np.ndarray) -> dict:
     """accuracy, f1 (positive class = id 1 for binary tasks; macro F1 otherwise), f1_macro,
     precision, recall (same averaging as f1), loss and the confusion matrix
     (rows = true label, columns = prediction)."""
+    # here, not at the top: scoring a text needs only softmax, and scikit-learn costs a second to import
+    from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
+
     y = np.asarray(labels)
     logits = np.asarray(logits, dtype=np.float64)
     n_classes = logits.shape[1]

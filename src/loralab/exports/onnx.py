@@ -187,18 +187,12 @@ def _saved_predictions(run) -> list[dict]:
 def _check_fp32(run, predictor: OnnxPredictor, rows: list[dict]) -> int:
     """The fp32 graph must give the run's saved confidences (within VERIFY_ATOL) and labels (but
     on ties); returns how many predictions were compared."""
-    from loralab.exports.writer import VERIFY_ATOL
+    from loralab.exports.writer import disagreements
 
     if not rows:
         return 0
     preds = predictor.predict([r["text"] for r in rows])
-    tie = 1.0 / len(run.label_names) + VERIFY_ATOL
-    bad = [
-        i
-        for i, (r, p) in enumerate(zip(rows, preds, strict=True))
-        if abs(p["confidence"] - r["confidence"]) > VERIFY_ATOL
-        or (p["label"] != r["prediction"] and r["confidence"] > tie)
-    ]
+    bad = disagreements(rows, preds, len(run.label_names))
     if bad:
         i = bad[0]
         raise ExportError(

@@ -160,13 +160,7 @@ def _verify(run, staging: Path) -> int:
 
     predictor = load_export_predictor(staging, device="cpu")
     preds = predictor.predict([r["text"] for r in rows])
-    tie = 1.0 / len(run.label_names) + VERIFY_ATOL  # below this the recorded argmax may be a tie
-    bad = [
-        i
-        for i, (r, p) in enumerate(zip(rows, preds, strict=True))
-        if abs(p["confidence"] - r["confidence"]) > VERIFY_ATOL
-        or (p["label"] != r["prediction"] and r["confidence"] > tie)
-    ]
+    bad = disagreements(rows, preds, len(run.label_names))
     if bad:
         i = bad[0]
         raise ExportError(
@@ -199,3 +193,16 @@ def _export_meta(run, kind: str, files: dict[str, str], max_length: int) -> dict
             "base_model_path": base_source(run.config.model.model),
         },
     }
+
+
+def disagreements(rows: list[dict], preds: list[dict], n_labels: int) -> list[int]:
+    """Where an export's predictions differ from the run's saved ones (``predictions_*.csv`` rows):
+    a confidence off by more than :data:`VERIFY_ATOL`, or another label where the saved argmax was
+    no tie (below ``1/n_labels + VERIFY_ATOL`` the recorded argmax may be one)."""
+    tie = 1.0 / n_labels + VERIFY_ATOL
+    return [
+        i
+        for i, (r, p) in enumerate(zip(rows, preds, strict=True))
+        if abs(p["confidence"] - r["confidence"]) > VERIFY_ATOL
+        or (p["label"] != r["prediction"] and r["confidence"] > tie)
+    ]

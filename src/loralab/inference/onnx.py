@@ -18,6 +18,7 @@ import numpy as np
 
 from loralab.data import encode, length_sorted_batches
 from loralab.errors import ConfigError, LoralabError
+from loralab.inference.rows import prediction_rows
 from loralab.runs.exported import EXPORT_FILE, ONNX_FILE, ExportError, read_export_meta
 
 #: What installs the ONNX dependencies.
@@ -165,28 +166,7 @@ class OnnxPredictor:
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """One dict per text, in input order: text, label (id), label_name, confidence, probabilities."""
-        probs = _softmax(self.logits(texts).astype(np.float64)) if len(texts) else np.zeros((0, 0))
-        out = []
-        for text, p in zip(texts, probs):
-            k = int(p.argmax())
-            out.append(
-                {
-                    "text": text,
-                    "label": k,
-                    "label_name": self.label_names[k],
-                    "confidence": float(p[k]),
-                    "probabilities": [float(x) for x in p],
-                }
-            )
-        return out
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """:func:`loralab.evaluation.metrics.softmax`, without importing scikit-learn (which that
-    module needs, and which would add about a second to every ``loralab predict`` of an ONNX export)."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+        return prediction_rows(texts, self.logits(texts) if len(texts) else [], self.label_names)
 
 
 def pad(ids: Sequence[Sequence[int]], idx: Sequence[int], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,9 +11,9 @@ import torch
 
 from loralab.data import encode
 from loralab.errors import ConfigError
-from loralab.evaluation.metrics import softmax
 from loralab.files import read_json
 from loralab.inference.batched import batched_logits
+from loralab.inference.rows import prediction_rows
 from loralab.models.backbones import length_cap
 from loralab.runs.exported import is_model_folder, is_onnx_export, load_export
 from loralab.runs.layout import CONFIG_FILE
@@ -105,20 +105,7 @@ class Predictor:
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """One dict per text, in input order: text, label (id), label_name, confidence, probabilities."""
-        probs = softmax(self.logits(texts).astype(np.float64)) if len(texts) else np.zeros((0, 0))
-        out = []
-        for text, p in zip(texts, probs):
-            k = int(p.argmax())
-            out.append(
-                {
-                    "text": text,
-                    "label": k,
-                    "label_name": self.label_names[k],
-                    "confidence": float(p[k]),
-                    "probabilities": [float(x) for x in p],
-                }
-            )
-        return out
+        return prediction_rows(texts, self.logits(texts) if len(texts) else [], self.label_names)
 
 
 def load_export_predictor(
