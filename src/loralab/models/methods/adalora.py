@@ -29,6 +29,7 @@ from torch import nn
 
 from loralab.config import MethodConfig
 from loralab.models.backbones import Family
+from loralab.models.methods.lora import placement
 
 #: The schedule as fractions of the run's optimizer steps, from the AdaLoRA paper's SST-2 setting
 #: (DeBERTaV3-base, 24 epochs of batch 32 = ~50,500 steps): t_i 6,000 steps of warm-up at the full
@@ -53,11 +54,7 @@ def adalora_config(targets: list[str], layers: list[int] | None, family: Family,
         target_r=cfg.adalora_target_rank(),
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=targets,
-        layers_to_transform=layers,
-        layers_pattern=family.layers_pattern if layers is not None else None,
-        fan_in_fan_out=family.fan_in_fan_out,
-        modules_to_save=list(heads),
+        **placement(targets, layers, family, heads),
         orth_reg_weight=ORTH_REG_WEIGHT,
         total_step=1,
     )

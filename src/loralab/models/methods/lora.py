@@ -33,6 +33,19 @@ MUTATING_INITS = ("pissa", "olora")
 INITIAL_ADAPTER = "loralab_initial_adapter"
 
 
+def placement(targets: list[str], layers: list[int] | None, family: Family, heads: list[str]) -> dict:
+    """Where a peft adapter goes, as every peft config of loralab's spells it (LoRA, VeRA,
+    AdaLoRA): its target modules, the layers (``--layers``), the family's weight layout, and the
+    head trained and saved beside it."""
+    return {
+        "target_modules": targets,
+        "layers_to_transform": layers,
+        "layers_pattern": family.layers_pattern if layers is not None else None,
+        "fan_in_fan_out": family.fan_in_fan_out,
+        "modules_to_save": list(heads),
+    }
+
+
 def peft_config(model_config, cfg: MethodConfig, heads: list[str]):
     """The ``peft.LoraConfig`` equivalent of ``cfg`` for this model."""
     from peft import LoraConfig
@@ -45,11 +58,7 @@ def peft_config(model_config, cfg: MethodConfig, heads: list[str]):
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=targets,
-        layers_to_transform=layers,
-        layers_pattern=family.layers_pattern if layers is not None else None,
-        fan_in_fan_out=family.fan_in_fan_out,
-        modules_to_save=list(heads),
+        **placement(targets, layers, family, heads),
         bias="none",
         use_dora=bool(cfg.dora),
         use_rslora=bool(cfg.rslora),

@@ -20,6 +20,7 @@ import re
 
 from loralab.config import TARGET_PRESETS, MethodConfig
 from loralab.models.backbones import Family
+from loralab.models.methods.lora import placement
 
 #: Per family: the (IA)³ positions (module paths inside a transformer block) and, among them, the
 #: feed-forward down projection, rescaled at its input. BERT's ``output.dense`` is the block's own
@@ -41,12 +42,8 @@ def vera_config(targets: list[str], layers: list[int] | None, family: Family, cf
     return VeraConfig(
         task_type="SEQ_CLS",
         r=cfg.rank,
-        target_modules=targets,
-        layers_to_transform=layers,
-        layers_pattern=family.layers_pattern if layers is not None else None,
         vera_dropout=cfg.dropout,
-        fan_in_fan_out=family.fan_in_fan_out,
-        modules_to_save=list(heads),
+        **placement(targets, layers, family, heads),
         save_projection=True,
     )
 
