@@ -461,6 +461,41 @@ def test_a_merged_export_reproduces_the_run(cli_runs, variant, tmp_path):
     assert not (tmp_path / "export" / "adapter_config.json").exists()
 
 
+@pytest.mark.parametrize("variant", ["vera", "ia3", "adalora"])
+def test_an_adapter_export_loads_in_plain_peft_and_predicts_like_the_run(cli_runs, variant, tmp_path):
+    """VeRA, IA3 and AdaLoRA export their peft adapter (not only a merged model): the card's plain-peft
+    snippet, run verbatim, and loralab's export predictor both reproduce the run's saved predictions."""
+
+    from loralab.exports.writer import export_run
+    from loralab.inference.predictor import load_export_predictor
+
+    folder = tmp_path / "export"
+    result = export_run(cli_runs[variant], folder)
+    assert result.kind == "adapter" and (folder / "adapter_config.json").is_file()
+    assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == variant.upper()
+    card = (folder / "README.md").read_text()
+    assert f"peft {dict(vera='VeRA', ia3='IA3', adalora='AdaLoRA')[variant]} adapter" in card
+    rows = loralab.load_run(cli_runs[variant]).predictions()
+    preds = load_export_predictor(folder, device="cpu").predict([r["text"] for r in rows])
+    assert [p["label"] for p in preds] == [r["prediction"] for r in rows]
+    scope: dict = {}
+    exec(re.search(r"```python\n(.*?)```", card, re.S).group(1).replace("PATH/TO/THIS/FOLDER", str(folder)), scope)
+    model, tok = scope["model"], scope["tok"]
+    with torch.no_grad():
+        for r in rows[:8]:
+            p = model(**tok(r["text"], return_tensors="pt")).logits.softmax(-1)[0]
+            assert float(p.max()) == pytest.approx(r["confidence"], abs=1e-4)
+
+
+def test_the_model_card_names_the_lora_variant(cli_runs, tmp_path):
+    from loralab.exports.writer import export_run
+
+    export_run(cli_runs["dora"], tmp_path / "dora", merge=True)
+    assert "DoRA" in (tmp_path / "dora" / "README.md").read_text()
+    export_run(cli_runs["adalora"], tmp_path / "adalora", merge=True)
+    assert "pruned to" in (tmp_path / "adalora" / "README.md").read_text()
+
+
 def test_the_many_adapter_server_refuses_what_is_not_a_lora_delta(cli_runs):
     from loralab.inference.adapters import MultiAdapterPredictor
     from loralab.inference.multilora import AdapterError

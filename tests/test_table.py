@@ -50,3 +50,13 @@ def test_settings_name_a_dropout_other_than_the_default():
     assert settings_of(config, 7.919e-4) == "r 32, α 64, all-linear, dropout 0.117, lr 0.0007919, seed 1"
     config["method"]["dropout"] = 0.1
     assert settings_of(config, 5e-4) == "r 32, α 64, all-linear, lr 0.0005, seed 1"
+
+
+def test_settings_name_the_lora_variant_and_the_vector_methods_rank():
+    lora = {"method": "lora", "rank": 16, "alpha": 32.0, "target_modules": ["all-linear"], "dora": True}
+    config = {"method": {**lora, "init": "pissa", "lora_plus_ratio": 16.0}, "train": {"seed": 42}, "data": {}}
+    assert settings_of(config, 1e-3) == "r 16, α 32, all-linear, DoRA, init pissa, LoRA+ ×16, lr 0.001"
+    config["method"] = {"method": "adalora", "rank": 12, "target_rank": 8}
+    assert settings_of(config, None) == "r 12→8"
+    config["method"] = {"method": "vera", "rank": 256, "layers": "top2"}
+    assert settings_of(config, None) == "r 256, layers top2"

@@ -15,8 +15,9 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
         help="write a run's model as a plain transformers folder (or its adapter, or ONNX) with a model card",
-        description="Export a run: with --merge (and for every non-LoRA method) a plain transformers model "
-        "folder that loads without loralab or peft; without --merge a LoRA run's peft adapter; with "
+        description="Export a run: with --merge (and for full, head, prelayer, bitfit) a plain transformers model "
+        "folder that loads without loralab or peft; without --merge a LoRA, VeRA, IA3 or AdaLoRA run's peft "
+        "adapter; with "
         "--format onnx the merged model as model.onnx for onnxruntime (--quantize int8: int8 weights). "
         "All come with a model card (README.md) and export.json.",
     )
@@ -25,7 +26,8 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--merge",
         action="store_true",
-        help="fold LoRA into the weights (a plain transformers model); without it a LoRA run exports its peft adapter",
+        help="fold the adapter into the weights (a plain transformers model); without it a LoRA, VeRA, IA3 or "
+        "AdaLoRA run exports its peft adapter",
     )
     p.add_argument(
         "--format",

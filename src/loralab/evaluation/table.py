@@ -42,7 +42,7 @@ DEFAULT_DROPOUT = next(f.default for f in fields(MethodConfig) if f.name == "dro
 
 def settings_of(config: dict, lr: float | None) -> str:
     """The options that define the run beyond its method (LoRA's rank, alpha, targets, a dropout
-    other than the default, layers; lr; a training subset; a precision other than fp32)."""
+    other than the default, layers and its variants; VeRA's and AdaLoRA's rank; lr; a training subset; a precision other than fp32)."""
     method, train, data = config["method"], config["train"], config["data"]
     parts = []
     if method["method"] == "lora":
@@ -54,6 +54,15 @@ def settings_of(config: dict, lr: float | None) -> str:
             parts.append(f"layers {method['layers']}")
         if method.get("impl", "peft") != "peft":
             parts.append(f"impl {method['impl']}")
+        parts += [name for name, key in (("DoRA", "dora"), ("rsLoRA", "rslora")) if method.get(key)]
+        if method.get("init"):
+            parts.append(f"init {method['init']}")
+        if method.get("lora_plus_ratio"):
+            parts.append(f"LoRA+ ×{method['lora_plus_ratio']:g}")
+    elif method["method"] in ("vera", "adalora"):
+        parts.append(f"r {method['rank']}" + (f"→{method['target_rank']}" if method.get("target_rank") else ""))
+        if method.get("layers"):
+            parts.append(f"layers {method['layers']}")
     if lr:
         parts.append(f"lr {lr:g}")
     if data.get("train_size"):

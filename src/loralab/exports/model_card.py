@@ -104,15 +104,40 @@ def _fmt(x, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+#: How peft names each adapter method (the card's "a standard peft ... adapter").
+_PEFT_NAMES = {"lora": "LoRA", "vera": "VeRA", "ia3": "IA3", "adalora": "AdaLoRA"}
+
+
 def _method_line(cfg) -> str:
+    """The method and every option that shapes it, e.g. ``lora (r=16, alpha=32, ..., DoRA, init pissa)``."""
     m = cfg.method
-    if m.method != "lora":
-        return m.method
     targets = ",".join(m.target_modules) if m.target_modules else "qv"  # None: runs from before all-linear
-    return (
-        f"lora (r={m.rank}, alpha={m.alpha:g}, dropout={m.dropout:g}, target modules: {targets}, "
-        f"layers: {m.layers or 'all'}, implementation: {m.impl})"
-    )
+    where = f"target modules: {targets}, layers: {m.layers or 'all'}"
+    if m.method == "lora":
+        variants = [
+            name
+            for name, on in (
+                ("DoRA", m.dora),
+                ("rsLoRA", m.rslora),
+                (f"init {m.init}", m.init),
+                (f"LoRA+ ratio {m.lora_plus_ratio:g}" if m.lora_plus_ratio else "", m.lora_plus_ratio),
+            )
+            if on
+        ]
+        return (
+            f"lora (r={m.rank}, alpha={m.alpha:g}, dropout={m.dropout:g}, {where}, implementation: {m.impl}"
+            + "".join(f", {v}" for v in variants)
+            + ")"
+        )
+    if m.method == "vera":
+        return f"vera (r={m.rank}, {where})"
+    if m.method == "adalora":
+        return f"adalora (r={m.rank} pruned to {m.adalora_target_rank()} on average, {where})"
+    if m.method == "ia3":  # a preset means IA3's own positions (models.methods.vectors.ia3_config)
+        preset = not m.target_modules or m.target_modules[0] in ("all-linear", "qv")
+        scaled = "keys, values, feed-forward input" if preset else targets
+        return f"ia3 (scaling {scaled}, layers: {m.layers or 'all'})"
+    return m.method
 
 
 def _adapter_use(run, id2label: str) -> list[str]:
@@ -140,7 +165,7 @@ def _adapter_use(run, id2label: str) -> list[str]:
         ]
 
     lines = [
-        f"A standard peft LoRA adapter; the classification head (`{', '.join(head_names(run))}`) is saved with it "
+        f"A standard peft {_PEFT_NAMES.get(run.config.method.method, 'LoRA')} adapter; the classification head (`{', '.join(head_names(run))}`) is saved with it "
         f"(`modules_to_save`). Its base model is `{base}` (`base_model_name_or_path`).",
         "",
         'With loralab, online or offline: `loralab predict --run PATH/TO/THIS/FOLDER "a gorgeous film"`, '

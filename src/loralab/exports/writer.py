@@ -23,7 +23,7 @@ from loralab.exports.model_card import CARD_FILE, model_card
 from loralab.exports.portable import base_model_id, base_source, saved_modules
 from loralab.files import atomic_dir, atomic_write_json, atomic_write_text, file_mode
 from loralab.models.backbones import length_cap
-from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from loralab.models.methods.adapter_format import ADAPTER_CONFIG, ADAPTER_METHODS, ADAPTER_WEIGHTS
 from loralab.runs.exported import EXPORT_FILE, ExportError
 from loralab.runs.layout import ADAPTER_DIR, TOKENIZER_DIR, read_predictions
 from loralab.runs.weights import load_model, require_safetensors
@@ -60,7 +60,8 @@ def export_run(
     quantize: str | None = None,
 ) -> ExportResult:
     """Export a complete run to ``out`` (see :mod:`loralab.exports`). ``merge`` only matters for
-    LoRA runs: other methods always export the full model. ``format="onnx"`` writes the merged
+    the methods saved as a peft adapter (LoRA, VeRA, IA3, AdaLoRA: exported as that adapter unless
+    ``merge``); the others always export the full model. ``format="onnx"`` writes the merged
     model as ``model.onnx`` (:mod:`loralab.exports.onnx`; ``quantize="int8"``: quantised)."""
     from loralab.training.run import load_run
 
@@ -72,8 +73,8 @@ def export_run(
     out = Path(out)
     _check_out(run.run_dir, out)
     method = run.config.method.method
-    kind = "onnx" if format == "onnx" else "merged" if merge or method != "lora" else "adapter"
-    if merge and method != "lora" and kind != "onnx":
+    kind = "onnx" if format == "onnx" else "merged" if merge or method not in ADAPTER_METHODS else "adapter"
+    if merge and method not in ADAPTER_METHODS and kind != "onnx":
         log.info("method %s has no adapter: exporting the full model (--merge changes nothing)", method)
     require_safetensors(run.run_dir, run.meta)
 
