@@ -45,6 +45,19 @@ def test_train_throughput_runs_all_pipelines(tiny_models, tiny_data):
         assert row in out, out
 
 
+def test_vs_trainer_trains_both_configurations_with_both_trainers(tiny_models, tiny_data):
+    out = run("vs_trainer.py", "--quick", "--model", str(tiny_models["bert"]), "--data-dir", str(tiny_data))
+    rows = [line.split() for line in out.splitlines() if line.startswith(("reference (", "defaults ("))]
+    assert [(r[0], r[-5]) for r in rows] == [
+        ("reference", "HF"),
+        ("reference", "loralab"),
+        ("defaults", "HF"),
+        ("defaults", "loralab"),
+    ]
+    for r in rows:
+        assert float(r[-4]) > 0 and 0.0 <= float(r[-2]) <= 1.0  # samples/s, validation accuracy
+
+
 def test_inference_bench_reports_merged_and_unmerged(tiny_models, tiny_data):
     out = run(
         "inference.py", "--model", str(tiny_models["distilbert"]), "--data-dir", str(tiny_data), "--max-length", "48"
