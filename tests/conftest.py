@@ -178,6 +178,112 @@ def make_tiny_model(family: str, folder: Path) -> Path:
     return folder
 
 
+#: Every architecture tests/test_architectures.py trains end to end (2 blocks, hidden 32); the
+#: parametrised suite above keeps to FAMILIES
+ARCHITECTURES = (
+    *("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta-v2", "modernbert"),
+    *("gpt2", "llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3"),
+)
+_WORDPIECE = ("bert", "distilbert", "albert", "electra", "deberta-v2", "modernbert")
+
+
+def tiny_arch_config(arch: str, vocab_size: int, tokenizer):
+    """A tiny config of ``arch`` (any of :data:`ARCHITECTURES`): hidden 32, 2 blocks, 64 positions.
+    Decoders get no pad token (their tokenizers have none: loralab pads with end-of-text)."""
+    import transformers as tf
+
+    if arch in FAMILIES:
+        config = tiny_config(arch, vocab_size, tokenizer)
+        config.num_hidden_layers = 2
+        return config
+    common = {"vocab_size": vocab_size, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    common["intermediate_size"] = 37
+    tok = tokenizer
+    if arch == "xlm-roberta":
+        return tf.XLMRobertaConfig(
+            **common,
+            max_position_embeddings=72,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    if arch == "albert":  # one group of two distinct blocks (albert-base: one block, shared)
+        return tf.AlbertConfig(
+            **common, embedding_size=16, inner_group_num=2, max_position_embeddings=64, pad_token_id=tok.pad_token_id
+        )
+    if arch == "electra":
+        return tf.ElectraConfig(**common, embedding_size=16, max_position_embeddings=64, pad_token_id=tok.pad_token_id)
+    if arch == "deberta-v2":  # DeBERTa-v3's settings: relative positions only, shared attention keys
+        return tf.DebertaV2Config(
+            **common,
+            max_position_embeddings=64,
+            relative_attention=True,
+            position_biased_input=False,
+            pos_att_type=["p2c", "c2p"],
+            max_relative_positions=-1,
+            position_buckets=16,
+            norm_rel_ebd="layer_norm",
+            share_att_key=True,
+            type_vocab_size=0,
+            pad_token_id=tok.pad_token_id,
+        )
+    if arch == "modernbert":  # mean pooling (sentence-transformers' ModernBERTs), local + global attention
+        return tf.ModernBertConfig(
+            **common,
+            max_position_embeddings=64,
+            local_attention=16,
+            global_attn_every_n_layers=2,
+            classifier_pooling="mean",
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.cls_token_id,
+            eos_token_id=tok.sep_token_id,
+            cls_token_id=tok.cls_token_id,
+            sep_token_id=tok.sep_token_id,
+        )
+    decoder = {
+        **common,
+        "max_position_embeddings": 64,
+        "bos_token_id": tok.eos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    decoder["pad_token_id"] = None
+    classes = {
+        "llama": tf.LlamaConfig,
+        "qwen2": tf.Qwen2Config,
+        "qwen3": tf.Qwen3Config,
+        "mistral": tf.MistralConfig,
+        "gemma": tf.GemmaConfig,
+        "gemma2": tf.Gemma2Config,
+        "phi3": tf.Phi3Config,
+    }
+    extra = {"num_key_value_heads": 1}  # grouped-query attention, as the real ones
+    if arch in ("qwen3", "gemma", "gemma2"):
+        extra["head_dim"] = 16
+    if arch == "gemma2":
+        extra["sliding_window"] = 16
+    if arch == "mistral":
+        extra["sliding_window"] = 16
+    return classes[arch](**decoder, **extra)
+
+
+def make_tiny_arch(arch: str, folder: Path) -> Path:
+    """Save a tiny random-initialised ``arch`` model + tokenizer (built here) into ``folder``."""
+    from transformers import AutoModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if arch in _WORDPIECE:
+        tok = _wordpiece_tokenizer(folder)
+    else:
+        tok = _bpe_tokenizer(roberta=arch in ("roberta", "xlm-roberta"))
+    if arch == "qwen2":
+        tok.padding_side = "left"  # as Qwen's tokenizers: loralab pads its batches itself
+    config = tiny_arch_config(arch, len(tok), tok)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")

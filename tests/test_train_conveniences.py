@@ -100,7 +100,7 @@ def test_patience_stops_and_restores_the_best_epoch(tiny_models, tiny_data, tmp_
     from loralab.training import loop
 
     accuracies = iter([0.6, 0.5, 0.55, 0.9, 0.9, 0.9])  # no improvement after epoch 1
-    real = loop.classification_metrics
+    real = loop.task_metrics
 
     def scripted(labels, logits):
         m = real(labels, logits)
@@ -108,7 +108,7 @@ def test_patience_stops_and_restores_the_best_epoch(tiny_models, tiny_data, tmp_
             m["accuracy"] = next(accuracies)
         return m
 
-    monkeypatch.setattr(loop, "classification_metrics", scripted)
+    monkeypatch.setattr(loop, "task_metrics", scripted)
     cfg = tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "p", epochs=6, patience=2)
     result = loralab.train(cfg)
     assert result.results["epochs"] == 3 and result.results["best_epoch"] == 1

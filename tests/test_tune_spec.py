@@ -43,6 +43,17 @@ def test_parses_every_distribution_type():
     assert spec().fingerprint() != spec(metric="loss").fingerprint()
 
 
+def test_metric_defaults_to_the_runs_own_and_trials_select_on_it():
+    assert spec().metric == "accuracy"  # base sets no --metric: classification's default
+    assert spec(base={"glue": "cola"}).metric == "mcc"  # the preset's
+    assert spec(base={"metric": "f1"}).metric == "f1"
+    assert spec().fingerprint() == spec(metric="accuracy").fingerprint()  # unset = the default spelled out
+    s = spec(metric="mcc", pruner="median")  # every metric is logged per epoch (val_metric): pruning works
+    trial = s.trial_config({"lr": 1e-3, "dropout": 0.1, "rank": 8, "target_modules": "qv"})
+    assert trial.metric == "mcc" and trial.train.metric == "mcc"
+    assert spec().trial_config({"lr": 1e-3, "dropout": 0.1, "rank": 8, "target_modules": "qv"}).train.metric is None
+
+
 @pytest.mark.parametrize(
     ("changes", "needle"),
     [
@@ -67,8 +78,8 @@ def test_parses_every_distribution_type():
         ({"sampler": "grid"}, "sampler grid: space.lr must be a list of values"),
         ({"sampler": "annealing"}, "`sampler` must be one of tpe, random, grid"),
         ({"pruner": {"type": "median", "patience": 2}}, "pruner: unknown option 'patience'"),
-        ({"metric": "test_accuracy"}, "`metric` must be one of accuracy, f1, loss"),
-        ({"metric": "f1"}, "pruner median: metric 'f1' is not logged per epoch"),
+        ({"metric": "test_accuracy"}, "`metric` must be one of accuracy, f1, f1_macro"),
+        ({"metric": "pearson"}, "metric: --metric pearson does not apply to classification"),
         ({"trials": 0}, "`trials` must be a positive integer"),
         ({"name": "a b"}, "`name` must be a folder-safe name"),
     ],

@@ -1,5 +1,5 @@
 """Process-level facts a run needs: device, precision (and the autocast it resolves to), seeding,
-peak memory, library versions.
+peak memory, library versions, whether the Hugging Face hub can be used.
 
 Nothing here keeps state between calls; a run asks for what it needs and passes it on. What wraps
 a training step (lean autocast, the TF32 scope, the CPU dropout mask) is ``training/step.py``.
@@ -7,10 +7,13 @@ a training step (lean autocast, the TF32 scope, the CPU dropout mask) is ``train
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
+import socket
 import sys
+import urllib.parse
 
 import torch
 
@@ -159,3 +162,20 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.cache
+def hub_unavailable() -> str:
+    """Why the Hugging Face hub cannot be used ("" when it can): offline mode, or no connection to it
+    within 3 s. Probed once per process, so a model or dataset that is not cached fails fast instead
+    of retrying for ~30 s (backbones and hub datasets both ask here)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "off (HF_HUB_OFFLINE=1)"
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError as e:
+        return f"unreachable ({url.hostname}: {e.strerror or type(e).__name__})"
+    return ""

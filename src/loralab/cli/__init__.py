@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # imported here, not at the top: `python -m loralab.cli.worker` must start without them
-    from loralab.cli import analyze, export, predict, serve, study, table, train, tune
+    from loralab.cli import analyze, evaluate, export, predict, serve, study, table, train, tune
 
-    for command in (train, predict, study, analyze, export, serve, tune, table):
+    for command in (train, predict, evaluate, study, analyze, export, serve, tune, table):
         command.add_parser(sub)
     return p
 

@@ -59,6 +59,12 @@ def add_parser(subparsers) -> None:
         "--data-dir", metavar="DIR", help="data folder for every run (default: base.data_dir, else $LORALAB_DATA_DIR)"
     )
     r.add_argument("--model", metavar="MODEL", help="backbone for every run, replacing base.model")
+    r.add_argument(
+        "--gpu-memory",
+        metavar="SIZE",
+        default=None,
+        help="--dry-run: say whether each cell's estimated training memory fits a GPU of this size (24GB, 80G)",
+    )
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser(
@@ -103,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = tune_first(spec, args, overrides)
     plan = make_plan(spec, args.out, overrides)
     if args.dry_run:
-        lines, errors = dry_run_lines(plan, args.jobs, args.threads, args.gpus_per_run)
+        lines, errors = dry_run_lines(plan, args.jobs, args.threads, args.gpus_per_run, args.gpu_memory)
         print("\n".join(lines))
         if errors:
             raise ConfigError(errors[0])
@@ -145,11 +151,14 @@ def check_data(plan) -> None:
 
 
 def dry_run_lines(
-    plan, jobs: int, threads: int | None = None, gpus_per_run: int | None = None
+    plan, jobs: int, threads: int | None = None, gpus_per_run: int | None = None, gpu_memory: str | None = None
 ) -> tuple[list[str], list[str]]:
-    """The dry-run table and the errors of cells that cannot be built (e.g. a bad --layers)."""
+    """The dry-run table and the errors of cells that cannot be built (e.g. a bad --layers); the
+    memory column is each run's estimated training memory on a GPU (``models.memory``), with
+    ``gpu_memory`` whether it fits."""
     from loralab.errors import LoralabError
     from loralab.experiments.folder import StudyFolder
+    from loralab.models.memory import memory_of, parse_size
     from loralab.study.cost import estimate_seconds, split_sizes, study_seconds, thread_factor
     from loralab.study.runner import clock, cpu_count, default_threads, visible_gpus
     from loralab.training.run import inspect_params
@@ -158,7 +167,10 @@ def dry_run_lines(
     threads = threads or default_threads(jobs)
     cores = cpu_count()
     gpus = bool(visible_gpus()) if gpus_per_run is None else gpus_per_run > 0
-    rows = [("cell", "method", "trainable", "trainable %", "train ex.", "epochs", "est. / run", "runs", "done")]
+    gpu_bytes = parse_size(gpu_memory) if gpu_memory else None
+    rows = [
+        ("cell", "method", "trainable", "trainable %", "train ex.", "epochs", "est. / run", "memory", "runs", "done")
+    ]
     remaining = 0.0
     errors = []
     for cell in plan.cells:
@@ -179,6 +191,7 @@ def dry_run_lines(
                     f"{sizes['train']:,}",
                     str(cfg.train.epochs),
                     "",
+                    "",
                     str(len(runs)),
                     str(done),
                 )
@@ -186,6 +199,10 @@ def dry_run_lines(
             continue
         remaining += estimate_seconds(cfg, table.total, sizes) * (len(runs) - done)  # at the constants' threads
         est = estimate_seconds(cfg, table.total, sizes, thread_factor(threads, cores))
+        memory = memory_of(cfg, table.total, table.trainable, gpu=True)
+        shown = f"{memory.total / 1e9:.2f} GB"
+        if gpu_bytes:
+            shown += " ok" if memory.total <= gpu_bytes else " TOO BIG"
         rows.append(
             (
                 cell.name,
@@ -195,6 +212,7 @@ def dry_run_lines(
                 f"{sizes['train']:,}",
                 str(cfg.train.epochs),
                 clock(est),
+                shown,
                 str(len(runs)),
                 str(done),
             )

@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
 
     i = sub.add_parser("inspect", help="parameter table of a model + method (no weights loaded)")
     _add_config_flags(i, INSPECT_GROUPS)
+    _add_memory_flags(i)
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.set_defaults(func=cmd_inspect)
 
@@ -61,6 +62,36 @@ def _add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) 
             g.add_argument(flag, default=argparse.SUPPRESS, choices=choices, metavar=f.name.upper(), help=help_ + shown)
 
 
+#: The run options the memory estimate of ``inspect`` reads besides the model and method groups.
+INSPECT_MEMORY_OPTIONS = {
+    "train": ("batch_size", "grad_accum", "precision", "gradient_checkpointing"),
+    "data": ("max_length",),
+}
+
+
+def _add_memory_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("memory estimate")
+    defaults = RunConfig().to_flat()
+    for group, names in INSPECT_MEMORY_OPTIONS.items():
+        for f in fields(GROUPS[group]):
+            if f.name not in names:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            help_ = f"{f.metadata.get('help', '')} (default: {defaults[f.name]})"
+            if f.name == "gradient_checkpointing":
+                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
+            else:
+                choices = f.metadata.get("choices")
+                g.add_argument(flag, default=argparse.SUPPRESS, choices=choices, metavar=f.name.upper(), help=help_)
+    g.add_argument(
+        "--gpu-memory",
+        metavar="SIZE",
+        default=None,
+        help="say whether the run fits a GPU of this size (24GB, 80G, 16GiB); the estimate assumes a GPU "
+        "(--precision auto: bf16 autocast)",
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     owner = {f.name for cls in GROUPS.values() for f in fields(cls)}
     base = RunConfig()
@@ -80,7 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         for split in ("validation", "test"):
             m = r.get(split)
             if m:
-                lines.append(f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  loss {m['loss']:.4f}")
+                if "accuracy" in m:
+                    lines.append(f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  loss {m['loss']:.4f}")
+                else:  # regression
+                    lines.append(
+                        f"{split}: pearson {m['pearson']:.4f}  spearman {m['spearman']:.4f}  mse {m['mse']:.4f}"
+                    )
         p = r["params"]
         lines.append(f"trainable: {p['trainable']:,} / {p['total']:,} ({p['trainable_percent']:.4f}%)")
         spe = r["timing"]["seconds_per_epoch"]
@@ -91,11 +127,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from loralab.models.memory import memory_of, parse_size
     from loralab.training.run import inspect_params  # transformers: only when asked
 
-    table = inspect_params(config_from_args(args))
+    config = config_from_args(args)
+    gpu_bytes = parse_size(args.gpu_memory) if args.gpu_memory else None
+    table = inspect_params(config)
+    memory = memory_of(config, table.total, table.trainable, gpu=True)
+    backbone = table.backbone
     if args.json:
-        print(json.dumps(table.to_dict(), indent=2))
+        fit = {"gpu_memory": gpu_bytes, "fits": memory.total <= gpu_bytes} if gpu_bytes else {}
+        out = {**table.to_dict(), "backbone": backbone.to_dict() if backbone else None}
+        print(json.dumps({**out, "memory": {**memory.to_dict(), **fit}}, indent=2))
     else:
-        print(table.format())
+        print(table.format() + (f"\n\n{backbone.format()}" if backbone else ""))
+        print(memory.format(gpu_bytes))
     return 0

@@ -20,6 +20,7 @@ from loralab.config.choices import (
     METHODS,
     PRECISIONS,
     TARGET_PRESETS,
+    TASKS,
 )
 from loralab.config.coerce import coerce, field_type
 from loralab.config.data import DataConfig
@@ -41,6 +42,7 @@ __all__ = [
     "OUTPUT_OPTIONS",
     "PRECISIONS",
     "TARGET_PRESETS",
+    "TASKS",
     "DataConfig",
     "MethodConfig",
     "ModelConfig",

@@ -10,6 +10,7 @@ from typing import Any
 from loralab.config.choices import DEFAULT_LR
 from loralab.config.coerce import coerce
 from loralab.config.data import DataConfig
+from loralab.config.glue import GLUE_TASKS, check_metric, preset_values, selection_metric
 from loralab.config.method import MethodConfig
 from loralab.config.model import ModelConfig
 from loralab.config.train import TrainConfig
@@ -37,20 +38,36 @@ class RunConfig:
         self.validate()
 
     def normalize(self) -> None:
-        """The one rewrite of a given option: ``none`` evaluates the untrained model, so its
-        config says 0 epochs whatever ``--epochs`` says (recorded as run, and hashed as such)."""
+        """The rewrites of given options: ``none`` evaluates the untrained model, so its config says
+        0 epochs whatever ``--epochs`` says (recorded as run, and hashed as such); ``--glue TASK``
+        fills the options its preset sets that are left at their defaults (:mod:`.glue`)."""
         if self.method.method == "none":
             self.train.epochs = 0
+        self._preset_filled: tuple[str, ...] = ()
+        if self.data.glue is not None and self.data.glue in GLUE_TASKS:
+            filled = []
+            for name, value in preset_values(self.data.glue).items():
+                group = self.train if name == "metric" else self.data
+                if getattr(group, name) == _default(type(group), name):
+                    setattr(group, name, value)
+                    filled.append(name)
+            self._preset_filled = tuple(filled)
 
     def validate(self) -> None:
         """Check every option and their combinations; changes nothing."""
         for group in GROUPS:
             getattr(self, group).validate()
+        check_metric(self.train.metric, self.data.task)
         if self.method.method != "none" and self.train.epochs == 0:
             raise ConfigError(
                 f"--epochs 0 trains nothing with --method {self.method.method}; "
                 "to evaluate the untrained model use --method none"
             )
+
+    @property
+    def metric(self) -> str:
+        """The validation metric that selects the best epoch: ``--metric`` or the task's default."""
+        return selection_metric(self.train.metric, self.data.task)
 
     @property
     def lr(self) -> float:
@@ -86,6 +103,8 @@ class RunConfig:
         """A new config with ``values`` (flat field names) replaced; unknown keys are errors."""
         groups = {g: dataclasses.asdict(getattr(self, g)) for g in GROUPS}
         owner = field_owner()
+        for name in getattr(self, "_preset_filled", ()):  # filled again from the (new) preset
+            groups[owner[name]][name] = _default(GROUPS[owner[name]], name)
         for key, value in values.items():
             norm = key.replace("-", "_")
             if norm not in owner:
@@ -99,6 +118,12 @@ class RunConfig:
 OUTPUT_OPTIONS = ("output_dir", "overwrite", "progress", "resume", "checkpoint_every", "keep_checkpoints")
 #: Options a replayed ``config.json`` does not carry over: where the original run was written.
 NOT_REPLAYED = ("output_dir", "overwrite", "resume")
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of the option group ``cls``."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def field_owner() -> dict[str, str]:

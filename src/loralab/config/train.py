@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from loralab.config.choices import DEFAULT_LR, PRECISIONS
 from loralab.config.choices import opt as _opt
+from loralab.config.glue import METRIC_DIRECTIONS
 from loralab.errors import ConfigError
 
 
@@ -29,7 +30,18 @@ class TrainConfig:
         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items() if k != "none")
     )
     patience: int | None = _opt(
-        "early stopping: stop after N epochs without a better validation accuracy (the best epoch is restored)"
+        "early stopping: stop after N epochs without a better validation --metric (the best epoch is restored)"
+    )
+    metric: str | None = _opt(
+        "the validation metric that picks the best epoch and drives --patience (also a study's best cell and "
+        "a search's default objective): accuracy, f1, f1_macro, precision, recall, mcc, loss (classification); "
+        "pearson, spearman, mse, loss (regression); default: the --glue preset's, else accuracy "
+        "(classification) or pearson (regression)",
+        choices=tuple(METRIC_DIRECTIONS),
+    )
+    class_weights: str | None = _opt(
+        "classification: weight each class in the cross-entropy: balanced (n / (classes x count) from the "
+        "training labels), none, or one weight per label in id order (w1,w2,...)"
     )
     weight_decay: float = _opt("AdamW weight decay (not applied to biases and LayerNorm)", 0.01)
     warmup_ratio: float = _opt("fraction of steps with linear warm-up", 0.06)
@@ -47,6 +59,10 @@ class TrainConfig:
     )
     cache_features: bool = _opt("head: run the frozen backbone once and train the head on cached features", True)
     compile: bool = _opt("torch.compile the model for training (GPU; first steps are slow)", False)
+    gradient_checkpointing: bool | None = _opt(
+        "recompute each block's activations in the backward pass instead of keeping them: less memory for "
+        "long inputs and big models, about a third more compute"
+    )
     checkpoint_every: str = _opt(
         "save a resumable checkpoint beside the run directory: epoch (after each epoch), N (every N optimizer "
         "steps and after each epoch) or none",
@@ -89,8 +105,27 @@ class TrainConfig:
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if not 0 <= self.seed < 2**32:  # numpy's seed range, which accelerate's set_seed passes on
             raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
+        self.parsed_class_weights()  # validates --class-weights
+        if self.metric is not None and self.metric not in METRIC_DIRECTIONS:
+            raise ConfigError(f"--metric must be one of {', '.join(METRIC_DIRECTIONS)}, got {self.metric!r}")
         if self.resume and not self.output_dir:
             raise ConfigError("--resume needs --output-dir (the run directory to continue)")
+
+    def parsed_class_weights(self) -> str | list[float] | None:
+        """``--class-weights`` read: None (unset or ``none``), ``"balanced"`` or the list of weights."""
+        value = self.class_weights
+        if value is None or str(value).strip().lower() == "none":
+            return None
+        text = str(value).strip().lower()
+        if text == "balanced":
+            return "balanced"
+        try:
+            weights = [float(w) for w in text.split(",")]
+        except ValueError:
+            raise ConfigError(f"--class-weights must be balanced, none or w1,w2,..., got {value!r}") from None
+        if len(weights) < 2 or any(not w >= 0 for w in weights) or not any(w > 0 for w in weights):
+            raise ConfigError(f"--class-weights needs one non-negative weight per label (some > 0), got {value!r}")
+        return weights
 
     def checkpoint_steps(self) -> int | None:
         """Steps between checkpoints from ``--checkpoint-every`` (None: only at epoch ends, or none)."""

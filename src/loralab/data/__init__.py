@@ -4,11 +4,15 @@ padding (which examples each process trains on at each step is :mod:`loralab.tra
 
 One module per concern:
 
-- :mod:`.readers` — one .tsv/.csv/.jsonl file into validated rows; ``predict --file`` text lines; file hashes;
-- :mod:`.labels` — which label set a run uses (``--labels``, SST-2's ``{0, 1}``, the training file's);
-- :mod:`.splits` — :class:`Split` and :class:`DataBundle` in memory; the ``--train-size`` subsample;
+- :mod:`.readers` — one .tsv/.csv/.jsonl file into validated rows (a second text for pair tasks, no
+  labels for a test file without them); ``predict --file`` text lines; file hashes;
+- :mod:`.labels` — which label set a run uses (``--labels``, SST-2's ``{0, 1}``, the training file's),
+  labels that look like scores refused, regression targets;
+- :mod:`.splits` — :class:`Split` and :class:`DataBundle` in memory; the ``--train-size`` subsample and
+  the ``--validation-split`` hold-out;
 - :mod:`.load` — :func:`load_data`: from a ``DataConfig`` to a ``DataBundle`` (:func:`split_paths` finds the files);
-- :mod:`.hub` — SST-2 from the Hugging Face hub when no local data is given (online only);
+- :mod:`.datasets_source` — ``--dataset``: a hub id, a ``save_to_disk`` folder or a folder of data files, as rows;
+- :mod:`.hub` — SST-2 from the Hugging Face hub (or its cache) when no data is given;
 - :mod:`.tokens` — tokenisation, the token cache, :class:`EncodedDataset`;
 - :mod:`.batching` — dynamic padding, the training collator, length-sorted inference batches;
 
@@ -17,12 +21,12 @@ The names below are the package's public surface; importers use ``from loralab.d
 
 from __future__ import annotations
 
-from loralab.data.batching import PadCollator, length_sorted_batches, pad_batch
+from loralab.data.batching import PadCollator, label_dtype, length_sorted_batches, pad_batch
 from loralab.data.hub import HUB_SST2, HUB_SST2_TEST
 from loralab.data.labels import SST2_LABEL_NAMES, SST2_LABELS
 from loralab.data.load import SPLITS, load_data, split_paths
-from loralab.data.readers import FORMATS, read_records, read_text_lines, sha256_file
-from loralab.data.splits import DataBundle, Split, stratified_subsample
+from loralab.data.readers import FORMATS, Record, read_examples, read_records, read_table, read_text_lines, sha256_file
+from loralab.data.splits import DataBundle, Split, hold_out, stratified_subsample
 from loralab.data.tokens import CACHE_ENV, EncodedDataset, cache_dir, encode, encode_cached, tokenizer_fingerprint
 
 __all__ = [
@@ -36,14 +40,19 @@ __all__ = [
     "DataBundle",
     "EncodedDataset",
     "PadCollator",
+    "Record",
     "Split",
     "cache_dir",
     "encode",
     "encode_cached",
+    "hold_out",
+    "label_dtype",
     "length_sorted_batches",
     "load_data",
     "pad_batch",
+    "read_examples",
     "read_records",
+    "read_table",
     "read_text_lines",
     "sha256_file",
     "split_paths",

@@ -22,15 +22,20 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.T
     return input_ids, attention
 
 
+def label_dtype(labels: Sequence[int | float]) -> torch.dtype:
+    """float32 for regression targets (Python floats), int64 for label ids."""
+    return torch.float32 if labels and isinstance(labels[0], float) else torch.long
+
+
 class PadCollator:
     """Pads a batch to its own longest sequence (dynamic padding), never to ``max_length``."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
 
-    def __call__(self, batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: list[tuple[list[int], int | float]]) -> dict[str, torch.Tensor]:
         input_ids, attention = pad_batch([ids for ids, _ in batch], self.pad_token_id)
-        labels = torch.tensor([lab for _, lab in batch], dtype=torch.long)
+        labels = torch.tensor([lab for _, lab in batch], dtype=label_dtype([lab for _, lab in batch]))
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 

@@ -3,11 +3,13 @@
 In order: the labels named with ``--labels``; SST-2's fixed ``{0, 1}`` for GLUE-style
 ``sentence``/``label`` files; otherwise the labels of the training file (numeric order when all are
 integers, else sorted). A value outside the set is an error at its line (``load_data``), never a
-new class.
+new class. Labels that look like measurements (many distinct numbers) are refused with a hint to
+``--task regression``; under regression every label is read as a number.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from loralab.config import DataConfig
@@ -35,6 +37,45 @@ def label_set(
     seen = sorted({lab for _, _, lab in train_rows})
     if len(seen) < 2:
         raise DataError(train_path, None, f"only one label ({seen}) in the training file")
+    if looks_continuous(seen):
+        raise DataError(
+            train_path,
+            None,
+            f"{len(seen)} distinct numeric labels (e.g. {', '.join(seen[:3])}) look like scores, not classes: "
+            "pass --task regression (or name the classes with --labels)",
+        )
     if all(lab.lstrip("-").isdigit() for lab in seen):
         seen = sorted(seen, key=int)
     return seen, seen
+
+
+#: More distinct numbers than this among a training file's labels, some not whole, or more than
+#: :data:`MAX_INTEGER_CLASSES` whole numbers, are read as scores rather than classes.
+MAX_NUMERIC_CLASSES = 10
+MAX_INTEGER_CLASSES = 50
+
+
+def as_number(value: str) -> float | None:
+    """``value`` as a finite float, or None when it is not a number."""
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def looks_continuous(values: list[str]) -> bool:
+    """Whether distinct label values look like a measurement: all numbers, and many of them."""
+    numbers = [as_number(v) for v in values]
+    if any(x is None for x in numbers):
+        return False
+    whole = all(float(x).is_integer() for x in numbers)
+    return len(numbers) > (MAX_INTEGER_CLASSES if whole else MAX_NUMERIC_CLASSES)
+
+
+def regression_target(path: Path | None, line: int, value: str) -> float:
+    """A regression label: a finite number, else an error at its line."""
+    x = as_number(value)
+    if x is None:
+        raise DataError(path, line, f"label {value!r} is not a number (--task regression)")
+    return x

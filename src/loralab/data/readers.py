@@ -15,6 +15,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from loralab.errors import DataError
 
@@ -64,12 +65,22 @@ def read_text_lines(path: str | Path) -> list[str]:
     return lines
 
 
-def read_records(path: str | Path, text_column: str, label_column: str) -> list[tuple[int, str, str]]:
-    """Read ``(line, text, raw_label)`` rows from a .tsv, .csv or .jsonl file, validating each.
+class Record(NamedTuple):
+    """One validated example of a data file: its line, text, second text (pair tasks) and raw label
+    (None in a file without the label column)."""
+
+    line: int
+    text: str
+    pair: str | None
+    label: str | None
+
+
+def read_table(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """``(columns, [(line, row)])`` of a .tsv, .csv or .jsonl file, each row a dict by column name.
 
     TSV follows GLUE: no quoting, so quote characters are ordinary text. CSV follows RFC 4180
-    (``csv`` module). JSONL: one JSON object per line. CRLF line ends and a UTF-8 BOM are
-    accepted; text is returned unchanged.
+    (``csv`` module). JSONL: one JSON object per line (its columns: the first object's keys). CRLF
+    line ends and a UTF-8 BOM are accepted; text is returned unchanged.
     """
     path = Path(path)
     if not path.exists():
@@ -83,20 +94,72 @@ def read_records(path: str | Path, text_column: str, label_column: str) -> list[
     if not text.strip():
         raise DataError(path, 1, "file is empty")
     if suffix == ".jsonl":
-        rows = _read_jsonl(path, text, text_column, label_column)
+        header, rows = _read_jsonl(path, text)
     else:
-        rows = _read_delimited(path, text, "\t" if suffix == ".tsv" else ",", text_column, label_column)
+        header, rows = _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
     if not rows:
         raise DataError(path, 2, "file has a header but no examples")
-    for line, sentence, label in rows:
-        if not sentence.strip():
-            raise DataError(path, line, f"empty text in column {text_column!r}")
-        if not label.strip():
-            raise DataError(path, line, f"empty label in column {label_column!r}")
-    return rows
+    return header, rows
 
 
-def _read_delimited(path: Path, text: str, sep: str, text_column: str, label_column: str) -> list[tuple[int, str, str]]:
+def read_examples(
+    path: str | Path,
+    text_column: str,
+    label_column: str,
+    pair_column: str | None = None,
+    label_optional: bool = False,
+) -> list[Record]:
+    """The validated examples of a data file: text (and ``pair_column``'s second text) never empty,
+    labels never empty. ``label_optional``: a file without the label column (no header field, or
+    no key in its first JSON object) reads with every label None."""
+    path = Path(path)
+    header, rows = read_table(path)
+    jsonl = path.suffix.lower() == ".jsonl"
+    labeled = label_column in header or not label_optional
+    needed = [(text_column, "--text-column")]
+    if pair_column is not None:
+        needed.append((pair_column, "--text-pair-column"))
+    if labeled:
+        needed.append((label_column, "--label-column"))
+    if not jsonl:
+        for col, flag in needed:
+            if col not in header:
+                raise DataError(path, 1, f"missing column {col!r} (header has {header}; name the column with {flag})")
+    out = []
+    for line, row in rows:
+        if jsonl:
+            for col, _ in needed:
+                if col not in row:
+                    raise DataError(path, line, f"missing key {col!r}")
+        texts = []
+        for col in (text_column, pair_column):
+            if col is None:
+                texts.append(None)
+                continue
+            value = row[col]
+            if not isinstance(value, str):
+                raise DataError(path, line, f"{col!r} must be a string")
+            if not value.strip():
+                raise DataError(path, line, f"empty text in column {col!r}")
+            texts.append(value)
+        label = None
+        if labeled:
+            raw = row[label_column]
+            if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+                raise DataError(path, line, f"{label_column!r} must be a string or a number")
+            label = str(raw).strip()
+            if not label:
+                raise DataError(path, line, f"empty label in column {label_column!r}")
+        out.append(Record(line, texts[0], texts[1], label))
+    return out
+
+
+def read_records(path: str | Path, text_column: str, label_column: str) -> list[tuple[int, str, str]]:
+    """``(line, text, raw_label)`` rows of a labelled single-text file (see :func:`read_examples`)."""
+    return [(r.line, r.text, r.label) for r in read_examples(path, text_column, label_column)]
+
+
+def _read_delimited(path: Path, text: str, sep: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     if sep == "\t":
         # GLUE TSV: no quoting at all. splitlines would also split on \x0b, \x1c, U+2028...,
         # which may legitimately occur inside a sentence, so split on \n only.
@@ -113,14 +176,7 @@ def _read_delimited(path: Path, text: str, sep: str, text_column: str, label_col
             raise DataError(path, reader.line_num, f"malformed CSV ({e})") from None
     if not table:
         raise DataError(path, 1, "file is empty")
-    header_line, header = table[0]
-    header = [h.strip() for h in header]
-    for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
-        if col not in header:
-            raise DataError(
-                path, header_line, f"missing column {col!r} (header has {header}; name the column with {flag})"
-            )
-    ti, li = header.index(text_column), header.index(label_column)
+    header = [h.strip() for h in table[0][1]]
     rows = []
     for line, fields_ in table[1:]:
         if fields_ in ([], [""]):
@@ -128,16 +184,17 @@ def _read_delimited(path: Path, text: str, sep: str, text_column: str, label_col
             raise DataError(path, line, "blank line (expected a row)")
         if len(fields_) != len(header):
             raise DataError(path, line, f"expected {len(header)} fields, found {len(fields_)}")
-        rows.append((line, fields_[ti], fields_[li].strip()))
-    return rows
+        rows.append((line, dict(zip(header, fields_))))
+    return header, rows
 
 
-def _read_jsonl(path: Path, text: str, text_column: str, label_column: str) -> list[tuple[int, str, str]]:
+def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     rows = []
-    for i, raw in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n")
+    for i, raw in enumerate(lines, start=1):
         raw = raw.rstrip("\r")
         if not raw.strip():
-            if i == len(text.split("\n")):
+            if i == len(lines):
                 continue  # trailing newline at end of file
             raise DataError(path, i, "blank line (expected a JSON object)")
         try:
@@ -146,13 +203,5 @@ def _read_jsonl(path: Path, text: str, text_column: str, label_column: str) -> l
             raise DataError(path, i, f"invalid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise DataError(path, i, "expected a JSON object")
-        for col in (text_column, label_column):
-            if col not in obj:
-                raise DataError(path, i, f"missing key {col!r}")
-        sentence, label = obj[text_column], obj[label_column]
-        if not isinstance(sentence, str):
-            raise DataError(path, i, f"{text_column!r} must be a string")
-        if isinstance(label, bool) or not isinstance(label, (str, int)):
-            raise DataError(path, i, f"{label_column!r} must be a string or an integer")
-        rows.append((i, sentence, str(label).strip()))
-    return rows
+        rows.append((i, obj))
+    return (list(rows[0][1]) if rows else []), rows

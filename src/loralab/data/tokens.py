@@ -20,9 +20,14 @@ import torch
 from loralab.files import atomic_write_bytes
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated to ``max_length``, not padded."""
-    out = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+def encode(tokenizer, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None) -> list[list[int]]:
+    """Token ids per text, truncated to ``max_length``, not padded. With ``pairs`` each example is
+    the pair ``(text, pair)`` in the tokenizer's pair format (BERT: ``[CLS] a [SEP] b [SEP]``),
+    truncated longest-first: tokens come off the longer of the two until the pair fits."""
+    if pairs is not None:
+        out = tokenizer(list(texts), list(pairs), truncation="longest_first", max_length=max_length, padding=False)
+    else:
+        out = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
     return out["input_ids"]
 
 
@@ -46,8 +51,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def encode_cached(tokenizer, texts: Sequence[str], max_length: int, root: Path | None = None) -> list[list[int]]:
-    """:func:`encode`, memoised on disk per (tokenizer, texts, max length).
+def encode_cached(
+    tokenizer, texts: Sequence[str], max_length: int, root: Path | None = None, pairs: Sequence[str] | None = None
+) -> list[list[int]]:
+    """:func:`encode`, memoised on disk per (tokenizer, texts, second texts, max length).
 
     The key hashes the tokenizer's full serialisation and the texts themselves (so it follows the
     data file's content and any subsample), so a stale hit is impossible. Entries are written
@@ -59,6 +66,11 @@ def encode_cached(tokenizer, texts: Sequence[str], max_length: int, root: Path |
     for t in texts:
         h.update(t.encode("utf-8"))
         h.update(b"\x00")
+    if pairs is not None:  # (single-text keys are unchanged)
+        h.update(b"|pairs|")
+        for t in pairs:
+            h.update(t.encode("utf-8"))
+            h.update(b"\x00")
     path = (root or cache_dir()) / "tokens" / f"{h.hexdigest()[:32]}.npz"
     if path.exists():
         try:
@@ -67,7 +79,7 @@ def encode_cached(tokenizer, texts: Sequence[str], max_length: int, root: Path |
             return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
         except (OSError, ValueError, KeyError):
             pass  # corrupt entry: recompute below
-    ids = encode(tokenizer, texts, max_length)
+    ids = encode(tokenizer, texts, max_length, pairs)
     offsets = np.cumsum([0] + [len(x) for x in ids], dtype=np.int64)
     flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1]))
     buf = io.BytesIO()
@@ -80,14 +92,15 @@ def encode_cached(tokenizer, texts: Sequence[str], max_length: int, root: Path |
 
 
 class EncodedDataset(torch.utils.data.Dataset):
-    """Token ids and label ids by index; an item of an unlabeled set has label ``-1``."""
+    """Token ids and labels (ids, or numbers for regression) by index; an item of an unlabeled set
+    has label ``-1``."""
 
-    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None) -> None:
+    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | Sequence[float] | None = None) -> None:
         self.input_ids = input_ids
         self.labels = list(labels) if labels is not None else None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
+    def __getitem__(self, i: int) -> tuple[list[int], int | float]:
         return self.input_ids[i], (self.labels[i] if self.labels is not None else -1)

@@ -4,6 +4,7 @@ into ``RUN/analysis`` (atomically), with a summary printed."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,17 +37,32 @@ def render_markdown(
 
 
 def run_predictions(run_dir: Path, split: str | None) -> tuple[str, list[dict]]:
-    """The rows of ``predictions_<split>.csv`` (default: test if the run has it, else validation)."""
+    """The rows of ``predictions_<split>.csv`` (default: test if the run has it with labels, else
+    validation). The measures are a classifier's: a regression run's predictions, or a test file
+    without labels, are refused in one line."""
     run_dir = check_run_dir(run_dir)
     if split is None:
-        split = "test" if (run_dir / "predictions_test.csv").is_file() else "validation"
+        test = run_dir / "predictions_test.csv"
+        split = "test" if test.is_file() and _labelled(test) else "validation"
     path = run_dir / f"predictions_{split}.csv"
     if not path.is_file():
         raise LoralabError(f"{run_dir}: no {split} predictions ({path.name})")
     try:
-        return split, read_predictions(path)
+        rows = read_predictions(path)
     except (KeyError, ValueError) as e:
         raise LoralabError(f"{path}: unreadable predictions ({e})") from None
+    if rows and rows[0]["confidence"] is None:
+        raise LoralabError(f"{path}: a regression run (scores, no classes): error analysis measures classifiers")
+    if rows and rows[0]["label"] is None:
+        raise LoralabError(f"{path}: predictions of a file without labels: nothing to analyse")
+    return split, rows
+
+
+def _labelled(path: Path) -> bool:
+    """Whether a prediction file's first row has a label (a test file without labels has none)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        first = next(csv.DictReader(f), None)
+    return bool(first and first.get("label"))
 
 
 def label_names_of(run_dir: Path) -> list[str] | None:

@@ -58,17 +58,32 @@ def resolved_identity(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The architectures whose preset names a run id of a model not on disk (a hub id) hashes: the four of
+#: the time those ids were first made, so that they stay the same as architectures are declared
+ID_PRESET_FAMILIES = ("bert", "distilbert", "gpt2", "roberta")
+
+
 def _resolved_targets(model: Any, names: list[str] | None) -> Any:
-    from loralab.models.backbones import FAMILIES  # imports torch: only when a plan is made
-    from loralab.models.methods import resolve_targets
+    from loralab.models.architectures import FAMILIES  # only when a plan is made
+    from loralab.models.methods import resolve_targets  # imports torch
 
     names = list(names) if names else None
     family = _local_model_type(model)
     if family in FAMILIES:
         return resolve_targets(names, FAMILIES[family])
+    if family is not None and (not names or set(names) & set(TARGET_PRESETS)):
+        return resolve_targets(names, _described(str(model)))  # an undeclared architecture on disk
     if not names or set(names) & set(TARGET_PRESETS):
-        return {name: resolve_targets(names, fam) for name, fam in sorted(FAMILIES.items())}
+        return {name: resolve_targets(names, FAMILIES[name]) for name in ID_PRESET_FAMILIES}
     return names
+
+
+def _described(model: str):
+    """The backbone description of a local model folder (built on the meta device from its config)."""
+    from loralab.models.backbones import load_config
+    from loralab.models.description import describe_config
+
+    return describe_config(load_config(model, ["0", "1"]))
 
 
 def _local_model_type(model: Any) -> str | None:

@@ -10,7 +10,7 @@ A search file (every key but ``name`` and ``space`` optional)::
       dropout: {type: uniform, low: 0.0, high: 0.3}      # optional step
       rank: {type: int, low: 4, high: 32, log: true}     # optional step / log
       target_modules: [qv, all-linear]                   # a list = categorical
-    metric: accuracy                  # validation accuracy (default), f1 or loss; never test
+    metric: accuracy                  # a validation metric (--metric's names); default: the runs' own; never test
     sampler: tpe                      # tpe (default), random or grid; or {type: tpe, seed: 0}
     pruner: median                    # none (default), median or hyperband; or {type: median, ...}
     trials: 30                        # budget of finished (complete or pruned) trials
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loralab.config import RunConfig
+from loralab.config.glue import METRIC_DIRECTIONS, check_metric
 from loralab.errors import ConfigError
 from loralab.experiments.options import check_name_and_description, check_options, check_top_level, norm, read_yaml
 
@@ -41,10 +42,11 @@ MANAGED_OPTIONS = {
     "progress": "trials run without a progress bar",
 }
 DIST_TYPES = ("loguniform", "uniform", "int", "categorical")
-#: Objective metrics (on the validation split) and the direction each is optimised in.
-METRICS = {"accuracy": "maximize", "f1": "maximize", "loss": "minimize"}
-#: Metrics the trainer logs after every epoch (``metrics.csv``), so that pruning can use them.
-EPOCH_METRICS = {"accuracy": "val_accuracy", "loss": "val_loss"}
+#: Objective metrics (on the validation split) and the direction each is optimised in (``--metric``'s).
+METRICS = METRIC_DIRECTIONS
+#: The ``metrics.csv`` column of the trials' selection metric, logged after every epoch for pruning: a
+#: trial selects its best epoch on the search's objective.
+EPOCH_METRIC_COLUMN = "val_metric"
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
 DEFAULT_OUT_ROOT = "tunes_out"
@@ -86,7 +88,7 @@ class TuneSpec:
     space: dict[str, Any]
     base: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    metric: str = "accuracy"
+    metric: str | None = None  # None: the runs' own selection metric (base's --metric, --glue, task)
     sampler: Any = "tpe"
     pruner: Any = "none"
     trials: int = 20
@@ -110,8 +112,14 @@ class TuneSpec:
         if not isinstance(self.space, dict) or not self.space:
             raise self._err("`space` must be a mapping: run option -> distribution (at least one)")
         self.params = [self._param(k, v) for k, v in self.space.items()]
-        if self.metric not in METRICS:
+        if self.metric is not None and self.metric not in METRICS:
             raise self._err(f"`metric` must be one of {', '.join(METRICS)} (on validation), got {self.metric!r}")
+        try:
+            base_config = RunConfig.from_flat(self.base)
+            self.metric = self.metric or base_config.metric
+            check_metric(self.metric, base_config.data.task)
+        except ConfigError as e:
+            raise self._err(f"metric: {e}") from None
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise self._err(f"`trials` must be a positive integer, got {self.trials!r}")
         sampler, _ = self.sampler_options()
@@ -120,10 +128,6 @@ class TuneSpec:
             ranged = [p.name for p in self.params if p.type != "categorical"]
             if ranged:
                 raise self._err(f"sampler grid: space.{ranged[0]} must be a list of values (grid needs choices)")
-        if pruner != "none" and self.metric not in EPOCH_METRICS:
-            raise self._err(
-                f"pruner {pruner}: metric {self.metric!r} is not logged per epoch (use {' or '.join(EPOCH_METRICS)})"
-            )
         self.trial_config({p.name: p.choices[0] if p.choices else p.low for p in self.params})
 
     def _check_options(self, options: dict, where: str) -> None:
@@ -233,7 +237,10 @@ class TuneSpec:
     def trial_config(self, params: dict[str, Any]) -> RunConfig:
         """``base`` + a trial's sampled values (not yet placed in a folder)."""
         try:
-            return RunConfig.from_flat(self.base).override(params)
+            config = RunConfig.from_flat(self.base).override(params)
+            if config.metric != self.metric:  # trials select their best epoch on the objective
+                config = config.override({"metric": self.metric})
+            return config
         except ConfigError as e:
             raise self._err(f"trial {params}: {e}") from None
 

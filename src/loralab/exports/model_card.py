@@ -313,34 +313,52 @@ def _text(run, kind: str, files: dict[str, str], title: str, max_length: int, qu
         lines.append(f"| {split} | `{md_cell(name)}` | {f.get('examples', '—')} | `{f.get('sha256') or '—'}` |")
     lines.append("")
 
-    lines += [
-        "## Evaluation",
-        "",
-        "| split | examples | accuracy | 95% CI (Wilson) | F1 | F1 macro | precision | recall | loss |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for split in ("validation", "test"):
-        m = res.get(split)
-        if not m:
-            continue
-        counts = accuracy_from_predictions(run.run_dir / f"predictions_{split}.csv")
-        if counts:
-            lo, hi = wilson_interval(*counts)
-            ci = f"[{lo:.4f}, {hi:.4f}] ({counts[0]}/{counts[1]} correct)"
-        else:
-            ci = "— (no predictions file)"
-        lines.append(
-            f"| {split} | {m.get('examples', '—')} | {_fmt(m.get('accuracy'))} | {ci} | "
-            f"{_fmt(m.get('f1'))} | {_fmt(m.get('f1_macro'))} | {_fmt(m.get('precision'))} | "
-            f"{_fmt(m.get('recall'))} | {_fmt(m.get('loss'))} |"
-        )
-    lines += [
-        "",
-        "F1, precision and recall are for the positive class (id 1) with two labels, macro-averaged "
-        "otherwise. The interval is the Wilson score interval (z = 1.96) of the correct/total counts in "
-        "the run's `predictions_<split>.csv`.",
-        "",
-    ]
+    if "pearson" in (res.get("validation") or {}):  # a regression run (problem_type regression, one output)
+        lines += [
+            "## Evaluation",
+            "",
+            "A regression model (`problem_type: regression`, one output: the predicted score).",
+            "",
+            "| split | examples | Pearson | Spearman | MSE |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for split in ("validation", "test"):
+            m = res.get(split)
+            if m:
+                lines.append(
+                    f"| {split} | {m.get('examples', '—')} | {_fmt(m.get('pearson'))} | {_fmt(m.get('spearman'))} | "
+                    f"{_fmt(m.get('mse'))} |"
+                )
+        lines.append("")
+    else:
+        lines += [
+            "## Evaluation",
+            "",
+            "| split | examples | accuracy | 95% CI (Wilson) | F1 | F1 macro | precision | recall | loss |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for split in ("validation", "test"):
+            m = res.get(split)
+            if not m:
+                continue
+            counts = accuracy_from_predictions(run.run_dir / f"predictions_{split}.csv")
+            if counts:
+                lo, hi = wilson_interval(*counts)
+                ci = f"[{lo:.4f}, {hi:.4f}] ({counts[0]}/{counts[1]} correct)"
+            else:
+                ci = "— (no predictions file)"
+            lines.append(
+                f"| {split} | {m.get('examples', '—')} | {_fmt(m.get('accuracy'))} | {ci} | "
+                f"{_fmt(m.get('f1'))} | {_fmt(m.get('f1_macro'))} | {_fmt(m.get('precision'))} | "
+                f"{_fmt(m.get('recall'))} | {_fmt(m.get('loss'))} |"
+            )
+        lines += [
+            "",
+            "F1, precision and recall are for the positive class (id 1) with two labels, macro-averaged "
+            "otherwise. The interval is the Wilson score interval (z = 1.96) of the correct/total counts in "
+            "the run's `predictions_<split>.csv`.",
+            "",
+        ]
 
     lines += ["## Files", "", "| file | sha256 |", "|---|---|"]
     lines += [f"| `{md_cell(n)}` | `{h}` |" for n, h in files.items()]

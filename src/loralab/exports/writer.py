@@ -73,6 +73,13 @@ def export_run(
     out = Path(out)
     _check_out(run.run_dir, out)
     method = run.config.method.method
+    if run.config.model.pooling is not None:  # a pooling plain transformers cannot do: refused in one line
+        from loralab.models.backbones import build_model
+        from loralab.models.pooling import check_exportable
+
+        check_exportable(
+            run.config.model.pooling, build_model(run.config.model.model, run.label_names, 0, weights=False)
+        )
     kind = "onnx" if format == "onnx" else "merged" if merge or method not in ADAPTER_METHODS else "adapter"
     if merge and method not in ADAPTER_METHODS and kind != "onnx":
         log.info("method %s has no adapter: exporting the full model (--merge changes nothing)", method)
@@ -160,8 +167,15 @@ def _verify(run, staging: Path) -> int:
     from loralab.inference.predictor import load_export_predictor  # peft: only when an export is checked
 
     predictor = load_export_predictor(staging, device="cpu")
-    preds = predictor.predict([r["text"] for r in rows])
+    pairs = [r["text_pair"] for r in rows] if "text_pair" in rows[0] else None
+    preds = predictor.predict([r["text"] for r in rows], pairs)
     bad = disagreements(rows, preds, len(run.label_names))
+    if bad and "score" in preds[0]:  # regression
+        i = bad[0]
+        raise ExportError(
+            f"the exported model disagrees with {path.name} on {len(bad)} of {len(rows)} examples "
+            f"(first: line {i + 2}: saved {rows[i]['prediction']:.6f}, export {preds[i]['score']:.6f})"
+        )
     if bad:
         i = bad[0]
         raise ExportError(
@@ -182,6 +196,8 @@ def _export_meta(run, kind: str, files: dict[str, str], max_length: int) -> dict
         "method": run.config.method.method,
         "base_model": base_model_id(run),
         "label_names": run.label_names,
+        "task": run.meta.get("task", "classification"),  # regression: one output, problem_type regression
+        "columns": run.meta.get("columns"),  # the run's input columns (predict --file reads by them)
         "max_length": max_length,
         "source_run": run.run_dir.resolve().name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -200,6 +216,12 @@ def disagreements(rows: list[dict], preds: list[dict], n_labels: int) -> list[in
     """Where an export's predictions differ from the run's saved ones (``predictions_*.csv`` rows):
     a confidence off by more than :data:`VERIFY_ATOL`, or another label where the saved argmax was
     no tie (below ``1/n_labels + VERIFY_ATOL`` the recorded argmax may be one)."""
+    if preds and "score" in preds[0]:  # regression: the predicted number, to the same tolerance
+        return [
+            i
+            for i, (r, p) in enumerate(zip(rows, preds, strict=True))
+            if abs(p["score"] - r["prediction"]) > VERIFY_ATOL
+        ]
     tie = 1.0 / n_labels + VERIFY_ATOL
     return [
         i

@@ -106,7 +106,7 @@ class MultiAdapterPredictor:
         mixed: bool = True,
         max_adapters: int | None = None,
     ) -> None:
-        from loralab.models.backbones import head_module_names
+        from loralab.models.description import describe
 
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"--precision must be fp32 or bf16, got {precision!r}")
@@ -120,7 +120,7 @@ class MultiAdapterPredictor:
         self.compiled = False
         self.mixed = mixed
         self.routing = Routing()
-        self.head_names = head_module_names(model)
+        self.head_names = list(describe(model).heads)
         self._base_modules = dict(self.model.named_modules())  # before any is wrapped: what adapters fit
         self.heads = {}
         for name in self.head_names:
@@ -147,6 +147,7 @@ class MultiAdapterPredictor:
         """Load the backbone of the first run once, then every run as an adapter (at most
         ``max_adapters``; none is served twice)."""
         from loralab.models.backbones import build_model, saved_tokenizer
+        from loralab.models.pooling import apply_pooling
         from loralab.runs.layout import TOKENIZER_DIR
         from loralab.runtime import pick_device
 
@@ -170,6 +171,7 @@ class MultiAdapterPredictor:
         for d, meta, _ in runs[1:]:  # checked before the backbone is loaded
             _check_backbone(backbone, first_dir, d, meta)
         model = build_model(backbone, first_meta["label_names"], tokenizer.pad_token_id)
+        apply_pooling(model, first_meta["config"]["model"].get("pooling"))  # one backbone, one pooling
         self = cls(
             backbone,
             model,
@@ -200,6 +202,7 @@ class MultiAdapterPredictor:
         try:
             run_dir, meta, results = read()
             _check_backbone(self.backbone, None, run_dir, meta)
+            _check_pooling(self.model, run_dir, meta)
             adapter = self._load(run_dir, key, meta, results, name)
             with self._lock:  # the model's modules change: no batch runs meanwhile
                 self._install(adapter)
@@ -371,6 +374,17 @@ def _check_backbone(backbone: str, first: Path | None, run_dir: Path, meta: dict
         raise AdapterError(
             f"{run_dir}: trained on backbone {other}, not {backbone}{against}: adapters served together "
             "share one backbone"
+        )
+
+
+def _check_pooling(model, run_dir: Path, meta: dict) -> None:
+    from loralab.models.pooling import effective_pooling, native_pooling
+
+    wanted = meta["config"]["model"].get("pooling") or native_pooling(model)
+    if wanted != effective_pooling(model):
+        raise AdapterError(
+            f"{run_dir}: pools with {wanted}, the served backbone with {effective_pooling(model)}: adapters "
+            "served together share one --pooling"
         )
 
 

@@ -150,9 +150,14 @@ class OnnxPredictor:
             quantize or "fp32",
         )
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Logits (float32, ``[n, labels]``) in input order."""
-        ids = encode(self.tokenizer, texts, self.max_length) if len(texts) else []
+    @property
+    def regression(self) -> bool:
+        """Whether the model predicts a number (one output)."""
+        return len(self.label_names) == 1
+
+    def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Logits (float32, ``[n, labels]``) in input order; ``pairs``: second texts of a pair task."""
+        ids = encode(self.tokenizer, texts, self.max_length, pairs) if len(texts) else []
         out = np.zeros((len(ids), len(self.label_names)), dtype=np.float32)
         for idx in length_sorted_batches([len(x) for x in ids], self.batch_size):
             input_ids, mask = pad(ids, idx, self.pad_token_id)
@@ -164,9 +169,9 @@ class OnnxPredictor:
         self.logits(["warm-up"])
         self.logits(["warm-up", "a second, somewhat longer warm-up text"])
 
-    def predict(self, texts: Sequence[str]) -> list[dict]:
-        """One dict per text, in input order: text, label (id), label_name, confidence, probabilities."""
-        return prediction_rows(texts, self.logits(texts) if len(texts) else [], self.label_names)
+    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
+        """One dict per text, in input order (:func:`~loralab.inference.rows.prediction_rows`)."""
+        return prediction_rows(texts, self.logits(texts, pairs) if len(texts) else [], self.label_names, pairs)
 
 
 def pad(ids: Sequence[Sequence[int]], idx: Sequence[int], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:

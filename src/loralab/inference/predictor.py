@@ -89,8 +89,15 @@ class Predictor:
             compile,
         )
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        ids = encode(self.tokenizer, texts, self.max_length) if len(texts) else []
+    @property
+    def regression(self) -> bool:
+        """Whether the model predicts a number (one output, ``problem_type`` regression)."""
+        return len(self.label_names) == 1
+
+    def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Outputs (float32, ``[n, labels]``; ``[n, 1]`` for regression) in input order; ``pairs``:
+        the second texts of a pair task, tokenised with their texts as pairs."""
+        ids = encode(self.tokenizer, texts, self.max_length, pairs) if len(texts) else []
         return batched_logits(
             self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device, self.autocast_dtype
         )
@@ -103,9 +110,10 @@ class Predictor:
         self.logits(["warm-up"])
         self.logits(["warm-up", "a second, somewhat longer warm-up text"])
 
-    def predict(self, texts: Sequence[str]) -> list[dict]:
-        """One dict per text, in input order: text, label (id), label_name, confidence, probabilities."""
-        return prediction_rows(texts, self.logits(texts) if len(texts) else [], self.label_names)
+    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
+        """One dict per text, in input order: text (text_pair), label (id), label_name, confidence,
+        probabilities; for regression text (text_pair) and score (:func:`prediction_rows`)."""
+        return prediction_rows(texts, self.logits(texts, pairs) if len(texts) else [], self.label_names, pairs)
 
 
 def load_export_predictor(

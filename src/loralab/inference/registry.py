@@ -184,6 +184,10 @@ def read_lora_run(run_dir: str | Path, roots: Sequence[Path] = ()) -> tuple[Path
             f"{run_dir}: a {method} run, not LoRA: only a LoRA run's low-rank updates (B·A added to a layer's "
             "output) share a backbone as adapters here; serve it alone"
         )
+    data = meta["config"]["data"]
+    if data.get("text_pair_column") or data.get("task") == "regression":
+        kind = "a sentence-pair run" if data.get("text_pair_column") else "a regression run"
+        raise AdapterError(f"{run_dir}: {kind}: adapters served together classify single texts; serve it alone")
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (run_dir / ADAPTER_DIR / name).is_file():
             raise AdapterError(f"{run_dir / ADAPTER_DIR / name}: not found (adapters are read from safetensors only)")

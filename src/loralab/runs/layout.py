@@ -39,11 +39,21 @@ METRICS_COLUMNS = [
     "train_loss",
     "val_loss",
     "val_accuracy",
+    "val_metric",  # the selection metric's value (--metric; config.json names it)
     "lr",
     "epoch_seconds",
     "elapsed_seconds",
 ]
-PREDICTION_COLUMNS = ["text", "label", "prediction", "confidence"]
+#: A prediction file's columns: the label and the prediction as ids and names (regression: numbers, no
+#: names or confidence); a test file without labels leaves ``label`` and ``label_name`` empty.
+PREDICTION_COLUMNS = ["text", "label", "label_name", "prediction", "prediction_name", "confidence"]
+
+
+def prediction_columns(pair: bool) -> list[str]:
+    """The columns of a run's prediction files (``text_pair`` after ``text`` for a pair task)."""
+    return ["text", "text_pair", *PREDICTION_COLUMNS[1:]] if pair else list(PREDICTION_COLUMNS)
+
+
 #: Where the runs of a study sit: ``STUDY/study.json`` (the plan) and ``STUDY/runs/<id>/`` (run directories).
 STUDY_FILE = "study.json"
 RUNS_DIR = "runs"
@@ -62,10 +72,20 @@ def read_predictions(path: str | Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        r["label"] = int(r["label"])
-        r["prediction"] = int(r["prediction"])
-        r["confidence"] = float(r["confidence"])
+        r["label"] = _number(r["label"])
+        r["prediction"] = _number(r["prediction"])
+        r["confidence"] = _number(r.get("confidence", ""))
     return rows
+
+
+def _number(value: str) -> int | float | None:
+    """A prediction file's id (int), score (float) or empty cell (None: no label, no confidence)."""
+    if value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return float(value)
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -15,7 +15,8 @@ def save_weights(model, method: str, run_dir: Path, tokenizer) -> None:
     """Write the trained weights in the method's format (see the module docstring)."""
     from safetensors.torch import save_file
 
-    from loralab.models.backbones import head_module_names, quiet_transformers
+    from loralab.models.backbones import quiet_transformers
+    from loralab.models.description import describe
     from loralab.models.methods import save_adapter
 
     if method in ADAPTER_METHODS:
@@ -27,7 +28,7 @@ def save_weights(model, method: str, run_dir: Path, tokenizer) -> None:
         with quiet_transformers():
             model.save_pretrained(run_dir / MODEL_DIR)
     else:
-        heads = tuple(f"{h}." for h in head_module_names(model))
+        heads = tuple(f"{h}." for h in describe(model).heads)
         tensors = {
             n: p.detach().cpu().contiguous()
             for n, p in model.named_parameters()
@@ -84,6 +85,10 @@ def load_model(run_dir: Path, run_config: dict, merge: bool = True):
         if missing:
             raise RunDirError(f"{run_dir / WEIGHTS_FILE}: parameters not in the model: {sorted(missing)[:3]}")
         model.load_state_dict(tensors, strict=False)
+    from loralab.models.pooling import apply_pooling
+
+    pooling = run_config["config"]["model"].get("pooling")  # runs written before --pooling have none
+    apply_pooling(model.get_base_model() if hasattr(model, "get_base_model") else model, pooling)
     return model.eval(), tokenizer
 
 

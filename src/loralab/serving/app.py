@@ -1,6 +1,7 @@
 """The FastAPI app: ``/predict``, ``/health``, the web page and, over many adapters, ``/adapters``.
 
 POST   /predict          {"texts": [...]} -> {"predictions": [{label, label_name, confidence, probabilities}]}
+                         pair models: also "text_pairs": [...]; regression models answer {"score"}
                          many adapters: also "adapter": NAME, or "adapters": [NAME, ...] | "all"
 GET    /health           status, model, label names, limits and batching counters
 GET    /adapters         many adapters: each one's name and run metadata, and the default
@@ -46,6 +47,18 @@ PAGE_HEADERS = {
 
 def _static(name: str) -> str:
     return resources.files("loralab").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def predict_items(predictor):
+    """The batcher's scoring function over one predictor: items are texts, or ``(text, text_pair)``
+    tuples for a pair model."""
+
+    def predict(items: list):
+        if items and isinstance(items[0], tuple):
+            return predictor.predict([a for a, _ in items], [b for _, b in items])
+        return predictor.predict(items)
+
+    return predict
 
 
 def resolve_under_roots(path: str, roots: Sequence[Path]) -> Path:
@@ -125,7 +138,14 @@ def create_app(
     if "base_model" in info:
         info["base_model"] = public_name(info["base_model"])
     request_model, response_model, error_model = request_models(multi)
-    batcher = MicroBatcher(predictor.predict, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
+    pair_model = bool(info.get("text_pair"))  # the served run reads text pairs (its second column)
+    score_keys = ("score",) if len(predictor.label_names) == 1 else PREDICTION_KEYS  # one output: regression
+    batcher = MicroBatcher(
+        predictor.predict if multi else predict_items(predictor),
+        limits.max_batch,
+        limits.max_wait_ms / 1000,
+        limits.max_queue,
+    )
     page = _static("index.html")
     assets = {name: _static(name) for name in STATIC_FILES}
     roots = [Path(r).resolve() for r in adapter_roots]
@@ -219,9 +239,17 @@ def create_app(
                 raise RequestError(415, "send the body as JSON (Content-Type: application/json)")
             req = parse_request(await read_body(request, limits.max_body_bytes), limits, request_model)
             names, several = chosen_adapters(req) if multi else ([], False)
+            pairs = req.text_pairs
+            if pair_model and pairs is None:
+                raise RequestError(422, "text_pairs: this model reads text pairs: send text_pairs beside texts")
+            if pairs is not None and not pair_model:
+                raise RequestError(422, "text_pairs: this model reads single texts; send texts only")
         except RequestError as e:
             return error(e.status, e.detail, e.errors)
-        items = [(name, t) for t in req.texts for name in names] if multi else req.texts
+        if multi:
+            items = [(name, t) for t in req.texts for name in names]
+        else:
+            items = list(zip(req.texts, pairs)) if pairs is not None else req.texts
         try:
             preds = await batcher.submit(items)
         except UnavailableError as e:
@@ -229,7 +257,7 @@ def create_app(
         except Exception:  # logged by the batcher
             return error(500, "prediction failed (see the server log)")
         if not multi:
-            return JSONResponse({"predictions": [{k: p[k] for k in PREDICTION_KEYS} for p in preds]})
+            return JSONResponse({"predictions": [{k: p[k] for k in score_keys} for p in preds]})
         gone = next((name for (name, _), p in zip(items, preds, strict=True) if p is None), None)
         if gone is not None:
             return error(404, f"adapter {gone!r} was removed while the request waited")

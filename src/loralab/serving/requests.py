@@ -58,8 +58,15 @@ def request_models(multi: bool = False):
             description="texts to classify (non-empty, in order)",
             examples=[["a gorgeous, witty film", "a tedious mess"]],
         )
+        text_pairs: list[str] | None = Field(
+            None,
+            description="models trained on text pairs: the second text of each text, in the same order "
+            "(one example is {text, text_pair}: texts[i] with text_pairs[i])",
+        )
 
     class Prediction(BaseModel):
+        """A classifier's answer; a regression model's is ``{"score": number}`` alone."""
+
         label: int = Field(description="predicted label id")
         label_name: str = Field(description="predicted label name")
         confidence: float = Field(description="probability of the predicted label")
@@ -119,12 +126,22 @@ def parse_request(body: bytes, limits: ServeLimits, model):
     texts = request.texts
     if len(texts) > limits.max_texts:
         raise RequestError(413, f"too many texts: {len(texts)} (at most {limits.max_texts} per request)")
+    _check_each("texts", texts, limits)
+    pairs = getattr(request, "text_pairs", None)
+    if pairs is not None:
+        if len(pairs) != len(texts):
+            raise RequestError(422, f"text_pairs: {len(pairs)} second texts for {len(texts)} texts (one each)")
+        _check_each("text_pairs", pairs, limits)
+    return request
+
+
+def _check_each(field: str, texts, limits) -> None:
+    """Every text of ``field`` within the length limit and not blank."""
     for i, t in enumerate(texts):
         if len(t) > limits.max_chars:
-            raise RequestError(413, f"texts.{i}: too long: {len(t)} characters (at most {limits.max_chars})")
+            raise RequestError(413, f"{field}.{i}: too long: {len(t)} characters (at most {limits.max_chars})")
         if not t.strip():
-            raise RequestError(422, f"texts.{i}: empty text")
-    return request
+            raise RequestError(422, f"{field}.{i}: empty text")
 
 
 def parse_texts(body: bytes, limits: ServeLimits, model) -> list[str]:

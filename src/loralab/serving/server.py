@@ -90,6 +90,7 @@ def load_predictor(
             "source": "export" if meta else "model folder",
             "base_model": meta.get("base_model"),
             "method": meta.get("method"),
+            "text_pair": (meta.get("columns") or {}).get("text_pair"),
         }
     else:
         check_run_dir(path)
@@ -103,12 +104,14 @@ def load_predictor(
             "source": "run",
             "base_model": meta["config"]["model"]["model"],
             "method": meta["config"]["method"]["method"],
+            "text_pair": meta["config"]["data"].get("text_pair_column"),  # a pair run: the page shows two boxes
         }
     import torch
 
     info.update(
         name=path.resolve().name,
         label_names=list(predictor.label_names),
+        task="regression" if len(predictor.label_names) == 1 else "classification",
         max_length=predictor.max_length,
         device=str(predictor.device),
         threads=torch.get_num_threads(),

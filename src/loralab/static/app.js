@@ -1,6 +1,8 @@
 // The loralab web page: one review per line -> POST predict -> one row per review with its
 // label and a confidence bar. With several adapters served, a picker chooses one adapter or all
-// of them (then each review shows every adapter's answer with its validation accuracy).
+// of them (then each review shows every adapter's answer with its validation accuracy). A model
+// trained on text pairs gets a second box (line i pairs with line i); a regression model's answer
+// is its score.
 // No external resources; user text is only ever set as textContent.
 "use strict";
 
@@ -8,6 +10,7 @@
   const $ = (id) => document.getElementById(id);
   const form = $("form");
   const input = $("texts");
+  const pairInput = $("pairs");
   const button = $("classify");
   const status = $("status");
   const errorBox = $("error");
@@ -24,8 +27,12 @@
     errorBox.hidden = !message;
   }
 
+  function linesOf(box) {
+    return box.value.split(/\r?\n/).map((s) => s.trim()).filter((s) => s.length > 0);
+  }
+
   function reviews() {
-    return input.value.split(/\r?\n/).map((s) => s.trim()).filter((s) => s.length > 0);
+    return linesOf(input);
   }
 
   // a colour class from the label name: sentiment words, else neutral
@@ -75,6 +82,12 @@
   function render(texts, predictions) {
     results.replaceChildren();
     predictions.forEach((p, i) => {
+      if (p.score !== undefined) { // regression: the predicted number
+        const row = el("li", "result other");
+        row.append(el("span", "label", p.score.toFixed(3)), el("span", "text", texts[i]));
+        results.append(row);
+        return;
+      }
       const li = el("li", `result ${tone(p.label_name)}`);
       li.dataset.label = p.label_name;
       if (p.adapter) li.dataset.adapter = p.adapter;
@@ -122,6 +135,16 @@
     status.textContent = "Classifying…";
     try {
       const request = { texts };
+      if (info && info.text_pair) {
+        const pairs = linesOf(pairInput);
+        if (pairs.length !== texts.length) {
+          showError(`Give one second text per text (${texts.length} texts, ${pairs.length} second texts).`);
+          status.textContent = "";
+          return;
+        }
+        request.text_pairs = pairs;
+        texts.forEach((t, i) => { texts[i] = `${t} ‖ ${pairs[i]}`; }); // shown beside each answer
+      }
       if (info && info.adapters) {
         if (picker.value === ALL) request.adapters = "all";
         else if (picker.value) request.adapter = picker.value;
@@ -155,6 +178,10 @@
       limits = info.limits;
       const parts = [info.name, info.method, `labels: ${info.label_names.join(", ")}`].filter(Boolean);
       $("model").textContent = parts.join(" · ");
+      if (info.text_pair) {
+        $("pair-row").hidden = false;
+        $("texts-label").textContent = "First texts, one per line";
+      }
       if (info.adapters) await loadAdapters();
     } catch (e) {
       $("model").textContent = "Model information unavailable.";

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from loralab.errors import LoralabError
+from loralab.evaluation.metrics import metric_value
 from loralab.evaluation.stats import Interval, t_interval
 from loralab.experiments.folder import StudyError, StudyFolder
 from loralab.training.run import Run, load_run
@@ -21,7 +22,18 @@ from loralab.training.run import Run, load_run
 SPLITS = ("validation", "test")
 METRICS = ("accuracy", "f1", "loss")
 #: The range each metric can take: t-intervals are clipped to it (with 2 seeds, t = 12.7).
-METRIC_RANGE = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "loss": (0.0, math.inf)}
+METRIC_RANGE = {
+    "accuracy": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "f1_macro": (0.0, 1.0),
+    "precision": (0.0, 1.0),
+    "recall": (0.0, 1.0),
+    "mcc": (-1.0, 1.0),
+    "pearson": (-1.0, 1.0),
+    "spearman": (-1.0, 1.0),
+    "mse": (0.0, math.inf),
+    "loss": (0.0, math.inf),
+}
 
 
 @dataclass
@@ -90,6 +102,13 @@ class StudyData:
         return [r for c in self.cells for r in c.runs]
 
     @property
+    def metric(self) -> str:
+        """The metric the study chooses on: its runs' selection metric (``--metric``, the ``--glue``
+        preset's, the task's default), or accuracy when the runs do not agree."""
+        names = {r.run.results.get("metric") or "accuracy" for r in self.runs if r.run is not None}
+        return names.pop() if len(names) == 1 else "accuracy"
+
+    @property
     def split(self) -> str:
         """The split comparisons use: test if every finished run has test results."""
         done = [r.run for r in self.runs if r.run is not None]
@@ -123,13 +142,16 @@ def load_study(root: str | Path) -> StudyData:
     )
 
 
-def summarize(cell: CellData) -> CellSummary:
+def summarize(cell: CellData, extra: tuple[str, ...] = ()) -> CellSummary:
+    """The cell's metrics over seeds (:data:`METRICS` and the ``extra`` ones, e.g. the study's
+    selection metric), its size and its cost."""
     runs = [r.run for r in cell.done]
     metrics = {}
     for split in SPLITS:
-        for metric in METRICS:
-            values = [run.results[split][metric] for run in runs if run.results.get(split)]
-            metrics[(split, metric)] = t_interval(values).clip(*METRIC_RANGE[metric])
+        for metric in dict.fromkeys((*METRICS, *extra)):
+            values = [metric_value(run.results[split], metric) for run in runs if run.results.get(split)]
+            values = [v for v in values if not math.isnan(v)]
+            metrics[(split, metric)] = t_interval(values).clip(*METRIC_RANGE.get(metric, (-math.inf, math.inf)))
     first = runs[0].results if runs else None
     params = first["params"] if first else {}
     spe = [run.results["timing"].get("seconds_per_epoch") for run in runs]
@@ -172,6 +194,8 @@ def predictions(cell: CellData, split: str) -> Predictions | None:
         if not path.is_file():
             continue
         preds = r.run.predictions(split)
+        if preds and (preds[0]["confidence"] is None or preds[0]["label"] is None):
+            return None  # regression scores or a file without labels: no per-example correctness to compare
         t, y = [p["text"] for p in preds], [p["label"] for p in preds]
         if texts is None:
             texts, labels = t, y

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loralab.config import RunConfig
+from loralab.config.glue import GLUE_SIZES
 from loralab.data import split_paths
 from loralab.errors import LoralabError
 
@@ -52,6 +53,8 @@ def split_sizes(config: RunConfig) -> dict[str, int]:
     except LoralabError:
         paths = {}
     sizes = dict(SST2_SIZES) if not paths else {s: _count_rows(p) for s, p in paths.items()}
+    if config.data.glue in GLUE_SIZES:  # a GLUE preset: its published split sizes
+        sizes = dict(zip(("train", "validation"), GLUE_SIZES[config.data.glue]))
     if config.data.train_size is not None:
         sizes["train"] = min(sizes["train"], config.data.train_size)
     return sizes

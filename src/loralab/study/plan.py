@@ -93,7 +93,8 @@ def make_plan(spec: StudySpec, root: str | Path | None = None, overrides: dict[s
             raise ConfigError(f"{spec.source}: --{key.replace('_', '-')} cannot be given: the study varies {key!r}")
     base = {norm(k): v for k, v in spec.base.items()}
     base.update(overrides)
-    if not base.get("data_dir") and not base.get("train_file") and os.environ.get(DATA_DIR_ENV):
+    named = base.get("dataset") or base.get("glue")  # a --dataset takes the place of the data directory
+    if not base.get("data_dir") and not base.get("train_file") and not named and os.environ.get(DATA_DIR_ENV):
         base["data_dir"] = os.environ[DATA_DIR_ENV]
     for key in PATH_OPTIONS:
         if base.get(key):

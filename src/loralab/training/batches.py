@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from loralab.data import EncodedDataset, PadCollator
+from loralab.data import EncodedDataset, PadCollator, label_dtype
 from loralab.inference.batched import batched_logits, eval_mode
 from loralab.training.headcache import extract_features, head_logits
 
@@ -40,7 +40,8 @@ class CachedHeadBatches:
         self, model, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int, device: torch.device
     ) -> None:
         feats = extract_features(model, train_ids, eval_batch_size, pad_token_id, device)
-        self.dataset = torch.utils.data.TensorDataset(feats, torch.as_tensor(list(train_labels)))
+        labels = list(train_labels)
+        self.dataset = torch.utils.data.TensorDataset(feats, torch.tensor(labels, dtype=label_dtype(labels)))
         self.val_features = extract_features(model, val_ids, eval_batch_size, pad_token_id, device)
 
     @staticmethod

@@ -20,14 +20,14 @@ from torch import nn
 
 from loralab.config import RunConfig
 from loralab.errors import ConfigError
-from loralab.evaluation.metrics import classification_metrics
+from loralab.evaluation.metrics import is_better, metric_value, task_metrics
 from loralab.models.methods import attach_training_hooks
 from loralab.runtime import resolve_precision
 from loralab.training.batches import CachedHeadBatches, TokenBatches, device_batch
 from loralab.training.checkpoint import Checkpoints, reseed, set_rng_state
 from loralab.training.progress import progress_bar
 from loralab.training.sampler import LengthGroupedBatchSampler, RankMicroBatches
-from loralab.training.step import TrainStep, set_frozen_modules_eval
+from loralab.training.step import TrainStep, class_weight_vector, set_frozen_modules_eval
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 class FitResult:
     history: list[dict] = field(default_factory=list)  # rows of metrics.csv
     best_epoch: int | None = None
-    best_validation_accuracy: float | None = None
+    best_validation_accuracy: float | None = None  # the best epoch's (classification)
+    best_metric: str | None = None  # the metric that chose the best epoch (--metric)
+    best_value: float | None = None  # its value at the best epoch
     weights_epoch: int | None = None  # the epoch whose weights the model holds when fit returns (the best)
     epoch_seconds: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
@@ -115,7 +117,8 @@ def fit(
     from accelerate import Accelerator
 
     tc = cfg.train
-    result = FitResult()
+    metric = cfg.metric  # chooses the best epoch and drives --patience
+    result = FitResult(best_metric=metric)
     if tc.epochs == 0:
         return result
     accelerator = accelerator or Accelerator(cpu=tc.device == "cpu", mixed_precision="no")
@@ -157,6 +160,7 @@ def fit(
         max_grad_norm=tc.max_grad_norm,
         grad_accum=tc.grad_accum,
         compile=tc.compile,
+        class_weights=_class_weights(cfg, train_labels, num_outputs(model)),
     )
     unwrapped = step.unwrapped
 
@@ -175,6 +179,9 @@ def fit(
         pos = _Position(**resumed["position"])
         for key, value in resumed["result"].items():
             setattr(result, key, value)
+        if result.best_value is None and result.best_epoch is not None and metric == "accuracy":
+            result.best_value = result.best_validation_accuracy  # a checkpoint written before --metric
+        result.best_metric = metric
         if main:
             log.info(
                 "resuming from step %d (epoch %d, %d of %d batches done)",
@@ -284,7 +291,9 @@ def fit(
         result.train_examples_seen += pos.seen
         epoch_total = _sum_over_ranks(accelerator, epoch_sums)
         trained_epoch = epoch
-        vm = classification_metrics(val_labels, task.val_logits(unwrapped, device))
+        vm = task_metrics(
+            val_labels, task.val_logits(unwrapped, device)
+        )  # classification, or regression for a one-output model
         vm = _from_main(vm, world)
         result.history.append(
             _row(
@@ -295,23 +304,30 @@ def fit(
                 train_loss=epoch_total[0] / epoch_total[1] if epoch_total[1] else None,  # the epoch's mean
                 lr=scheduler.get_last_lr()[0],
                 val_loss=vm["loss"],
-                val_accuracy=vm["accuracy"],
+                val_accuracy=vm.get("accuracy"),
+                val_metric=metric_value(vm, metric),
                 epoch_seconds=epoch_time,
             )
         )
-        if result.best_validation_accuracy is None or vm["accuracy"] > result.best_validation_accuracy:
-            result.best_epoch, result.best_validation_accuracy = epoch, vm["accuracy"]
+        if is_better(metric, metric_value(vm, metric), result.best_value):
+            result.best_epoch, result.best_value = epoch, metric_value(vm, metric)
+            result.best_validation_accuracy = vm.get("accuracy")
             best_state = trainable_state(unwrapped)
         if main:
             log.info(
-                "epoch %d: validation accuracy %.4f loss %.4f (%.1fs)", epoch, vm["accuracy"], vm["loss"], epoch_time
+                "epoch %d: validation %s %.4f loss %.4f (%.1fs)",
+                epoch,
+                metric,
+                metric_value(vm, metric),
+                vm["loss"],
+                epoch_time,
             )
             if on_log is not None:
                 on_log(result)
         if tc.patience and epoch < tc.epochs and epoch - result.best_epoch >= tc.patience:
             result.stopped = {
                 "epoch": epoch,
-                "reason": f"early stopping: no better validation accuracy for "
+                "reason": f"early stopping: no better validation {metric} for "
                 f"{tc.patience} epoch(s) (--patience {tc.patience})",
             }
             if main:
@@ -343,6 +359,19 @@ class _Position:
     window_count: float = 0.0
     epoch_loss: float = 0.0  # the same over the epoch so far
     epoch_count: float = 0.0
+
+
+def num_outputs(model: nn.Module) -> int:
+    """The number of outputs of the model's head (1: regression)."""
+    return int(model.config.num_labels)
+
+
+def _class_weights(cfg: RunConfig, train_labels: Sequence[int], n_outputs: int) -> torch.Tensor | None:
+    """The cross-entropy's class weights (``--class-weights``); refused for a regression run."""
+    spec = cfg.train.parsed_class_weights()
+    if spec is not None and n_outputs == 1:
+        raise ConfigError("--class-weights weighs classes; a regression run (--task regression) has none")
+    return class_weight_vector(spec, train_labels, n_outputs)
 
 
 def check_global_batch(batch_size: int, world_size: int, grad_accum: int) -> None:

@@ -13,25 +13,31 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from loralab.config import RunConfig
 from loralab.data import encode_cached, load_data
-from loralab.evaluation.metrics import classification_metrics, softmax
 from loralab.files import atomic_dir, atomic_write_csv, atomic_write_json, read_json, remove_staging
+from loralab.inference.evaluate import score
 from loralab.inference.predictor import Predictor
 from loralab.models.backbones import build_model, check_max_length, load_config, load_tokenizer
 from loralab.models.methods import ParamTable, apply_method, param_table
+from loralab.models.pooling import apply_pooling
+from loralab.models.precision import (
+    check_big_model,
+    enable_gradient_checkpointing,
+    load_kwargs,
+    prepare_quantized,
+    upcast_trainable,
+)
 from loralab.plots import plot_confusion, plot_curves
 from loralab.runs.layout import (
     CONFIG_FILE,
     METRICS_COLUMNS,
     METRICS_FILE,
-    PREDICTION_COLUMNS,
     RESULTS_FILE,
     SCHEMA_VERSION,
     RunDirError,
     check_run_dir,
+    prediction_columns,
     read_metrics,
     read_predictions,
 )
@@ -99,10 +105,10 @@ def load_run(run_dir: str | Path) -> Run:
 def inspect_params(config: RunConfig, label_names: list[str] | None = None) -> ParamTable:
     """The parameter table of ``config``'s model and method, built on the meta device from the
     model's config alone (no weights are read; a folder with only ``config.json`` is enough)."""
-    names = label_names or config.data.labels or ["negative", "positive"]
+    names = label_names or config.data.labels or (["score"] if config.data.is_regression else ["negative", "positive"])
     mc = load_config(config.model.model, names)
     model = build_model(config.model.model, names, mc.pad_token_id if mc.pad_token_id is not None else 0, weights=False)
-    return param_table(apply_method(model, config.method))
+    return param_table(apply_method(model, config.method, head=config.model.head))
 
 
 def default_output_dir(config: RunConfig) -> Path:
@@ -143,6 +149,8 @@ def train(
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
     check_global_batch(tc.batch_size, accelerator.num_processes, tc.grad_accum)
     resolve_precision(tc.precision, accelerator.device)  # a conflicting launcher setting fails before any work
+    mc = config.model
+    check_big_model(mc.torch_dtype, mc.quantize, config.method.method, accelerator.device)
     memory = PeakMemory(accelerator.device)
     main = accelerator.is_main_process
     checkpoints = None
@@ -159,8 +167,15 @@ def train(
     check_max_length(load_config(config.model.model, data.label_names), config.data.max_length)
     seed_everything(tc.seed)
     tokenizer = load_tokenizer(config.model.model)
-    model = build_model(config.model.model, data.label_names, tokenizer.pad_token_id)
-    model = apply_method(model, config.method)
+    model = build_model(
+        mc.model,
+        data.label_names,
+        tokenizer.pad_token_id,
+        **load_kwargs(mc.torch_dtype, mc.quantize, accelerator.device),
+    )
+    model = _prepare_backbone(model, config)
+    model = apply_method(model, config.method, head=mc.head)
+    upcast_trainable(model)  # a bf16/fp16/quantized backbone: what trains stays fp32
     table = param_table(model)
     if main:
         log.info(
@@ -171,7 +186,7 @@ def train(
             f"{table.total:,}",
             table.trainable_percent,
         )
-    ids = {s.name: encode_cached(tokenizer, s.texts, config.data.max_length) for s in data.splits()}
+    ids = {s.name: encode_cached(tokenizer, s.texts, config.data.max_length, pairs=s.pairs) for s in data.splits()}
     pad = tokenizer.pad_token_id
 
     meta = {
@@ -180,6 +195,12 @@ def train(
         "lr": config.lr,
         "label_names": data.label_names,
         "labels": data.labels,
+        "task": data.task,  # classification or regression (one output: the score named by label_names)
+        "columns": {
+            "text": config.data.text_column,
+            "text_pair": config.data.text_pair_column,
+            "label": config.data.label_column,
+        },
         "data_files": data.files(),
         "seed": tc.seed,
         "distributed": distributed_facts(accelerator, tc),
@@ -265,6 +286,18 @@ def train(
     return RunResult(out_dir, results or {}, config, model, tokenizer)
 
 
+def _prepare_backbone(model, config: RunConfig):
+    """Before the method: ``--pooling`` (models.pooling), peft's preparation of a quantized model,
+    ``--gradient-checkpointing``."""
+    apply_pooling(model, config.model.pooling)
+    checkpointing = bool(config.train.gradient_checkpointing)
+    if config.model.quantize is not None:
+        return prepare_quantized(model, checkpointing)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    return model
+
+
 def distributed_facts(accelerator, tc) -> dict:
     """How the global batch was computed: processes, per-process micro-batch, accumulation."""
     world = accelerator.num_processes
@@ -308,15 +341,12 @@ def _finalise(
     for split in (data.validation, data.test):
         if split is None:
             continue
-        log.info("scoring %s (%s texts) with the saved weights", split.name, f"{len(split):,}")
-        logits = predictor.logits(split.texts)
-        split_results[split.name] = classification_metrics(split.labels, logits)
-        probs = softmax(logits.astype(np.float64))
-        rows = [
-            {"text": t, "label": y, "prediction": int(p.argmax()), "confidence": f"{p.max():.6f}"}
-            for t, y, p in zip(split.texts, split.labels, probs)
-        ]
-        atomic_write_csv(staging / f"predictions_{split.name}.csv", PREDICTION_COLUMNS, rows)
+        verb = "scoring" if split.labeled else "predicting (no labels)"
+        log.info("%s %s (%s texts) with the saved weights", verb, split.name, f"{len(split):,}")
+        # a test file without labels is predicted, never scored: its results stay None
+        split_results[split.name], rows = score(predictor, split.texts, split.pairs, split.labels)
+        columns = prediction_columns(split.pairs is not None)
+        atomic_write_csv(staging / f"predictions_{split.name}.csv", columns, rows)
     eval_seconds = time.perf_counter() - t_eval
     epochs_run = len(fitted.epoch_seconds)
     results = {
@@ -325,7 +355,9 @@ def _finalise(
         "method": config.method.method,
         "validation": split_results["validation"],
         "test": split_results["test"],
+        "task": data.task,
         "best_epoch": fitted.best_epoch,
+        "metric": config.metric,  # the validation metric that chose the best epoch (--metric)
         "weights_epoch": fitted.weights_epoch,  # the epoch whose weights were saved (and scored)
         "epochs": epochs_run,
         "steps": fitted.steps,
@@ -356,17 +388,20 @@ def _finalise(
         "device": str(predictor.device),
         "distributed": meta["distributed"],
     }
+    if data.test is not None and not data.test.labeled:  # predicted (predictions_test.csv), not scored
+        results["data"]["test_labeled"] = False
     if stopped is not None:  # ended early: by --patience (best epoch restored) or an on_epoch callback
         results["stopped"] = stopped
     title = f"{Path(config.model.model).name} · {config.method.method}"
     log.info("writing plots")
     if fitted.history:
         plot_curves(fitted.history, staging, title)
-    plot_confusion(
-        results["validation"]["confusion_matrix"],
-        meta["label_names"],
-        staging / "confusion_matrix.png",
-        f"{title} · validation",
-    )
+    if "confusion_matrix" in results["validation"]:  # classification
+        plot_confusion(
+            results["validation"]["confusion_matrix"],
+            meta["label_names"],
+            staging / "confusion_matrix.png",
+            f"{title} · validation",
+        )
     atomic_write_json(staging / RESULTS_FILE, results)  # last: marks the run complete
     return results

@@ -5,16 +5,19 @@ lean autocast, the TF32 scope) and :class:`TrainStep` (loss, backward, clipping,
 benchmarks call the same two, so that they time the trainer's own step (their flags turn parts of
 the context off, to compare). Everything the context changes is undone when it ends: validation,
 prediction and saving see the model as built (fp32 weights, stock dropout modules, fp32 matmuls).
+The loss of a step (cross-entropy, weighted per class with ``--class-weights``; squared error for
+regression) is :func:`micro_loss`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
+from loralab.errors import ConfigError
 from loralab.runtime import autocast
 
 _WORDS = 1 << 16
@@ -190,6 +193,36 @@ def set_frozen_modules_eval(model: nn.Module, method: str) -> None:
         getattr(base, base.base_model_prefix).eval()
 
 
+def example_losses(
+    logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each example's loss: the squared error of a one-output model's number for float labels
+    (regression), else the cross-entropy of its label, times that label's class weight
+    (``--class-weights``) when given."""
+    if labels.is_floating_point():
+        return (logits.float().reshape(labels.shape) - labels.float()) ** 2
+    losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+    return losses * class_weights[labels] if class_weights is not None else losses
+
+
+def class_weight_vector(spec: str | list[float] | None, labels: Sequence[int], n_classes: int) -> torch.Tensor | None:
+    """The weight of each class in the cross-entropy from ``--class-weights`` (as
+    ``TrainConfig.parsed_class_weights`` reads it): ``balanced`` gives class c the weight
+    n / (classes x count_c) of the training labels (scikit-learn's ``compute_class_weight``; a class
+    absent from them gets weight 0), a list gives one weight per label id."""
+    if spec is None:
+        return None
+    if spec == "balanced":
+        counts = torch.bincount(torch.as_tensor(list(labels), dtype=torch.long), minlength=n_classes).double()
+        weights = torch.where(counts > 0, len(labels) / (n_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+        return weights.float()
+    if len(spec) != n_classes:
+        raise ConfigError(
+            f"--class-weights gives {len(spec)} weights for {n_classes} labels (one per label, in id order)"
+        )
+    return torch.tensor(spec, dtype=torch.float32)
+
+
 def micro_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -197,21 +230,30 @@ def micro_loss(
     global_count: int,
     parts: int,
     world_size: int,
+    class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss to back-propagate for one micro-batch, and the (detached) summed loss of its real
     examples for logging.
 
-    Scaled so that, once DDP has averaged the gradients over ``world_size`` ranks and the
-    accumulation steps have added up, the gradient is that of the mean loss over the global
-    batch's ``global_count`` real examples: the same optimisation on 1 or N processes, with or
-    without accumulation. Weight-0 fill rows contribute nothing. With one process and no
-    accumulation it is exactly the model's own mean cross-entropy (bit-identical to before), and
-    ``weights`` (all ones then) may be None.
+    The loss is the mean over the global batch of :func:`example_losses` (cross-entropy, weighted by
+    ``class_weights`` when given; squared error for regression). Scaled so that, once DDP has
+    averaged the gradients over ``world_size`` ranks and the accumulation steps have added up, the
+    gradient is that of the mean loss over the global batch's ``global_count`` real examples: the
+    same optimisation on 1 or N processes, with or without accumulation. Weight-0 fill rows
+    contribute nothing. With one process and no accumulation it is exactly the model's own mean
+    cross-entropy (bit-identical to before), and ``weights`` (all ones then) may be None.
+
+    With class weights it is the mean of weight x cross-entropy over the examples (torch's weighted
+    ``cross_entropy`` divides by the batch's summed weights instead, which would depend on how a
+    global batch is split over processes).
     """
     if parts == 1:
-        loss = nn.functional.cross_entropy(logits, labels)
+        if class_weights is None and not labels.is_floating_point():
+            loss = nn.functional.cross_entropy(logits, labels)
+        else:
+            loss = example_losses(logits, labels, class_weights).mean()
         return loss, loss.detach().float() * labels.shape[0]
-    per_example = nn.functional.cross_entropy(logits, labels, reduction="none") * weights
+    per_example = example_losses(logits, labels, class_weights) * weights
     summed = per_example.sum()
     return summed * (world_size / global_count), summed.detach().float()
 
@@ -242,8 +284,10 @@ class TrainStep:
         max_grad_norm: float = 1.0,
         grad_accum: int = 1,
         compile: bool = False,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         self.accelerator, self.scheduler = accelerator, scheduler
+        self.class_weights = class_weights.to(accelerator.device) if class_weights is not None else None
         self.device, self.world = accelerator.device, accelerator.num_processes
         self.parts = self.world * grad_accum
         self.autocast_dtype, self.max_grad_norm = autocast_dtype, max_grad_norm
@@ -270,7 +314,13 @@ class TrainStep:
         on one process without accumulation)."""
         with autocast(self.device, self.autocast_dtype):
             return micro_loss(
-                logits(self.forward, batch), batch["labels"], weights, global_count, self.parts, self.world
+                logits(self.forward, batch),
+                batch["labels"],
+                weights,
+                global_count,
+                self.parts,
+                self.world,
+                self.class_weights,
             )
 
     def backward(self, loss: torch.Tensor) -> None:

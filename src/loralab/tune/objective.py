@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loralab.experiments.search import EPOCH_METRICS, TuneSpec
+from loralab.evaluation.metrics import metric_value
+from loralab.experiments.search import EPOCH_METRIC_COLUMN, TuneSpec
 
 TRIALS_DIR = "trials"
 
@@ -62,12 +63,12 @@ def train_trial(
     from loralab.training.tracking import run_tags
 
     config = spec.trial_config(params).override({"output_dir": str(run_dir), "progress": False})
-    column = EPOCH_METRICS.get(spec.metric)
+    column = EPOCH_METRIC_COLUMN  # the trial's selection metric: the objective (TuneSpec.trial_config)
     pruner_name, _ = spec.pruner_options()
     pruned_after: list[int] = []  # the epoch this trial's pruner stopped it after
 
     def on_epoch(row: dict) -> None:
-        if column is None or pruner_name == "none" or row.get(column) is None:
+        if pruner_name == "none" or row.get(column) is None:
             return
         epoch, value = int(row["epoch"]), float(row[column])
         if report(value, epoch) and epoch < config.train.epochs:  # the last epoch: nothing to save
@@ -79,7 +80,7 @@ def train_trial(
     with run_tags(search=spec.name, trial=number):  # trackers group the trials under their search
         result = train(config, command=["loralab", "train", *train_flags(config)], on_epoch=on_epoch, test_split=False)
     r = result.results
-    value = float(r["validation"][spec.metric])
+    value = metric_value(r["validation"], spec.metric)
     stopped = (r.get("stopped") or {}).get("reason")
     return TrialOutcome(
         value, bool(pruned_after), result.run_dir, int(r["epochs"]), float(r["timing"]["total_seconds"]), stopped

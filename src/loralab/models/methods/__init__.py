@@ -3,7 +3,7 @@
 | method     | trains                                                        |
 |------------|---------------------------------------------------------------|
 | ``none``     | nothing (evaluates the untrained model)                      |
-| ``head``     | the classification head only (``models.backbones.head_module_names``) |
+| ``head``     | the classification head only (``Backbone.heads``, or ``--head classifier``) |
 | ``lora``     | LoRA adapters on the target modules + the head (``lora.py``: DoRA, rsLoRA, the initialisations, LoRA+) |
 | ``full``     | every parameter                                               |
 | ``prelayer`` | token and position embeddings + the head                      |
@@ -27,14 +27,19 @@ from torch import nn
 
 from loralab.config import MethodConfig
 from loralab.errors import ConfigError
-from loralab.models.backbones import Family, family_of, head_module_names, num_layers, parse_layers
+from loralab.models.backbones import parse_layers
+from loralab.models.description import Backbone, describe
 from loralab.models.methods.adapter_format import ADAPTER_METHODS
 
 
-def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
-    """Freeze/unfreeze parameters (and inject adapters) for ``cfg.method``; returns the model to train."""
-    family = family_of(model.config)
-    heads = head_module_names(model)
+def apply_method(
+    model: nn.Module, cfg: MethodConfig, backbone: Backbone | None = None, head: str | None = None
+) -> nn.Module:
+    """Freeze/unfreeze parameters (and inject adapters) for ``cfg.method``; returns the model to train.
+    ``backbone`` is the model's description (:func:`~loralab.models.description.describe`); ``head``
+    is ``--head`` (:func:`chosen_heads`)."""
+    family = backbone or describe(model)
+    heads = chosen_heads(family, head)
     if cfg.method == "lora":
         from loralab.models.methods.lora import inject_lora
 
@@ -58,13 +63,24 @@ def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
     return model
 
 
-def _inject_peft(model: nn.Module, cfg: MethodConfig, family: Family, heads: list[str]) -> nn.Module:
+def chosen_heads(family: Backbone, head: str | None = None) -> list[str]:
+    """The head modules that train in full for ``--head``: ``family`` (None) the family's whole head,
+    ``classifier`` peft's default for sequence classification, the final ``classifier``/``score``
+    module alone (BERT's pooler dense then stays frozen, as the LoRA papers count it)."""
+    if head in (None, "family"):
+        return list(family.heads)
+    if not family.peft_heads:
+        raise ConfigError(f"--head classifier: {family.name} has no classifier or score module")
+    return list(family.peft_heads)
+
+
+def _inject_peft(model: nn.Module, cfg: MethodConfig, family: Backbone, heads: list[str]) -> nn.Module:
     """VeRA, (IA)³ or AdaLoRA through peft, the head trained in full (``modules_to_save``)."""
     from peft import get_peft_model
 
     from loralab.models.methods.lora import make_portable
 
-    targets, layers, _ = lora_settings(model.config, cfg)
+    targets, layers, _ = lora_settings(family, cfg)
     if cfg.method == "vera":
         from loralab.models.methods.vectors import vera_config
 
@@ -131,22 +147,24 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model.merge_and_unload()
 
 
-def embedding_modules(model: nn.Module, family: Family) -> list[nn.Module]:
-    """Token and position embeddings of the backbone."""
+def embedding_modules(model: nn.Module, family: Backbone) -> list[nn.Module]:
+    """Token and position embeddings of the backbone (the token embeddings alone where positions are
+    rotary or relative: no position embedding to train)."""
     token = model.get_input_embeddings()
+    if family.position_embeddings is None:
+        return [token]
     position = [m for n, m in model.named_modules() if n.split(".")[-1] == family.position_embeddings]
     if len(position) != 1 or not isinstance(position[0], nn.Embedding):
         raise ConfigError(f"--method prelayer: cannot find the position embedding of {family.name}")
     return [token, position[0]]
 
 
-def lora_settings(model_config, cfg: MethodConfig) -> tuple[list[str], list[int] | None, Family]:
-    """Target module names and layer indices for LoRA on this model (shared by both impls)."""
-    family = family_of(model_config)
-    return resolve_targets(cfg.target_modules, family), parse_layers(cfg.layers, num_layers(model_config)), family
+def lora_settings(family: Backbone, cfg: MethodConfig) -> tuple[list[str], list[int] | None, Backbone]:
+    """Target module names and layer indices for LoRA on the backbone ``family`` (shared by both impls)."""
+    return resolve_targets(cfg.target_modules, family), parse_layers(cfg.layers, family.n_layers), family
 
 
-def resolve_targets(names: list[str] | None, family: Family) -> list[str]:
+def resolve_targets(names: list[str] | None, family) -> list[str]:
     """Module names for ``--target-modules``: the presets ``all-linear`` and ``qv`` become this
     family's names; other names pass through. ``None`` is what runs written before ``all-linear``
     became the default recorded for the family default of the time, ``qv``."""
@@ -154,6 +172,11 @@ def resolve_targets(names: list[str] | None, family: Family) -> list[str]:
     if names == ["all-linear"]:
         return list(family.linear_targets)
     if names == ["qv"]:
+        if not family.qv_targets:
+            raise ConfigError(
+                f"--target-modules qv: no query/value layers recognised in {family.name} (its linear layers: "
+                f"{', '.join(family.linear_targets)}); name them with --target-modules"
+            )
         return list(family.qv_targets)
     return names
 
@@ -178,6 +201,7 @@ class ParamGroup:
 class ParamTable:
     groups: list[ParamGroup]
     head_modules: list[str] = field(default_factory=list)  # what the group "head" holds
+    backbone: Backbone | None = None  # the model's description (``loralab inspect`` shows it)
 
     @property
     def total(self) -> int:
@@ -243,12 +267,12 @@ def param_table(model: nn.Module, heads: list[str] | None = None) -> ParamTable:
     figures are those of peft's ``print_trainable_parameters``; ``--impl scratch`` trains the head
     in place, so its trainable count is the same and its total is smaller by the head's size."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    heads = heads if heads is not None else head_module_names(base)
-    family = family_of(base.config)
+    family = describe(base)
+    heads = heads if heads is not None else list(family.heads)
     groups = {g: ParamGroup(g) for g in GROUP_ORDER}
     for name, p in model.named_parameters():
         g = groups[_group_of(name, heads, family.layers_pattern)]
         g.total += p.numel()
         if p.requires_grad:
             g.trainable += p.numel()
-    return ParamTable([g for g in groups.values() if g.total], list(heads))
+    return ParamTable([g for g in groups.values() if g.total], list(heads), family)

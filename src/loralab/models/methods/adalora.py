@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from loralab.config import MethodConfig
-from loralab.models.backbones import Family
+from loralab.models.description import Backbone
 from loralab.models.methods.lora import placement
 
 #: The schedule as fractions of the run's optimizer steps, from the AdaLoRA paper's SST-2 setting
@@ -43,7 +43,7 @@ ORTH_REG_WEIGHT = 0.1
 STATE_KEY = "loralab_adalora"
 
 
-def adalora_config(targets: list[str], layers: list[int] | None, family: Family, cfg: MethodConfig, heads):
+def adalora_config(targets: list[str], layers: list[int] | None, family: Backbone, cfg: MethodConfig, heads):
     """The ``peft.AdaLoraConfig`` of ``cfg``; its schedule (``total_step``...) is set by
     :class:`AdaLoraSchedule` once the number of steps is known (1 until then)."""
     from peft import AdaLoraConfig

@@ -25,7 +25,8 @@ from torch import nn
 
 from loralab.config import MethodConfig
 from loralab.errors import ConfigError
-from loralab.models.backbones import Family, portable_name
+from loralab.models.backbones import portable_name
+from loralab.models.description import Backbone, describe
 
 #: ``--init`` values that rewrite the frozen weights (saved as a plain LoRA delta, see the module docstring)
 MUTATING_INITS = ("pissa", "olora")
@@ -33,7 +34,7 @@ MUTATING_INITS = ("pissa", "olora")
 INITIAL_ADAPTER = "loralab_initial_adapter"
 
 
-def placement(targets: list[str], layers: list[int] | None, family: Family, heads: list[str]) -> dict:
+def placement(targets: list[str], layers: list[int] | None, family: Backbone, heads: list[str]) -> dict:
     """Where a peft adapter goes, as every peft config of loralab's spells it (LoRA, VeRA,
     AdaLoRA): its target modules, the layers (``--layers``), the family's weight layout, and the
     head trained and saved beside it."""
@@ -46,13 +47,17 @@ def placement(targets: list[str], layers: list[int] | None, family: Family, head
     }
 
 
-def peft_config(model_config, cfg: MethodConfig, heads: list[str]):
-    """The ``peft.LoraConfig`` equivalent of ``cfg`` for this model."""
+def peft_config(family, cfg: MethodConfig, heads: list[str]):
+    """The ``peft.LoraConfig`` equivalent of ``cfg`` for the backbone ``family`` (a :class:`Backbone`,
+    or a model config, described on the meta device)."""
     from peft import LoraConfig
 
+    from loralab.models.description import describe_config
     from loralab.models.methods import lora_settings
 
-    targets, layers, family = lora_settings(model_config, cfg)
+    if not isinstance(family, Backbone):  # a model config
+        family = describe_config(family)
+    targets, layers, _ = lora_settings(family, cfg)
     return LoraConfig(
         task_type="SEQ_CLS",
         r=cfg.rank,
@@ -71,8 +76,9 @@ def mutates_base(init: str | bool | None) -> bool:
     return isinstance(init, str) and init.split("_niter_")[0] in MUTATING_INITS
 
 
-def inject_lora(model: nn.Module, cfg: MethodConfig, family: Family, heads: list[str]) -> nn.Module:
-    pconf = peft_config(model.config, cfg, heads)
+def inject_lora(model: nn.Module, cfg: MethodConfig, family: Backbone | None, heads: list[str]) -> nn.Module:
+    family = family or describe(model)
+    pconf = peft_config(family, cfg, heads)
     if cfg.impl == "scratch":
         from loralab.models.methods.scratch_lora import inject_scratch_lora
 

@@ -76,7 +76,12 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
     acc = {s.name: s.metrics[(split, "accuracy")] for s in scored}
     val = {s.name: s.metrics[(CHOICE_SPLIT, "accuracy")] for s in scored}
     best = r.summaries[r.best]
-    text = f"Best cell (chosen on {CHOICE_SPLIT} accuracy): **{best.name}**, {mean_std(val[best.name])}"
+    if r.metric != "accuracy":
+        chosen = r.summaries[r.best].metrics[(CHOICE_SPLIT, r.metric)]
+        text = f"Best cell (chosen on {CHOICE_SPLIT} {r.metric}, {chosen.mean:.4f}): **{best.name}**, accuracy "
+    else:
+        text = f"Best cell (chosen on {CHOICE_SPLIT} accuracy): **{best.name}**, "
+    text += mean_std(val[best.name])
     if split != CHOICE_SPLIT and best.name in acc:
         text += f"; its {split} accuracy: {mean_std(acc[best.name])}"
     if best.n > 1 and best.name in acc:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loralab.evaluation.comparison import Comparison, adjust_family, compare
+from loralab.evaluation.metrics import best_index, metric_value
 from loralab.evaluation.stats import ALPHA
 from loralab.experiments.folder import StudyError
 from loralab.study.aggregate import (
@@ -80,8 +81,9 @@ class ReportData:
     preds: dict[str, Predictions]
     vs_baseline: list[PairResult]
     pairs: list[PairResult]
-    best: str | None  # chosen on CHOICE_SPLIT
+    best: str | None  # chosen on CHOICE_SPLIT, by metric
     notes: list[str]
+    metric: str = "accuracy"  # the study's selection metric (StudyData.metric)
 
     @property
     def family(self) -> list[PairResult]:
@@ -97,7 +99,8 @@ class ReportData:
 
 def collect(study: StudyData) -> ReportData:
     split = study.split
-    summaries = {c.name: summarize(c) for c in study.cells}
+    metric = study.metric
+    summaries = {c.name: summarize(c, (metric,)) for c in study.cells}
     preds: dict[str, Predictions] = {}
     notes: list[str] = []
     for c in study.cells:
@@ -150,14 +153,16 @@ def collect(study: StudyData) -> ReportData:
             )
         )
     adjust_family([pr.comparison for pr in vs_baseline + pairs])
-    return ReportData(study, split, summaries, preds, vs_baseline, pairs, best_cell(summaries), notes)
+    best = best_cell(summaries, metric)
+    return ReportData(study, split, summaries, preds, vs_baseline, pairs, best, notes, metric)
 
 
-def best_cell(summaries: dict[str, CellSummary]) -> str | None:
-    """The cell with the highest mean accuracy on :data:`CHOICE_SPLIT` (ties: the first); never
-    chosen on the split it is then reported on."""
-    scored = [s for s in summaries.values() if s.n and not math.isnan(s.metrics[(CHOICE_SPLIT, "accuracy")].mean)]
-    return max(scored, key=lambda s: s.metrics[(CHOICE_SPLIT, "accuracy")].mean).name if scored else None
+def best_cell(summaries: dict[str, CellSummary], metric: str = "accuracy") -> str | None:
+    """The cell with the best mean ``metric`` on :data:`CHOICE_SPLIT` (highest, lowest for a loss;
+    ties: the first); never chosen on the split it is then reported on."""
+    cells = [s for s in summaries.values() if s.n and (CHOICE_SPLIT, metric) in s.metrics]
+    at = best_index([s.metrics[(CHOICE_SPLIT, metric)].mean for s in cells], metric)
+    return cells[at].name if at is not None else None
 
 
 def one_option_pairs(cells: list[CellData]) -> list[tuple[CellData, CellData, str]]:
@@ -203,7 +208,11 @@ def pareto_front(summaries: list[CellSummary], split: str = CHOICE_SPLIT) -> lis
 
 def representative_run(r: ReportData, cell: str):
     """The finished run of ``cell`` (with results on the report's split) whose
-    :data:`CHOICE_SPLIT` accuracy is closest to the cell's mean there (ties: lower seed)."""
-    mean = r.summaries[cell].metrics[(CHOICE_SPLIT, "accuracy")].mean
+    :data:`CHOICE_SPLIT` value of the study's metric is closest to the cell's mean there (ties: lower seed)."""
+    mean = r.summaries[cell].metrics[(CHOICE_SPLIT, r.metric)].mean
     runs = [x for x in r.study.cell(cell).done if x.run.results.get(r.split) and x.run.results.get(CHOICE_SPLIT)]
-    return min(runs, key=lambda x: (abs(x.run.results[CHOICE_SPLIT]["accuracy"] - mean), x.seed)) if runs else None
+    return (
+        min(runs, key=lambda x: (abs(metric_value(x.run.results[CHOICE_SPLIT], r.metric) - mean), x.seed))
+        if runs
+        else None
+    )

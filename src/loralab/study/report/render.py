@@ -169,7 +169,7 @@ def build(root: str | Path) -> dict[str, Path]:
         doc.h(2, f"Error analysis of the best cell: {r.best}")
         cmp_text = f", compared with the baseline run {base_run.id}" if base_run is not None else ""
         doc.p(
-            f"The best cell on {CHOICE_SPLIT} accuracy. Run `{best_run.id}` (seed {best_run.seed}, the seed closest "
+            f"The best cell on {CHOICE_SPLIT} {r.metric}. Run `{best_run.id}` (seed {best_run.seed}, the seed closest "
             f"to the cell's {CHOICE_SPLIT} mean) on {split}{cmp_text}. "
             "Buckets as in `loralab analyze` (docs/studies.md)."
         )
