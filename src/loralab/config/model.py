@@ -22,8 +22,8 @@ class ModelConfig:
     """Which backbone to build."""
 
     model: str = _opt(
-        "backbone: alias (minilm-l6, distilbert, bert-base, gpt2, roberta-base), "
-        "a local model folder or a Hugging Face hub id",
+        "backbone: alias (minilm-l6, distilbert, bert-base, roberta-base, gpt2, deberta-v3-base, modernbert-base, "
+        "qwen2.5-0.5b, ...: docs/training.md), a local model folder or a Hugging Face hub id",
         "minilm-l6",
     )
     head: str | None = _opt(
