@@ -48,8 +48,8 @@ def main() -> None:
     cls = torch.zeros(len(ids), model.config.hidden_size)
     pooled = torch.zeros_like(cls)
     with torch.inference_mode():
-        for idx, x, mask in padded_batches(ids, 64, tok.pad_token_id, torch.device("cpu")):
-            out = model.bert(input_ids=x, attention_mask=mask)
+        for idx, inputs in padded_batches(ids, 64, tok.pad_token_id, torch.device("cpu")):
+            out = model.bert(**inputs)
             cls[torch.as_tensor(idx)] = out.last_hidden_state[:, 0]
             pooled[torch.as_tensor(idx)] = out.pooler_output
 

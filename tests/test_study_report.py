@@ -396,3 +396,41 @@ def test_a_pair_of_named_cells_keeps_the_cell_names_beside_the_option_labels():
     grid = PairResult("rank=16", "rank=8", "rank 16", "rank 8", "rank", comparison=None)
     named = PairResult("lora-r16", "lora-r8", "rank 16", "rank 8", "rank", comparison=None)
     assert grid.cells_note == "" and named.cells_note == " (cells lora-r16 vs lora-r8)"
+
+
+def test_a_regression_study_reports_its_metric_and_tests_it_against_the_baseline(tiny_models, tmp_path):
+    """Real tiny runs: no accuracy anywhere, Pearson per cell, and the methods' test on Pearson."""
+    from loralab.evaluation.metric_test import metric_comparison
+    from loralab.study.runner import run_study
+    from loralab.study.spec import load_spec
+    from test_tasks import write_regression_dir
+
+    data = write_regression_dir(tmp_path / "data", n=48)
+    spec_file = tmp_path / "reg.yaml"
+    spec_file.write_text(
+        "name: reg\n"
+        f"base: {{model: {tiny_models['bert']}, data_dir: {data}, epochs: 1, batch_size: 8, rank: 4, alpha: 8, "
+        "max_length: 48, device: cpu, label_column: score, task: regression, lr: 0.01}\n"
+        "cells:\n  - {name: full, method: full}\n  - {name: lora, method: lora}\n"
+        "seeds: [1, 2]\nbaseline: full\n"
+    )
+    plan = make_plan(load_spec(spec_file), tmp_path / "out")
+    run_study(plan, jobs=1, threads=1, echo=lambda _: None)
+    build(plan.root)
+    report = (plan.root / "report.md").read_text()
+    assert "validation pearson" in report and "No finished run yet" not in report
+    assert "No comparison yet" not in report and "| cell | pearson (cell vs baseline) |" in report
+    got = json.loads((plan.root / "report.json").read_text())["metric_against_baseline"]["lora"]
+    study = load_study(plan.root)
+    runs = {c.name: sorted(c.done, key=lambda r: r.seed) for c in study.cells}
+    split = study.split
+    labels = [p["label"] for p in runs["full"][0].run.predictions(split)]
+    want = metric_comparison(
+        "pearson",
+        labels,
+        [[p["prediction"] for p in r.run.predictions(split)] for r in runs["lora"]],
+        [[p["prediction"] for p in r.run.predictions(split)] for r in runs["full"]],
+    )
+    assert got["diff"] == pytest.approx(want.diff) and got["p"] == pytest.approx(want.p)
+    assert got["runs_a"] == pytest.approx([r.run.results[split]["pearson"] for r in runs["lora"]], abs=1e-6)
+    assert f"lora vs the baseline full on {split} pearson" in report

@@ -325,3 +325,133 @@ def test_pair_runs_are_not_served_as_adapters_of_one_backbone(pair_run):
 
     with pytest.raises(AdapterError, match="a sentence-pair run: adapters served together classify single texts"):
         read_lora_run(pair_run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Segment ids: a pair is read as the tokenizer and plain transformers read it
+# ---------------------------------------------------------------------------------------------
+
+FIRSTS = ["a good film", "the plot is boring and awful , and the acting is not very smart either", "dull"]
+SECONDS = ["charming", "dull", "it 's a movie . the story is a very tedious and clumsy mess"]
+
+
+@pytest.mark.parametrize("max_length", [64, 12])  # 12: pairs cut longest-first
+def test_segment_ids_rebuilt_from_the_ids_are_the_tokenizers_token_type_ids(tiny_models, max_length):
+    from transformers import AutoConfig
+
+    from loralab.data import pad_batch, segment_ids, segment_separator
+    from loralab.models.backbones import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_models["bert"]))
+    config = AutoConfig.from_pretrained(tiny_models["bert"])
+    want = tok(FIRSTS, SECONDS, truncation="longest_first", max_length=max_length, padding=True, return_tensors="pt")
+    ids, mask = pad_batch(encode(tok, FIRSTS, max_length, SECONDS), tok.pad_token_id)
+    assert torch.equal(ids, want["input_ids"]) and torch.equal(mask, want["attention_mask"])
+    sep = segment_separator(tok, config, pairs=True)
+    assert sep == tok.sep_token_id
+    got = segment_ids(ids, mask, sep)
+    assert torch.equal(got, want["token_type_ids"]) and got.any()
+    # single texts and models without segment embeddings get none
+    assert segment_separator(tok, config, pairs=False) is None
+    roberta = load_tokenizer(str(tiny_models["roberta"]))  # its tokenizer returns no token_type_ids
+    assert segment_separator(roberta, AutoConfig.from_pretrained(tiny_models["roberta"]), pairs=True) is None
+
+
+@pytest.fixture(scope="module")
+def segment_pair_run(tiny_models, tmp_path_factory):
+    """A pair run on a tiny BERT whose second-segment embedding is made large, so reading a pair
+    without its segment ids visibly changes the logits."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from loralab import train
+
+    root = tmp_path_factory.mktemp("segments")
+    model = AutoModel.from_pretrained(tiny_models["bert"])
+    with torch.no_grad():
+        model.embeddings.token_type_embeddings.weight[1] *= 100
+    model.save_pretrained(root / "bert")
+    AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(root / "bert")
+    cfg = tiny_run_config(
+        root / "bert",
+        write_pair_dir(root / "data"),
+        root / "run",
+        text_column="sentence1",
+        text_pair_column="sentence2",
+        method="full",
+        lr=0.01,
+        epochs=3,
+    )
+    return train(cfg).run_dir
+
+
+def test_plain_transformers_reads_a_pair_export_as_the_run_did(segment_pair_run, tmp_path):
+    """The tokenizer's token_type_ids mark the second text; the run trained and predicted with them."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from loralab import load_run
+    from loralab.exports import export_run
+
+    out = export_run(segment_pair_run, tmp_path / "merged", merge=True).path
+    rows = load_run(segment_pair_run).predictions("validation")
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    batch = tok(
+        [r["text"] for r in rows], [r["text_pair"] for r in rows], padding=True, truncation=True, return_tensors="pt"
+    )
+    assert batch["token_type_ids"].any()
+    with torch.no_grad():
+        probs = model(**batch).logits.softmax(-1)
+        without = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.softmax(-1)
+    assert probs.argmax(-1).tolist() == [r["prediction"] for r in rows]
+    assert probs.max(-1).values.tolist() == pytest.approx([r["confidence"] for r in rows], abs=1e-5)
+    assert (probs - without).abs().max() > 1e-3  # the segment ids matter to this model
+
+
+def test_the_training_collator_gives_the_segment_ids_of_a_pair(tiny_models):
+    from transformers import AutoConfig
+
+    from loralab.data import PadCollator, segment_separator
+    from loralab.models.backbones import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_models["bert"]))
+    sep = segment_separator(tok, AutoConfig.from_pretrained(tiny_models["bert"]), pairs=True)
+    ids = encode(tok, FIRSTS, 64, SECONDS)
+    batch = PadCollator(tok.pad_token_id, sep)([(x, 1) for x in ids])
+    want = tok(FIRSTS, SECONDS, truncation="longest_first", max_length=64, padding=True, return_tensors="pt")
+    assert torch.equal(batch["token_type_ids"], want["token_type_ids"])
+    assert "token_type_ids" not in PadCollator(tok.pad_token_id)([(x, 1) for x in ids])
+
+
+def _card_code(folder: Path, **values) -> str:
+    import re
+
+    code = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
+    code = code.replace('"PATH/TO/THIS/FOLDER"', repr(str(folder)))
+    for name, value in values.items():
+        code, n = re.subn(rf"^{name} = \[.*\]$", f"{name} = {value!r}", code, flags=re.M)
+        assert n == 1, name
+    return code
+
+
+def test_the_onnx_card_snippet_scores_pairs_and_regression_like_the_run(
+    segment_pair_run, regression_run, tmp_path, capsys
+):
+    pytest.importorskip("onnxruntime")
+    from loralab import load_run
+    from loralab.exports import export_run
+
+    rows = load_run(segment_pair_run).predictions("validation")[:4]
+    folder = export_run(segment_pair_run, tmp_path / "pair-onnx", format="onnx").path
+    scope: dict = {}
+    exec(_card_code(folder, texts=[r["text"] for r in rows], pairs=[r["text_pair"] for r in rows]), scope)
+    assert scope["probs"].argmax(1).tolist() == [r["prediction"] for r in rows]
+    assert scope["probs"].max(1).tolist() == pytest.approx([r["confidence"] for r in rows], abs=1e-4)
+
+    rows = load_run(regression_run).predictions("validation")[:4]
+    folder = export_run(regression_run, tmp_path / "reg-onnx", format="onnx").path
+    card = (folder / "README.md").read_text()
+    assert "softmax" not in card and "`[batch, 1]`: the score" in card
+    scope = {}
+    exec(_card_code(folder, texts=[r["text"] for r in rows]), scope)
+    assert scope["scores"].tolist() == pytest.approx([r["prediction"] for r in rows], abs=1e-4)
+    capsys.readouterr()

@@ -21,13 +21,21 @@ The names below are the package's public surface; importers use ``from loralab.d
 
 from __future__ import annotations
 
-from loralab.data.batching import PadCollator, label_dtype, length_sorted_batches, pad_batch
+from loralab.data.batching import PadCollator, label_dtype, length_sorted_batches, model_inputs, pad_batch, segment_ids
 from loralab.data.hub import HUB_SST2, HUB_SST2_TEST
 from loralab.data.labels import SST2_LABEL_NAMES, SST2_LABELS
 from loralab.data.load import SPLITS, load_data, split_paths
 from loralab.data.readers import FORMATS, Record, read_examples, read_records, read_table, read_text_lines, sha256_file
 from loralab.data.splits import DataBundle, Split, hold_out, stratified_subsample
-from loralab.data.tokens import CACHE_ENV, EncodedDataset, cache_dir, encode, encode_cached, tokenizer_fingerprint
+from loralab.data.tokens import (
+    CACHE_ENV,
+    EncodedDataset,
+    cache_dir,
+    encode,
+    encode_cached,
+    segment_separator,
+    tokenizer_fingerprint,
+)
 
 __all__ = [
     "CACHE_ENV",
@@ -49,11 +57,14 @@ __all__ = [
     "label_dtype",
     "length_sorted_batches",
     "load_data",
+    "model_inputs",
     "pad_batch",
     "read_examples",
     "read_records",
     "read_table",
     "read_text_lines",
+    "segment_ids",
+    "segment_separator",
     "sha256_file",
     "split_paths",
     "stratified_subsample",

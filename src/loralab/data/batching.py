@@ -22,6 +22,25 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.T
     return input_ids, attention
 
 
+def segment_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, sep_token_id: int) -> torch.Tensor:
+    """The ``token_type_ids`` of right-padded pair encodings in the BERT layout (``[CLS] a [SEP] b
+    [SEP]``): 0 up to and including the first separator, 1 after it, 0 on padding, as the tokenizer
+    returns them. Rebuilt from the ids so the token cache and every batch keep one array per example."""
+    is_sep = (input_ids == sep_token_id).long()
+    return ((is_sep.cumsum(-1) - is_sep) > 0).long() * attention_mask
+
+
+def model_inputs(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, sep_token_id: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The keyword arguments of a forward pass: ids and mask, plus the segment ids of a pair task on a
+    model that embeds segments (``sep_token_id``, :func:`loralab.data.tokens.segment_separator`)."""
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if sep_token_id is not None:
+        inputs["token_type_ids"] = segment_ids(input_ids, attention_mask, sep_token_id)
+    return inputs
+
+
 def label_dtype(labels: Sequence[int | float]) -> torch.dtype:
     """float32 for regression targets (Python floats), int64 for label ids."""
     return torch.float32 if labels and isinstance(labels[0], float) else torch.long
@@ -30,13 +49,13 @@ def label_dtype(labels: Sequence[int | float]) -> torch.dtype:
 class PadCollator:
     """Pads a batch to its own longest sequence (dynamic padding), never to ``max_length``."""
 
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
+    def __init__(self, pad_token_id: int, sep_token_id: int | None = None) -> None:
+        self.pad_token_id, self.sep_token_id = pad_token_id, sep_token_id
 
     def __call__(self, batch: list[tuple[list[int], int | float]]) -> dict[str, torch.Tensor]:
         input_ids, attention = pad_batch([ids for ids, _ in batch], self.pad_token_id)
         labels = torch.tensor([lab for _, lab in batch], dtype=label_dtype([lab for _, lab in batch]))
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        return {**model_inputs(input_ids, attention, self.sep_token_id), "labels": labels}
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -31,6 +31,19 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, pairs: Sequence[str
     return out["input_ids"]
 
 
+def segment_separator(tokenizer, config, pairs: bool) -> int | None:
+    """For a pair task on a model that embeds segments (``type_vocab_size`` of 2 or more and a
+    tokenizer that returns ``token_type_ids``: BERT, ALBERT, ELECTRA), the separator after whose first
+    occurrence the second segment starts (:func:`loralab.data.batching.segment_ids`); otherwise
+    ``None``: single texts, and models whose segment ids are all zero (RoBERTa, DeBERTa-v3,
+    ModernBERT, decoders)."""
+    if not pairs or (getattr(config, "type_vocab_size", 0) or 0) < 2:
+        return None
+    if "token_type_ids" not in getattr(tokenizer, "model_input_names", ()):
+        return None
+    return tokenizer.sep_token_id
+
+
 CACHE_ENV = "LORALAB_CACHE_DIR"
 
 

@@ -202,19 +202,43 @@ def _merge_note() -> str:
     return "For a folder that loads without peft, export with `loralab export RUN --out DIR --merge`.\n"
 
 
-def _onnx_use(max_length: int, quantize: str | None) -> list[str]:
-    """The card's loading instructions for an ONNX export: loralab, then plain onnxruntime."""
+def _onnx_use(max_length: int, quantize: str | None, pair: bool = False, regression: bool = False) -> list[str]:
+    """The card's loading instructions for an ONNX export: loralab, then plain onnxruntime (a pair
+    run's texts go to the tokenizer as pairs; a regression run's one output is the score)."""
     what = (
         "`model.onnx` is the merged model (LoRA folded in) with int8 weights (onnxruntime's dynamic "
         "quantisation: labels may differ from the fp32 model's on near-ties)"
         if quantize == "int8"
         else "`model.onnx` is the merged model (LoRA folded in), in fp32: its logits are the PyTorch model's"
     )
+    example = '"a gorgeous film" "the film is gorgeous"' if pair else '"a gorgeous film"'
+    texts = ['texts = ["a gorgeous, witty film", "a tedious mess"]']
+    if pair:
+        texts.append('pairs = ["the film is witty", "the film is a delight"]')
+    call = "tokenizer(texts, pairs, " if pair else "tokenizer(texts, "
+    if regression:
+        answer = [
+            'scores = session.run(["logits"], inputs)[0][:, 0]  # one output: the predicted score',
+            "for text, score in zip(texts, scores):",
+            "    print(round(float(score), 4), text)",
+        ]
+    else:
+        answer = [
+            'logits = session.run(["logits"], inputs)[0]',
+            "probs = np.exp(logits - logits.max(axis=1, keepdims=True))",
+            "probs /= probs.sum(axis=1, keepdims=True)",
+            "for text, p in zip(texts, probs):",
+            "    print(id2label[str(p.argmax())], round(float(p.max()), 4), text)",
+        ]
+    shape = "`[batch, 1]`: the score" if regression else "`[batch, labels]`"
+    segments = (
+        " For a model with segment embeddings the graph computes the segment ids of the pair itself." if pair else ""
+    )
     return [
         f"{what}. It takes `input_ids` and `attention_mask` (int64, `[batch, sequence]`, padded on the "
-        "right) and returns `logits` (float32, `[batch, labels]`).",
+        f"right) and returns `logits` (float32, {shape}).",
         "",
-        'With loralab: `loralab predict PATH/TO/THIS/FOLDER "a gorgeous film"`, `loralab serve PATH/TO/THIS/FOLDER` '
+        f"With loralab: `loralab predict PATH/TO/THIS/FOLDER {example}`, `loralab serve PATH/TO/THIS/FOLDER` "
         "(`pip install 'loralab[onnx]'`).",
         "",
         "With plain onnxruntime and the saved tokenizer (`pip install onnxruntime transformers`; no torch needed):",
@@ -232,18 +256,14 @@ def _onnx_use(max_length: int, quantize: str | None) -> list[str]:
         'with open(f"{folder}/config.json", encoding="utf-8") as f:',
         '    id2label = json.load(f)["id2label"]',
         "",
-        'texts = ["a gorgeous, witty film", "a tedious mess"]',
-        f'batch = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, return_tensors="np")',
+        *texts,
+        f'batch = {call}padding=True, truncation=True, max_length={max_length}, return_tensors="np")',
         'inputs = {name: batch[name].astype(np.int64) for name in ("input_ids", "attention_mask")}',
-        'logits = session.run(["logits"], inputs)[0]',
-        "probs = np.exp(logits - logits.max(axis=1, keepdims=True))",
-        "probs /= probs.sum(axis=1, keepdims=True)",
-        "for text, p in zip(texts, probs):",
-        "    print(id2label[str(p.argmax())], round(float(p.max()), 4), text)",
+        *answer,
         "```",
         "",
         f"Texts are cut to {max_length} tokens, as in training. Feed only `input_ids` and `attention_mask` "
-        "(not `token_type_ids`).",
+        f"(not `token_type_ids`).{segments}",
         "",
     ]
 
@@ -260,6 +280,7 @@ def _text(run, kind: str, files: dict[str, str], title: str, max_length: int, qu
     )
     lines.append("")
     names = run.label_names
+    pair = cfg.data.text_pair_column is not None
     id2label = ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
     lines += ["## Use", ""]
     if kind == "merged":
@@ -274,15 +295,22 @@ def _text(run, kind: str, files: dict[str, str], title: str, max_length: int, qu
             "from transformers import pipeline",
             "",
             'clf = pipeline("text-classification", model="PATH/TO/THIS/FOLDER", truncation=True)',
-            'clf(["a gorgeous, witty film", "a tedious mess"])',
+            'clf({"text": "a gorgeous, witty film", "text_pair": "the film is witty"})'
+            if pair
+            else 'clf(["a gorgeous, witty film", "a tedious mess"])',
             "```",
             "",
+            *(
+                ["A regression model: the pipeline returns the predicted number as `score`.", ""]
+                if cfg.data.is_regression
+                else []
+            ),
             f"Texts are cut to {max_length} tokens, as in training (`truncation=True`; the tokenizer's "
             "`model_max_length` is set to that length).",
             "",
         ]
     elif kind == "onnx":
-        lines += _onnx_use(max_length, quantize)
+        lines += _onnx_use(max_length, quantize, pair, cfg.data.is_regression)
     else:
         lines += _adapter_use(run, id2label)
     lines += ["## Labels", "", "| id | label |", "|---:|---|"]

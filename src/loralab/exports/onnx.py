@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loralab.data import encode
+from loralab.data import encode, model_inputs, segment_separator
 from loralab.errors import ConfigError
 from loralab.inference.onnx import INPUT_NAMES, OUTPUT_NAME, OnnxPredictor, open_session, pad, require_onnx
 from loralab.models.backbones import ensure_pad_token, length_cap, quiet_transformers
@@ -94,7 +94,10 @@ def write_onnx(run, staging: Path, quantize: str | None = None) -> OnnxWritten:
         model.config.save_pretrained(staging)  # labels for plain onnxruntime users; no weights
         tokenizer.save_pretrained(staging)
     fp32 = staging / (FP32_TEMP if quantize else ONNX_FILE)
-    trace(model, tokenizer, max_length, fp32)
+    # a pair run on a model that embeds segments: the graph rebuilds the segment ids from the ids,
+    # so its inputs stay input_ids and attention_mask for every run
+    sep = segment_separator(tokenizer, model.config, run.config.data.text_pair_column is not None)
+    trace(model, tokenizer, max_length, fp32, sep)
     meta = {
         "file": ONNX_FILE,
         "opset": OPSET,
@@ -116,17 +119,18 @@ def write_onnx(run, staging: Path, quantize: str | None = None) -> OnnxWritten:
 
 
 class LogitsOnly(nn.Module):
-    """``model(input_ids, attention_mask).logits`` with positional inputs (what the exporter traces)."""
+    """``model(input_ids, attention_mask).logits`` with positional inputs (what the exporter traces);
+    with ``sep_token_id``, the segment ids of a pair task are computed in the graph."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, sep_token_id: int | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.sep_token_id = model, sep_token_id
 
     def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return self.model(**model_inputs(input_ids, attention_mask, self.sep_token_id)).logits
 
 
-def trace(model, tokenizer, max_length: int, path: Path) -> None:
+def trace(model, tokenizer, max_length: int, path: Path, sep_token_id: int | None = None) -> None:
     """Export ``model`` (eval mode, no cache) to ``path`` with dynamic batch and sequence axes."""
     ids = encode(tokenizer, list(TRACE_TEXTS), max_length)
     input_ids, mask = (torch.from_numpy(a) for a in pad(ids, range(len(ids)), tokenizer.pad_token_id))
@@ -136,7 +140,7 @@ def trace(model, tokenizer, max_length: int, path: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer warnings
         torch.onnx.export(
-            LogitsOnly(model).eval(),  # eval() on the wrapper: the exporter restores its mode after
+            LogitsOnly(model, sep_token_id).eval(),  # eval() on the wrapper: the exporter restores its mode after
             (input_ids, mask),
             str(path),
             dynamo=False,

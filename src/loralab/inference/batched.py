@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from loralab.data import length_sorted_batches, pad_batch
+from loralab.data import length_sorted_batches, model_inputs, pad_batch
 from loralab.runtime import autocast
 
 
@@ -30,12 +30,17 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def padded_batches(
-    input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int, device: torch.device
-) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """``(indices, input_ids, attention_mask)`` per length-sorted batch, on ``device``."""
+    input_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    pad_token_id: int,
+    device: torch.device,
+    sep_token_id: int | None = None,
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """``(indices, inputs)`` per length-sorted batch: the forward pass's keyword arguments
+    (:func:`loralab.data.model_inputs`; ``sep_token_id``: a pair task's segment ids) on ``device``."""
     for idx in length_sorted_batches([len(x) for x in input_ids], batch_size):
         ids, mask = pad_batch([input_ids[i] for i in idx], pad_token_id)
-        yield idx, ids.to(device), mask.to(device)
+        yield idx, {k: v.to(device) for k, v in model_inputs(ids, mask, sep_token_id).items()}
 
 
 @torch.inference_mode()
@@ -46,14 +51,16 @@ def batched_logits(
     pad_token_id: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
+    sep_token_id: int | None = None,
 ) -> np.ndarray:
     """Logits (float32, shape ``[n, num_labels]``) in the input order; ``autocast_dtype``
-    (e.g. ``torch.bfloat16``) runs the matmuls in lower precision."""
+    (e.g. ``torch.bfloat16``) runs the matmuls in lower precision; ``sep_token_id``: a pair task's
+    segment ids (:func:`loralab.data.segment_separator`)."""
     out: np.ndarray | None = None
     with eval_mode(model):
-        for idx, ids, mask in padded_batches(input_ids, batch_size, pad_token_id, device):
+        for idx, inputs in padded_batches(input_ids, batch_size, pad_token_id, device, sep_token_id):
             with autocast(device, autocast_dtype):
-                logits = model(input_ids=ids, attention_mask=mask).logits
+                logits = model(**inputs).logits
             logits = logits.float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(input_ids), logits.shape[1]), dtype=np.float32)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from loralab.data import encode
+from loralab.data import encode, segment_separator
 from loralab.errors import ConfigError
 from loralab.files import read_json
 from loralab.inference.batched import batched_logits
@@ -98,8 +98,9 @@ class Predictor:
         """Outputs (float32, ``[n, labels]``; ``[n, 1]`` for regression) in input order; ``pairs``:
         the second texts of a pair task, tokenised with their texts as pairs."""
         ids = encode(self.tokenizer, texts, self.max_length, pairs) if len(texts) else []
+        sep = segment_separator(self.tokenizer, self.model.config, pairs is not None)
         return batched_logits(
-            self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device, self.autocast_dtype
+            self.model, ids, self.batch_size, self.tokenizer.pad_token_id, self.device, self.autocast_dtype, sep
         )
 
     def warm_up(self) -> None:

@@ -208,6 +208,27 @@ def predictions(cell: CellData, split: str) -> Predictions | None:
     return Predictions(correct, texts or [], labels or [], rows)
 
 
+def scored_predictions(cell: CellData, split: str) -> tuple[list, dict[int, list]] | None:
+    """``(labels, {seed: per-example predictions})`` of the cell's finished runs on ``split``: label
+    ids for a classifier, numbers for a regression run; None if no run has labelled predictions.
+    What :mod:`loralab.evaluation.metric_test` compares for metrics that are not accuracy."""
+    labels, preds = None, {}
+    for r in cell.done:
+        path = r.run.run_dir / f"predictions_{split}.csv"
+        if not path.is_file():
+            continue
+        rows = r.run.predictions(split)
+        if not rows or rows[0]["label"] is None:
+            return None
+        y = [p["label"] for p in rows]
+        if labels is None:
+            labels = y
+        elif y != labels:
+            raise StudyError(f"cell {cell.name!r}: its runs were scored on different {split} examples")
+        preds[r.seed] = [p["prediction"] for p in rows]
+    return (labels, preds) if preds else None
+
+
 def epoch_curves(cell: CellData) -> dict[int, list[tuple[float, float]]]:
     """Validation accuracy per epoch, per seed, from each run's ``metrics.csv``."""
     out = {}

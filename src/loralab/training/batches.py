@@ -18,17 +18,19 @@ from loralab.training.headcache import extract_features, head_logits
 class TokenBatches:
     """The usual path: batches of token ids, dynamically padded, through the whole model."""
 
-    def __init__(self, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int) -> None:
+    def __init__(
+        self, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int, sep_token_id: int | None = None
+    ) -> None:
         self.dataset = EncodedDataset(list(train_ids), list(train_labels))
-        self.collate = PadCollator(pad_token_id)
-        self.val_ids, self.pad, self.eval_batch_size = val_ids, pad_token_id, eval_batch_size
+        self.collate = PadCollator(pad_token_id, sep_token_id)
+        self.val_ids, self.pad, self.sep, self.eval_batch_size = val_ids, pad_token_id, sep_token_id, eval_batch_size
 
     @staticmethod
     def logits(model: nn.Module, batch: dict) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
     def val_logits(self, model: nn.Module, device: torch.device) -> np.ndarray:
-        return batched_logits(model, self.val_ids, self.eval_batch_size, self.pad, device)
+        return batched_logits(model, self.val_ids, self.eval_batch_size, self.pad, device, sep_token_id=self.sep)
 
 
 class CachedHeadBatches:
@@ -37,12 +39,20 @@ class CachedHeadBatches:
     :class:`TokenBatches`, so the training is the same, only cheaper."""
 
     def __init__(
-        self, model, train_ids, train_labels, val_ids, pad_token_id: int, eval_batch_size: int, device: torch.device
+        self,
+        model,
+        train_ids,
+        train_labels,
+        val_ids,
+        pad_token_id: int,
+        eval_batch_size: int,
+        device: torch.device,
+        sep_token_id: int | None = None,
     ) -> None:
-        feats = extract_features(model, train_ids, eval_batch_size, pad_token_id, device)
+        feats = extract_features(model, train_ids, eval_batch_size, pad_token_id, device, sep_token_id)
         labels = list(train_labels)
         self.dataset = torch.utils.data.TensorDataset(feats, torch.tensor(labels, dtype=label_dtype(labels)))
-        self.val_features = extract_features(model, val_ids, eval_batch_size, pad_token_id, device)
+        self.val_features = extract_features(model, val_ids, eval_batch_size, pad_token_id, device, sep_token_id)
 
     @staticmethod
     def collate(batch: list) -> dict:

@@ -47,10 +47,11 @@ def _head_path(model: nn.Module) -> tuple[Backbone, str]:
     return backbone, path
 
 
-def _verify(model: nn.Module, backbone: Backbone, ids, mask, hidden) -> None:
+def _verify(model: nn.Module, backbone: Backbone, inputs: dict, hidden) -> None:
     """For an undeclared architecture: keep the first of :data:`DERIVED_CANDIDATES` whose replay of
     the head on the pooled features gives the model's own logits for this batch (eval mode)."""
-    expected = model(input_ids=ids, attention_mask=mask).logits.float()
+    expected = model(**inputs).logits.float()
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
     for path in DERIVED_CANDIDATES:
         candidate = replace(backbone, decoder=path == "last-token")
         try:
@@ -79,18 +80,25 @@ def pool(backbone: Backbone, hidden: torch.Tensor, ids: torch.Tensor, mask: torc
 
 @torch.inference_mode()
 def extract_features(
-    model: nn.Module, input_ids: Sequence[Sequence[int]], batch_size: int, pad_token_id: int, device: torch.device
+    model: nn.Module,
+    input_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    pad_token_id: int,
+    device: torch.device,
+    sep_token_id: int | None = None,
 ) -> torch.Tensor:
-    """Head inputs, one row per example (input order), computed in eval mode."""
+    """Head inputs, one row per example (input order), computed in eval mode; ``sep_token_id``: a
+    pair task's segment ids (:func:`loralab.data.segment_separator`)."""
     backbone, _ = _head_path(model) if describe(model).declared else (describe(model), None)
     out: torch.Tensor | None = None
     with eval_mode(model):
-        for idx, ids, mask in padded_batches(input_ids, batch_size, pad_token_id, device):
-            hidden = _base(model)(input_ids=ids, attention_mask=mask).last_hidden_state
+        for idx, inputs in padded_batches(input_ids, batch_size, pad_token_id, device, sep_token_id):
+            hidden = _base(model)(**inputs).last_hidden_state
             if out is None and not backbone.declared:
                 if model not in _VERIFIED:
-                    _verify(model, backbone, ids, mask, hidden)
+                    _verify(model, backbone, inputs, hidden)
                 backbone = replace(backbone, decoder=_head_path(model)[1] == "last-token")
+            ids, mask = inputs["input_ids"], inputs["attention_mask"]
             feats = pool(backbone, hidden, ids, mask, model.config.pad_token_id).float().cpu()
             if out is None:
                 out = torch.zeros((len(input_ids), feats.shape[1]), dtype=torch.float32)

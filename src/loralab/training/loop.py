@@ -102,6 +102,7 @@ def fit(
     accelerator=None,
     on_log: Callable[[FitResult], None] | None = None,
     checkpoints: Checkpoints | None = None,
+    sep_token_id: int | None = None,
 ) -> FitResult:
     """Train ``model`` in place for ``cfg.train.epochs`` and restore its best epoch (by validation
     accuracy). Returns the history; ``on_log`` is called on the main process whenever a row is
@@ -113,7 +114,8 @@ def fit(
     Under ``torchrun`` / ``accelerate launch`` every rank runs this with the same arguments; each
     trains on its share of every global batch (:mod:`loralab.training.sampler`), validation is scored on
     every rank over the whole split and rank 0's figures are used by all, so that every rank
-    keeps the same best epoch."""
+    keeps the same best epoch. ``sep_token_id``: a pair task's segment ids
+    (:func:`loralab.data.segment_separator`)."""
     from accelerate import Accelerator
 
     tc = cfg.train
@@ -137,10 +139,12 @@ def fit(
                 f"{len(val_ids):,}",
             )
         t_feat = time.perf_counter()
-        task = CachedHeadBatches(model, train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size, device)
+        task = CachedHeadBatches(
+            model, train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size, device, sep_token_id
+        )
         result.feature_seconds = time.perf_counter() - t_feat
     else:
-        task = TokenBatches(train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size)
+        task = TokenBatches(train_ids, train_labels, val_ids, pad_token_id, tc.eval_batch_size, sep_token_id)
     global_batches = LengthGroupedBatchSampler([len(x) for x in train_ids], tc.batch_size, tc.seed, tc.group_by_length)
     micro = RankMicroBatches(global_batches, world, rank, tc.grad_accum)
     optimizer = make_optimizer(

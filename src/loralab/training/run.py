@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loralab.config import RunConfig
-from loralab.data import encode_cached, load_data
+from loralab.data import encode_cached, load_data, segment_separator
 from loralab.files import atomic_dir, atomic_write_csv, atomic_write_json, read_json, remove_staging
 from loralab.inference.evaluate import score
 from loralab.inference.predictor import Predictor
@@ -248,6 +248,7 @@ def train(
                 accelerator=accelerator,
                 on_log=on_log,
                 checkpoints=checkpoints,
+                sep_token_id=segment_separator(tokenizer, model.config, config.data.text_pair_column is not None),
             )
         except BaseException as e:
             if not isinstance(e, StopRun):

@@ -7,6 +7,7 @@ values on the x axis, no curves, no predictions). The drawing is :mod:`loralab.p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +25,12 @@ def _point(x: float, s: CellSummary, split: str) -> Point:
     return Point(x, iv.mean, iv.low if iv.n > 1 else iv.mean, iv.high if iv.n > 1 else iv.mean)
 
 
+def _has_accuracy(s: CellSummary, split: str) -> bool:
+    return not math.isnan(s.metrics[(split, "accuracy")].mean)  # a regression cell has none
+
+
 def plot_params(r: ReportData) -> bytes | None:
-    cells = [s for s in r.summaries.values() if s.n and s.trainable is not None]
+    cells = [s for s in r.summaries.values() if s.n and s.trainable is not None and _has_accuracy(s, r.split)]
     if len(cells) < 2:
         return None
     labelled = [
@@ -51,7 +56,13 @@ def _groups(cells: list[CellData], option: str) -> dict[str, list[CellData]]:
 def plot_against(
     r: ReportData, option: str, xlabel: str, x_of: Callable[[CellData], Any], only_method: str | None = None
 ) -> bytes | None:
-    cells = [c for c in r.study.cells if r.summaries[c.name].n and (only_method is None or c.method == only_method)]
+    cells = [
+        c
+        for c in r.study.cells
+        if r.summaries[c.name].n
+        and _has_accuracy(r.summaries[c.name], r.split)
+        and (only_method is None or c.method == only_method)
+    ]
     if len({x_of(c) for c in cells if x_of(c) is not None}) < 2:
         return None
     lines = {
@@ -74,7 +85,7 @@ def plot_confusions(r: ReportData) -> bytes | None:
     mats = {}
     labels: list[str] = []
     for c in r.study.cells:
-        runs = [x.run for x in c.done if x.run.results.get(r.split)]
+        runs = [x.run for x in c.done if (x.run.results.get(r.split) or {}).get("confusion_matrix") is not None]
         if runs:
             mats[c.name] = (np.sum([run.results[r.split]["confusion_matrix"] for run in runs], axis=0), len(runs))
             labels = labels or runs[0].label_names

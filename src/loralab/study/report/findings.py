@@ -70,6 +70,8 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
             text += f" ({len(failed)} failed, e.g. {failed[0].id}: {failed[0].error})"
         out.append(text + "; the numbers below cover finished runs only.")
     scored = [s for s in r.summaries.values() if s.n and not math.isnan(s.metrics[(split, "accuracy")].mean)]
+    if not scored and r.best is not None and r.metric_vs_baseline is not None:
+        return out + metric_findings(r)  # a regression study: no accuracy at all
     if not scored or r.best is None:
         return out + ["No finished run yet."]
     out += constant_predictors(r)
@@ -117,6 +119,7 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
         )
     for pr in r.vs_baseline:
         out.append(verdict(pr.a, f"the baseline {pr.b}", pr.comparison, tested) + ".")
+    out += metric_verdicts(r)
     for pr in r.pairs:
         out.append(verdict(pr.label_a, pr.label_b, pr.comparison, tested) + pr.cells_note + ".")
     front = pareto_front(scored, CHOICE_SPLIT)
@@ -170,6 +173,40 @@ def findings(r: ReportData, analysis_result: dict | None) -> list[str]:
         )
     if analysis_result is not None:
         out += analysis_findings(analysis_result, best.name)
+    return out
+
+
+def metric_verdicts(r: ReportData) -> list[str]:
+    """One sentence per cell tested against the baseline on the study's metric (not accuracy)."""
+    out = []
+    for name, c in (r.metric_vs_baseline or {}).items():
+        where = f"{name} vs the baseline {r.study.baseline} on {r.split} {r.metric}: {c.diff:+.4f}"
+        if not c.tested:
+            out.append(where + " (one run in a cell: the methods are not tested).")
+            continue
+        ci = f"95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}], p = {c.p:.3g}, Holm p = {c.p_holm:.3g}"
+        if c.p_holm < ALPHA:
+            out.append(f"{where} ({ci}): the methods differ at the family-wise {ALPHA:g} level.")
+        else:
+            out.append(f"{where} ({ci}): no difference shown between the methods.")
+    return out
+
+
+def metric_findings(r: ReportData) -> list[str]:
+    """The findings of a study whose runs have no accuracy (regression): the best cell on the metric,
+    the tests against the baseline, the seed spread."""
+    split, metric = r.split, r.metric
+    best = r.summaries[r.best]
+    chosen = best.metrics[(CHOICE_SPLIT, metric)]
+    out = [f"Best cell (chosen on {CHOICE_SPLIT} {metric}): **{best.name}**, {chosen.mean:.4f} ± {chosen.std:.4f}."]
+    out += metric_verdicts(r)
+    multi = [s for s in r.summaries.values() if s.n > 1 and not math.isnan(s.metrics[(split, metric)].std)]
+    if multi:
+        noisy = max(multi, key=lambda s: s.metrics[(split, metric)].std)
+        out.append(
+            f"Seed spread: the largest standard deviation of {split} {metric} over seeds is "
+            f"{noisy.metrics[(split, metric)].std:.4f} ({noisy.name}, {noisy.n} seeds)."
+        )
     return out
 
 

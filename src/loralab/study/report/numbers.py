@@ -10,8 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from loralab.evaluation.comparison import Comparison, adjust_family, compare
+from loralab.evaluation.metric_test import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    MetricComparison,
+    metric_comparison,
+)
 from loralab.evaluation.metrics import best_index, metric_value
-from loralab.evaluation.stats import ALPHA
+from loralab.evaluation.stats import ALPHA, holm
 from loralab.experiments.folder import StudyError
 from loralab.study.aggregate import (
     CellData,
@@ -20,6 +26,7 @@ from loralab.study.aggregate import (
     StudyData,
     mixed_versions,
     predictions,
+    scored_predictions,
     summarize,
 )
 from loralab.study.report.document import value_of
@@ -84,6 +91,8 @@ class ReportData:
     best: str | None  # chosen on CHOICE_SPLIT, by metric
     notes: list[str]
     metric: str = "accuracy"  # the study's selection metric (StudyData.metric)
+    # each cell against the baseline on the selection metric when it is not accuracy (its own Holm family)
+    metric_vs_baseline: dict[str, MetricComparison] | None = None
 
     @property
     def family(self) -> list[PairResult]:
@@ -100,7 +109,8 @@ class ReportData:
 def collect(study: StudyData) -> ReportData:
     split = study.split
     metric = study.metric
-    summaries = {c.name: summarize(c, (metric,)) for c in study.cells}
+    extra = (metric, *REGRESSION_METRICS) if metric in REGRESSION_METRICS else (metric,)
+    summaries = {c.name: summarize(c, extra) for c in study.cells}
     preds: dict[str, Predictions] = {}
     notes: list[str] = []
     for c in study.cells:
@@ -154,7 +164,41 @@ def collect(study: StudyData) -> ReportData:
         )
     adjust_family([pr.comparison for pr in vs_baseline + pairs])
     best = best_cell(summaries, metric)
-    return ReportData(study, split, summaries, preds, vs_baseline, pairs, best, notes, metric)
+    metric_tests = metric_against_baseline(study, split, metric, notes)
+    return ReportData(study, split, summaries, preds, vs_baseline, pairs, best, notes, metric, metric_tests)
+
+
+def metric_against_baseline(study: StudyData, split: str, metric: str, notes: list[str]) -> dict[str, MetricComparison]:
+    """Each cell against the baseline on ``metric`` when it is a regression metric or F1 / MCC
+    (:mod:`loralab.evaluation.metric_test`), Holm-adjusted as one family; empty for accuracy."""
+    if metric not in REGRESSION_METRICS + CLASSIFICATION_METRICS:
+        return {}
+    scored = {}
+    for c in study.cells:
+        try:
+            got = scored_predictions(c, split)
+        except StudyError as e:
+            notes.append(str(e))
+            continue
+        if got is not None:
+            scored[c.name] = got
+    base = scored.get(study.baseline)
+    if base is None:
+        return {}
+    out = {}
+    for name, (labels, runs) in scored.items():
+        if name == study.baseline:
+            continue
+        if labels != base[0]:
+            notes.append(f"cell {name!r} was scored on other {split} examples than the baseline: not compared")
+            continue
+        n_classes = max(2, int(max(labels)) + 1) if metric in CLASSIFICATION_METRICS else 2
+        out[name] = metric_comparison(
+            metric, labels, [runs[s] for s in sorted(runs)], [base[1][s] for s in sorted(base[1])], n_classes
+        )
+    for c, adjusted in zip(out.values(), holm([c.p for c in out.values()]), strict=True):
+        c.p_holm = adjusted
+    return out
 
 
 def best_cell(summaries: dict[str, CellSummary], metric: str = "accuracy") -> str | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from loralab.evaluation import analysis
+from loralab.evaluation.metric_test import REGRESSION_METRICS
+from loralab.evaluation.metrics import metric_value
 from loralab.evaluation.stats import ALPHA
 from loralab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from loralab.plots.analysis import reliability_png
@@ -20,6 +22,7 @@ from loralab.study.report.numbers import CHOICE_SPLIT, collect, representative_r
 from loralab.study.report.tables import (
     comparison_table,
     comparisons_legend,
+    metric_table,
     models_legend,
     models_table,
     write_summary_csv,
@@ -79,6 +82,20 @@ def build(root: str | Path) -> dict[str, Path]:
             for s in r.summaries.values()
         ],
     )
+    if r.metric != "accuracy":
+        shown = ("pearson", "spearman", "mse") if r.metric in REGRESSION_METRICS else (r.metric,)
+        doc.p(
+            f"The study's selection metric, {r.metric}"
+            + (" (and the other regression metrics)" if len(shown) > 1 else "")
+            + ":"
+        )
+        doc.table(
+            ["cell", *(f"{sp} {m}" for m in shown for sp in ("validation", "test"))],
+            [
+                [s.name, *(fmt_iv(s.metrics[(sp, m)]) for m in shown for sp in ("validation", "test"))]
+                for s in r.summaries.values()
+            ],
+        )
     doc.table(
         [
             "cell",
@@ -122,8 +139,11 @@ def build(root: str | Path) -> dict[str, Path]:
         )
 
     doc.h(2, f"Against the baseline ({study.baseline})")
+    if r.metric_vs_baseline:
+        metric_table(doc, r, split)
     if not r.vs_baseline:
-        doc.p("No comparison yet: the baseline, or every other cell, has no finished run.")
+        if not r.metric_vs_baseline:
+            doc.p("No comparison yet: the baseline, or every other cell, has no finished run.")
     else:
         comparisons_legend(doc, r, split, n_examples)
         doc.table(*comparison_table(r.vs_baseline, first="cell"))
@@ -185,18 +205,23 @@ def build(root: str | Path) -> dict[str, Path]:
                 )
 
     doc.h(2, "Runs")
+    shown = "accuracy" if r.metric_vs_baseline is None or r.metric not in REGRESSION_METRICS else r.metric
+
+    def run_value(run, sp: str) -> str:
+        if run is None or not run.results.get(sp):
+            return "–"
+        v = metric_value(run.results[sp], shown)
+        return pct1(v) if shown == "accuracy" else f"{v:.4f}"
+
     doc.table(
-        ["run", "cell", "seed", "status", "validation accuracy", "test accuracy", "error"],
+        ["run", "cell", "seed", "status", f"validation {shown}", f"test {shown}", "error"],
         [
             [
                 x.id,
                 x.cell,
                 str(x.seed),
                 x.status,
-                *(
-                    pct1(x.run.results[sp]["accuracy"]) if x.run is not None and x.run.results.get(sp) else "–"
-                    for sp in ("validation", "test")
-                ),
+                *(run_value(x.run, sp) for sp in ("validation", "test")),
                 x.error or "",
             ]
             for x in study.runs
@@ -232,6 +257,7 @@ def build(root: str | Path) -> dict[str, Path]:
             "notes": r.notes,
             "cells": {name: _summary_json(s) for name, s in r.summaries.items()},
             "against_baseline": {pr.a: pr.comparison.to_dict() for pr in r.vs_baseline},
+            "metric_against_baseline": {k: c.to_dict() for k, c in (r.metric_vs_baseline or {}).items()} or None,
             "pairs": [{"a": pr.a, "b": pr.b, "option": pr.option, **pr.comparison.to_dict()} for pr in r.pairs],
             "error_analysis": analysis_result and {"run": best_run.id, **analysis_result},
             "tuning": tuning or None,

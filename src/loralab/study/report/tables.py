@@ -152,6 +152,51 @@ SUMMARY_COMPARISON_COLUMNS = (
 )
 
 
+def metric_table(doc: Doc, r: ReportData, split: str) -> None:
+    """Each cell against the baseline on the study's metric when it is not accuracy
+    (:mod:`loralab.evaluation.metric_test`)."""
+    tests = r.metric_vs_baseline or {}
+    m = len([c for c in tests.values() if c.tested])
+    first = next(iter(tests.values()))
+    doc.p(
+        f"**The methods**, on {split} {r.metric}: the difference of the cells' mean {r.metric} over seeds with "
+        f"its 95% t-interval and p-value. The variance adds the spread over seeds (pooled) and the sampling of "
+        f"the {first.n_examples} examples (a paired bootstrap over examples, {first.n_boot:,} resamples, every "
+        f"run rescored on each); a run's own noise counts in both, so the test is conservative. Holm p: over "
+        f"these {m} test{'s' if m != 1 else ''}. Per-example tests of the runs (McNemar) exist for accuracy only."
+    )
+    rows = []
+    for name, c in tests.items():
+        per_run = ", ".join(f"{v:.4f}" for v in c.runs_a)
+        rows.append(
+            [
+                name,
+                f"{c.mean_a:.4f} vs {c.mean_b:.4f}",
+                f"{c.diff:+.4f}",
+                "–" if not c.tested else f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]",
+                "–" if not c.tested else f"{c.p:.3g}",
+                "–" if not c.tested else f"{c.p_holm:.3g}",
+                f"{c.seed_sd_a:.4f} / {c.seed_sd_b:.4f}",
+                f"{c.example_sd:.4f}",
+                per_run,
+            ]
+        )
+    doc.table(
+        [
+            "cell",
+            f"{r.metric} (cell vs baseline)",
+            "difference",
+            "95% CI",
+            "p",
+            "Holm p",
+            "seed sd (cell / baseline)",
+            "example sd",
+            "the cell's runs",
+        ],
+        rows,
+    )
+
+
 def write_summary_csv(path: Path, r: ReportData) -> None:
     """One row per cell; against the baseline: the methods' Δ, CI, p, Holm p and MDE, then the
     per-example test of the runs (``models_*``, discordant pairs, McNemar)."""
