@@ -278,6 +278,11 @@ def test_serve_answers_text_pairs_and_regression_scores(pair_run, regression_run
         answer = c.post("/predict", json=body)
         assert answer.status_code == 200
         assert [p["label"] for p in answer.json()["predictions"]] == [r["prediction"] for r in rows]
+        one = c.post("/predict", json={"text": rows[0]["text"], "text_pair": rows[0]["text_pair"]})
+        assert one.status_code == 200 and len(one.json()["predictions"]) == 1
+        first = answer.json()["predictions"][0]  # alone, the pair is padded less: equal to float precision
+        assert one.json()["predictions"][0]["label"] == first["label"]
+        assert one.json()["predictions"][0]["confidence"] == pytest.approx(first["confidence"], abs=1e-6)
         missing = c.post("/predict", json={"texts": ["a"]})
         assert missing.status_code == 422 and "text_pairs" in missing.json()["detail"]
         uneven = c.post("/predict", json={"texts": ["a", "b"], "text_pairs": ["c"]})

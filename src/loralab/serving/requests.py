@@ -47,13 +47,15 @@ def request_models(multi: bool = False):
     variant of a multi-adapter server (``adapter`` / ``adapters`` fields, per-adapter answers)."""
     from typing import Literal
 
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     class PredictRequest(BaseModel):
-        """Texts to classify, one review each."""
+        """Texts to classify: a list (``texts``, with ``text_pairs`` for a pair model), or one
+        example (``text``, with ``text_pair``), answered as a list of one."""
 
         model_config = ConfigDict(extra="forbid", strict=True)
-        texts: list[str] = Field(
+        texts: list[str] | None = Field(
+            None,
             min_length=1,
             description="texts to classify (non-empty, in order)",
             examples=[["a gorgeous, witty film", "a tedious mess"]],
@@ -63,6 +65,21 @@ def request_models(multi: bool = False):
             description="models trained on text pairs: the second text of each text, in the same order "
             "(one example is {text, text_pair}: texts[i] with text_pairs[i])",
         )
+        text: str | None = Field(None, description="one text to classify (instead of texts)")
+        text_pair: str | None = Field(None, description="with text, for a pair model: its second text")
+
+        @model_validator(mode="after")
+        def _one_form(self):
+            if (self.texts is None) == (self.text is None):
+                raise ValueError('send "texts" (a list) or "text" (one), exactly one of the two')
+            if self.text is not None:
+                if self.text_pairs is not None:
+                    raise ValueError('"text" goes with "text_pair", "texts" with "text_pairs"')
+                self.texts = [self.text]
+                self.text_pairs = None if self.text_pair is None else [self.text_pair]
+            elif self.text_pair is not None:
+                raise ValueError('"text_pair" goes with "text", "text_pairs" with "texts"')
+            return self
 
     class Prediction(BaseModel):
         """A classifier's answer; a regression model's is ``{"score": number}`` alone."""
