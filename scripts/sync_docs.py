@@ -15,6 +15,12 @@ one option). A block whose study has no report yet is left as it is and named on
 
     python scripts/sync_docs.py --studies /path/to/study/folders docs/reference-studies.md
 
+A study kept as an archive of ``loralab study pack`` (``STUDIES/NAME.tar.xz``, as under
+``studies/results/`` in this repository) is unpacked into a temporary folder and reported there when
+``STUDIES/NAME/report.md`` does not exist, so the docs are rebuilt without retraining:
+
+    python scripts/sync_docs.py --studies studies/results docs/tasks.md README.md
+
 Written by hand because it is a few lines of text surgery on loralab's own report format; a
 templating engine would add a dependency and the same amount of code.
 """
@@ -113,8 +119,27 @@ def excerpt(report_md: Path, name: str, wanted: list[str], plot: str | None, doc
     return "\n\n".join(parts) + "\n"
 
 
-def sync(doc: Path, studies: Path, img_dir: Path, strict: bool = False) -> tuple[int, list[str]]:
-    """Rewrite every block of ``doc``; returns (blocks rewritten, study names without a report)."""
+def report_of(studies: Path, name: str, scratch: Path | None) -> Path:
+    """``STUDIES/NAME/report.md``; else, with ``STUDIES/NAME.tar.xz`` and a ``scratch`` folder, the
+    report built from the unpacked archive (``loralab study unpack`` + ``study report``)."""
+    report_md = studies / name / "report.md"
+    archive = studies / f"{name}.tar.xz"
+    if report_md.is_file() or scratch is None or not archive.is_file():
+        return report_md
+    from loralab.study.pack import unpack_study
+    from loralab.study.report import build
+
+    folder = scratch / name
+    if not (folder / "report.md").is_file():
+        build(unpack_study(archive, folder))
+    return folder / "report.md"
+
+
+def sync(
+    doc: Path, studies: Path, img_dir: Path, strict: bool = False, scratch: Path | None = None
+) -> tuple[int, list[str]]:
+    """Rewrite every block of ``doc``; returns (blocks rewritten, study names without a report).
+    ``scratch``: where archived studies are unpacked (:func:`report_of`)."""
     text = doc.read_text(encoding="utf-8")
     missing: list[str] = []
     count = 0
@@ -125,7 +150,7 @@ def sync(doc: Path, studies: Path, img_dir: Path, strict: bool = False) -> tuple
         unknown = set(opts) - {"sections", "plot"}
         if unknown:
             raise SyncError(f"{doc}: unknown option {sorted(unknown)[0]!r} in the {name} marker")
-        report_md = studies / name / "report.md"
+        report_md = report_of(studies, name, scratch)
         if not report_md.is_file():
             missing.append(name)
             return m.group(0)
@@ -151,14 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img", help="where figures are copied")
     parser.add_argument("--strict", action="store_true", help="fail when a block's study has no report")
     args = parser.parse_args(argv)
+    import tempfile
+
+    from loralab.errors import LoralabError
+
     try:
-        for doc in args.docs:
-            if not doc.is_file():
-                raise SyncError(f"{doc}: no such file")
-            n, missing = sync(doc, args.studies, args.img_dir, args.strict)
-            note = f"; left as they were (no report yet): {', '.join(missing)}" if missing else ""
-            print(f"{doc}: {n} block(s) rewritten{note}", file=sys.stderr if missing else sys.stdout)
-    except SyncError as exc:
+        with tempfile.TemporaryDirectory(prefix="sync-docs-") as scratch:
+            for doc in args.docs:
+                if not doc.is_file():
+                    raise SyncError(f"{doc}: no such file")
+                n, missing = sync(doc, args.studies, args.img_dir, args.strict, Path(scratch))
+                note = f"; left as they were (no report yet): {', '.join(missing)}" if missing else ""
+                print(f"{doc}: {n} block(s) rewritten{note}", file=sys.stderr if missing else sys.stdout)
+    except (SyncError, LoralabError) as exc:
         print(f"sync_docs: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,5 +1,5 @@
-"""``loralab study run STUDY.yaml``, ``loralab study report DIR`` and ``loralab study compare A B``
-(thin: parse, call, print)."""
+"""``loralab study run STUDY.yaml``, ``loralab study report DIR``, ``loralab study compare A B`` and
+``loralab study pack DIR`` / ``study unpack ARCHIVE`` (thin: parse, call, print)."""
 
 from __future__ import annotations
 
@@ -89,6 +89,27 @@ def add_parser(subparsers) -> None:
     cmp.add_argument("b", metavar="B", help="DIR[:CELL]")
     cmp.add_argument("--out", metavar="FILE", help="also write the Markdown to FILE")
     cmp.set_defaults(func=cmd_compare)
+
+    pk = sub.add_parser(
+        "pack",
+        help="keep a study's report inputs in one small archive (no weights)",
+        description="Write each finished run's config, results, metrics and predictions, study.json, "
+        "tuning.json and the search databases to one tar.xz (a few hundred KB): `study unpack` makes it a "
+        "study folder that `study report` reports and `study run` resumes.",
+    )
+    pk.add_argument("dir", metavar="DIR", help="the study folder")
+    pk.add_argument("--out", metavar="FILE", help="the archive (default: DIR.tar.xz)")
+    pk.set_defaults(func=cmd_pack)
+
+    up = sub.add_parser(
+        "unpack",
+        help="make a study folder from an archive of `study pack`",
+        description="Unpack ARCHIVE into a new study folder: `study report` rebuilds its report and "
+        "`study run --out DIR` trains only the runs the archive does not hold.",
+    )
+    up.add_argument("archive", metavar="ARCHIVE", help="a .tar.xz written by `loralab study pack`")
+    up.add_argument("--out", metavar="DIR", help="the new study folder (default: studies_out/<name>)")
+    up.set_defaults(func=cmd_unpack)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -260,4 +281,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_text(args.out, text)
     print(text, end="")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from loralab.study.pack import pack_study
+
+    packed = pack_study(args.dir, args.out)
+    print(f"packed {packed.runs} finished runs ({packed.files} files, {packed.bytes / 1024:.0f} KiB) -> {packed.path}")
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from loralab.study.pack import SUFFIX, unpack_study
+
+    name = Path(args.archive).name.removesuffix(SUFFIX)
+    dest = unpack_study(args.archive, args.out or Path("studies_out") / name)
+    print(f"unpacked -> {dest}\nreport: loralab study report {dest}")
     return 0
