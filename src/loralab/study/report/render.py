@@ -4,6 +4,7 @@ written into the study folder from the numbers, findings and plots."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from loralab.evaluation.metrics import metric_value
 from loralab.evaluation.stats import ALPHA
 from loralab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from loralab.plots.analysis import reliability_png
-from loralab.study.aggregate import CellSummary, load_study, machines
+from loralab.study.aggregate import SPLITS, CellSummary, load_study, machines
 from loralab.study.report.document import Doc, count, fmt_iv, fmt_mb, fmt_num, pct1, value_of
 from loralab.study.report.figures import plot_against, plot_confusions, plot_curves, plot_params
 from loralab.study.report.findings import findings
@@ -71,17 +72,25 @@ def build(root: str | Path) -> dict[str, Path]:
 
     doc.h(2, "Cells")
     doc.p("Mean ± standard deviation over seeds, with the 95% t-interval over seeds in brackets.")
-    doc.table(
-        ["cell", "seeds", "validation accuracy", "test accuracy", "validation F1", "test F1"],
-        [
-            [
-                s.name,
-                f"{s.n}/{s.n_planned}",
-                *(fmt_iv(s.metrics[(sp, m)], pct=True) for m in ("accuracy", "f1") for sp in ("validation", "test")),
-            ]
-            for s in r.summaries.values()
-        ],
+    no_accuracy = any(s.n for s in r.summaries.values()) and all(
+        math.isnan(s.metrics[(sp, "accuracy")].mean) for s in r.summaries.values() for sp in SPLITS
     )
+    if not no_accuracy:  # a regression study has none: its metric's table below
+        doc.table(
+            ["cell", "seeds", "validation accuracy", "test accuracy", "validation F1", "test F1"],
+            [
+                [
+                    s.name,
+                    f"{s.n}/{s.n_planned}",
+                    *(
+                        fmt_iv(s.metrics[(sp, m)], pct=True)
+                        for m in ("accuracy", "f1")
+                        for sp in ("validation", "test")
+                    ),
+                ]
+                for s in r.summaries.values()
+            ],
+        )
     if r.metric != "accuracy":
         shown = ("pearson", "spearman", "mse") if r.metric in REGRESSION_METRICS else (r.metric,)
         doc.p(
@@ -90,9 +99,13 @@ def build(root: str | Path) -> dict[str, Path]:
             + ":"
         )
         doc.table(
-            ["cell", *(f"{sp} {m}" for m in shown for sp in ("validation", "test"))],
+            ["cell", "seeds", *(f"{sp} {m}" for m in shown for sp in ("validation", "test"))],
             [
-                [s.name, *(fmt_iv(s.metrics[(sp, m)]) for m in shown for sp in ("validation", "test"))]
+                [
+                    s.name,
+                    f"{s.n}/{s.n_planned}",
+                    *(fmt_iv(s.metrics[(sp, m)]) for m in shown for sp in ("validation", "test")),
+                ]
                 for s in r.summaries.values()
             ],
         )
