@@ -111,16 +111,8 @@ def collect(study: StudyData) -> ReportData:
     metric = study.metric
     extra = (metric, *REGRESSION_METRICS) if metric in REGRESSION_METRICS else (metric,)
     summaries = {c.name: summarize(c, extra) for c in study.cells}
-    preds: dict[str, Predictions] = {}
     notes: list[str] = []
-    for c in study.cells:
-        try:
-            p = predictions(c, split)
-        except StudyError as e:
-            notes.append(str(e))
-            continue
-        if p is not None:
-            preds[c.name] = p
+    preds: dict[str, Predictions] = per_cell(study, predictions, split, notes)
     reference = next(iter(preds.values()), None)
     for name in list(preds):
         if preds[name].texts != reference.texts or preds[name].labels != reference.labels:
@@ -168,20 +160,27 @@ def collect(study: StudyData) -> ReportData:
     return ReportData(study, split, summaries, preds, vs_baseline, pairs, best, notes, metric, metric_tests)
 
 
+def per_cell(study: StudyData, read, split: str, notes: list[str]) -> dict[str, Any]:
+    """``read(cell, split)`` for every cell that has something to read; a cell whose runs disagree
+    (a :class:`StudyError`) is left out and named in ``notes``."""
+    out = {}
+    for c in study.cells:
+        try:
+            got = read(c, split)
+        except StudyError as e:
+            notes.append(str(e))
+            continue
+        if got is not None:
+            out[c.name] = got
+    return out
+
+
 def metric_against_baseline(study: StudyData, split: str, metric: str, notes: list[str]) -> dict[str, MetricComparison]:
     """Each cell against the baseline on ``metric`` when it is a regression metric or F1 / MCC
     (:mod:`loralab.evaluation.metric_test`), Holm-adjusted as one family; empty for accuracy."""
     if metric not in REGRESSION_METRICS + CLASSIFICATION_METRICS:
         return {}
-    scored = {}
-    for c in study.cells:
-        try:
-            got = scored_predictions(c, split)
-        except StudyError as e:
-            notes.append(str(e))
-            continue
-        if got is not None:
-            scored[c.name] = got
+    scored = per_cell(study, scored_predictions, split, notes)
     base = scored.get(study.baseline)
     if base is None:
         return {}
