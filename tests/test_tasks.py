@@ -460,3 +460,14 @@ def test_the_onnx_card_snippet_scores_pairs_and_regression_like_the_run(
     exec(_card_code(folder, texts=[r["text"] for r in rows]), scope)
     assert scope["scores"].tolist() == pytest.approx([r["prediction"] for r in rows], abs=1e-4)
     capsys.readouterr()
+
+
+def test_error_analysis_of_a_pair_run_shows_both_texts(pair_run, tmp_path):
+    from loralab import load_run
+    from loralab.cli import main
+    from loralab.evaluation.analysis_files import PAIR_JOIN
+
+    assert main(["-q", "analyze", str(pair_run), "--out", str(tmp_path / "a")]) == 0
+    shown = json.loads((tmp_path / "a" / "analysis.json").read_text())["confident_mistakes"]
+    rows = {(r["text"], r["text_pair"]) for r in load_run(pair_run).predictions("test")}
+    assert shown and all(tuple(m["text"].split(PAIR_JOIN)) in rows for m in shown)

@@ -55,7 +55,19 @@ def run_predictions(run_dir: Path, split: str | None) -> tuple[str, list[dict]]:
         raise LoralabError(f"{path}: a regression run (scores, no classes): error analysis measures classifiers")
     if rows and rows[0]["label"] is None:
         raise LoralabError(f"{path}: predictions of a file without labels: nothing to analyse")
-    return split, rows
+    return split, [joined_pair(r) for r in rows]
+
+
+#: How a pair run's two texts are shown (and measured: length, negation and contrast words) as one.
+PAIR_JOIN = " || "
+
+
+def joined_pair(row: dict) -> dict:
+    """A prediction row of a pair run with ``text`` as both texts joined by :data:`PAIR_JOIN`, so the
+    tables show the whole input and the buckets measure it; other rows as they are."""
+    if not row.get("text_pair"):
+        return row
+    return {**row, "text": f"{row['text']}{PAIR_JOIN}{row['text_pair']}"}
 
 
 def _labelled(path: Path) -> bool:

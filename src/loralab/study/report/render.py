@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from loralab.evaluation import analysis
+from loralab.evaluation.analysis_files import joined_pair
 from loralab.evaluation.metric_test import REGRESSION_METRICS
 from loralab.evaluation.metrics import metric_value
 from loralab.evaluation.stats import ALPHA
@@ -43,12 +44,12 @@ def build(root: str | Path) -> dict[str, Path]:
     analysis_result, best_run, base_run = None, None, None
     if r.best is not None and r.best in r.preds:
         best_run = representative_run(r, r.best)
-        rows = r.preds[r.best].rows[best_run.seed]
+        rows = [joined_pair(x) for x in r.preds[r.best].rows[best_run.seed]]  # a pair run: both texts
         if r.best != study.baseline and study.baseline in r.preds:
             base_rows = r.preds[study.baseline].rows
             base_seed = best_run.seed if best_run.seed in base_rows else sorted(base_rows)[0]
             base_run = next(x for x in study.cell(study.baseline).done if x.seed == base_seed)
-            analysis_result = analysis.analyze(rows, analysis.TOP_K, base_rows[base_seed])
+            analysis_result = analysis.analyze(rows, analysis.TOP_K, [joined_pair(x) for x in base_rows[base_seed]])
         else:
             analysis_result = analysis.analyze(rows, analysis.TOP_K)
 
