@@ -115,3 +115,16 @@ def test_gpu_epoch_bench_runs_the_trainer_on_a_random_init_model(tiny_models, ti
         assert line in out, out
     steps = int(out.split("sentences, ")[1].split("optimizer steps")[0].split()[-1].replace(",", ""))
     assert steps == 2  # the 64-sentence quick subset in batches of 32
+
+
+def test_metric_test_calibration_prints_its_table():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "metric_test_calibration.py"), "--sims", "4", "--boot", "20"]
+        + ["--examples", "100", "--seeds", "2", "--seed-sds", "0.05"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| 2 | 0.05 |" in proc.stdout and "false positives (effect 0)" in proc.stdout
