@@ -35,8 +35,16 @@ def test_head_on_cached_features_equals_the_model_forward(tiny_models, family):
 def test_cached_and_uncached_head_runs_give_the_same_metrics(tiny_models, tiny_data, tmp_path, fam):
     results = {}
     for cache in (True, False):
+        # fp32: the cached features are always fp32, the uncached backbone runs in the training autocast
         cfg = tiny_run_config(
-            tiny_models[fam], tiny_data, tmp_path / str(cache), method="head", epochs=2, lr=1e-2, cache_features=cache
+            tiny_models[fam],
+            tiny_data,
+            tmp_path / str(cache),
+            method="head",
+            epochs=2,
+            lr=1e-2,
+            cache_features=cache,
+            precision="fp32",
         )
         results[cache] = loralab.train(cfg, command=[]).results
     for split in ("validation", "test"):

@@ -13,12 +13,14 @@ import torch
 from loralab.runtime import seed_everything
 
 
-def test_precision_has_one_owner():
+def test_precision_has_one_owner(monkeypatch):
     import pytest
 
+    from loralab import runtime
     from loralab.errors import ConfigError
     from loralab.runtime import resolve_precision
 
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cpu, launcher="") is None
     assert resolve_precision("auto", cpu, launcher="no") is None
@@ -31,6 +33,32 @@ def test_precision_has_one_owner():
         resolve_precision("bf16", cpu, launcher="fp16")
     with pytest.raises(ConfigError, match="fp8"):
         resolve_precision("auto", cpu, launcher="fp8")
+
+
+def test_auto_is_bf16_on_a_cpu_with_native_bf16(monkeypatch, tmp_path):
+    """`auto` on CPU follows the flags: bf16 where AVX-512 BF16 or AMX-BF16 is there, fp32 elsewhere;
+    an explicit --precision and accelerate's setting are unaffected."""
+    from loralab import runtime
+    from loralab.runtime import cpu_has_native_bf16, precision_name, resolve_precision
+
+    def cpuinfo(flags: str) -> str:
+        path = tmp_path / f"cpuinfo-{len(flags)}"
+        path.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+        return str(path)
+
+    assert cpu_has_native_bf16(cpuinfo("fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni"))
+    assert cpu_has_native_bf16(cpuinfo("fpu sse2 avx2 amx_bf16 amx_tile"))
+    assert not cpu_has_native_bf16(cpuinfo("fpu sse2 avx2 avx512f avx512bw avx512_vnni"))  # AVX-512, no BF16
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))  # not Linux: no flags, stays fp32
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu, launcher="") is torch.bfloat16
+    assert resolve_precision("fp32", cpu, launcher="") is None
+    assert resolve_precision("auto", cpu, launcher="fp16") is torch.float16
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu, launcher="") is None
+    assert [precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["fp32", "bf16", "fp16"]
 
 
 @pytest.mark.parametrize(

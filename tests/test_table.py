@@ -21,10 +21,11 @@ def test_table_rows_come_from_the_run_directories(tiny_models, tiny_data, tmp_pa
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| run | method | settings |") and len(lines) == 4
     ra = json.loads((a / "results.json").read_text())
-    assert lines[2].startswith("| lora-r4 | lora | r 4, α 8, all-linear, lr 0.0005 |")
+    shown = "" if ra["precision"] == "fp32" else f", {ra['precision']}"  # what `auto` trained in, unless fp32
+    assert lines[2].startswith(f"| lora-r4 | lora | r 4, α 8, all-linear, lr 0.0005{shown} |")
     assert f"| {ra['validation']['accuracy']:.4f} |" in lines[2] and f"| {ra['params']['trainable']:,} |" in lines[2]
     assert "| 2 (" in lines[2] and "| 1 x " in lines[2]
-    assert lines[3].startswith("| head | head | lr 0.01 |")
+    assert lines[3].startswith(f"| head | head | lr 0.01{shown} |")
     assert cli_main(["table", "--csv", str(a)]) == 0
     (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
     assert row["test acc"] == f"{ra['test']['accuracy']:.4f}"
@@ -50,6 +51,9 @@ def test_settings_name_a_dropout_other_than_the_default():
     assert settings_of(config, 7.919e-4) == "r 32, α 64, all-linear, dropout 0.117, lr 0.0007919, seed 1"
     config["method"]["dropout"] = 0.1
     assert settings_of(config, 5e-4) == "r 32, α 64, all-linear, lr 0.0005, seed 1"
+    # what `auto` resolved to, as results.json records it, is shown; fp32 is not
+    assert settings_of(config, 5e-4, "bf16") == "r 32, α 64, all-linear, lr 0.0005, bf16, seed 1"
+    assert settings_of(config, 5e-4, "fp32") == "r 32, α 64, all-linear, lr 0.0005, seed 1"
 
 
 def test_settings_name_the_lora_variant_and_the_vector_methods_rank():

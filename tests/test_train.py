@@ -14,6 +14,7 @@ from conftest import tiny_run_config
 from loralab.errors import RunDirError
 from loralab.files import atomic_dir, atomic_write_json
 from loralab.inference.predictor import Predictor
+from loralab.runtime import precision_name, resolve_precision
 
 RUN_FILES = {
     "config.json",
@@ -57,6 +58,9 @@ def test_run_directory_is_complete_and_reloads_to_the_same_predictions(
     assert set(r["memory"]) == {"peak_bytes", "kind"} and r["memory"]["peak_bytes"] > 0
     assert r["data"] == {"train_examples": 64, "validation_examples": 32, "test_examples": 32}
     assert r["epochs"] == (0 if method == "none" else 2)
+    # the precision `auto` resolved to on this machine, recorded in both files
+    auto = precision_name(resolve_precision("auto", torch.device("cpu"), launcher=""))
+    assert r["precision"] == json.loads((result.run_dir / "config.json").read_text())["precision"] == auto
     # in-memory model == model reloaded from disk (merged for LoRA)
     run = loralab.load_run(result.run_dir)
     texts = [p["text"] for p in run.predictions("validation")]

@@ -268,3 +268,23 @@ def test_a_train_step_on_one_process_is_the_plain_step(tiny_models):
     trained = dict(model.named_parameters())
     assert all(torch.equal(trained[n], p) for n, p in twin.named_parameters())
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "vera"},
+        {"method": "ia3"},
+        {"method": "adalora"},
+        {"method": "bitfit"},
+        {"method": "lora", "dora": True},
+        {"method": "lora", "init": "pissa"},
+    ],
+    ids=["vera", "ia3", "adalora", "bitfit", "dora", "pissa"],
+)
+def test_every_peft_method_trains_in_bf16(tiny_models, tiny_data, tmp_path, options):
+    """``--precision bf16`` (what ``auto`` is on a CPU with native bf16) for each PEFT method: VeRA's and
+    IA3's tuner layers have no input-casting switch, which once stopped them before their first step."""
+    run = loralab.train(tiny_run_config(tiny_models["bert"], tiny_data, tmp_path / "run", precision="bf16", **options))
+    assert run.results["precision"] == "bf16" and run.results["steps"] > 0
+    assert run.results["validation"]["accuracy"] is not None

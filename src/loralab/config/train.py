@@ -53,7 +53,8 @@ class TrainConfig:
     device: str = _opt("auto, cpu or cuda", "auto", choices=("auto", "cpu", "cuda"))
     precision: str = _opt(
         "training precision: auto (bf16 autocast on GPUs that support it, fp16 with loss scaling on other "
-        "GPUs, fp32 on CPU; or what `accelerate launch --mixed_precision` asked for), fp32, bf16 or fp16",
+        "GPUs, bf16 on CPUs with native bf16 (AVX-512 BF16 or AMX), fp32 on other CPUs; or what "
+        "`accelerate launch --mixed_precision` asked for), fp32, bf16 or fp16",
         "auto",
         choices=PRECISIONS,
     )

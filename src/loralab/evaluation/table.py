@@ -41,9 +41,11 @@ COLUMNS = (
 DEFAULT_DROPOUT = next(f.default for f in fields(MethodConfig) if f.name == "dropout")
 
 
-def settings_of(config: dict, lr: float | None) -> str:
+def settings_of(config: dict, lr: float | None, precision: str | None = None) -> str:
     """The options that define the run beyond its method (LoRA's rank, alpha, targets, a dropout
-    other than the default, layers and its variants; VeRA's and AdaLoRA's rank; lr; a training subset; a precision other than fp32)."""
+    other than the default, layers and its variants; VeRA's and AdaLoRA's rank; lr; a training subset;
+    a precision other than fp32). ``precision``: what the run recorded that it trained in (``auto``
+    resolved; runs written before it was recorded have only the option)."""
     method, train, data = config["method"], config["train"], config["data"]
     parts = []
     if method["method"] == "lora":
@@ -68,8 +70,9 @@ def settings_of(config: dict, lr: float | None) -> str:
         parts.append(f"lr {lr:g}")
     if data.get("train_size"):
         parts.append(f"{data['train_size']:,} train")
-    if train.get("precision") not in (None, "auto", "fp32"):
-        parts.append(train["precision"])
+    precision = precision or train.get("precision")
+    if precision not in (None, "auto", "fp32"):
+        parts.append(precision)
     if train.get("seed") != 42:
         parts.append(f"seed {train.get('seed')}")
     return ", ".join(parts)
@@ -89,7 +92,7 @@ def row_of(run_dir: Path) -> dict:
     return {
         "run": run_dir.name,
         "method": res.get("method", ""),
-        "settings": settings_of(meta["config"], res.get("lr")),
+        "settings": settings_of(meta["config"], res.get("lr"), res.get("precision")),
         "epochs (best)": f"{res.get('epochs', 0)} ({res.get('best_epoch') or '–'})",
         "val acc": _main(val),
         "val F1": _second(val),

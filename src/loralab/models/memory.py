@@ -161,7 +161,7 @@ def estimate(
 def run_estimate(config, model_config, total_params: int, trainable_params: int, gpu: bool = True) -> MemoryEstimate:
     """:func:`estimate` for a ``RunConfig``: its method, micro-batch (``batch_size / grad_accum``,
     one process), ``--max-length`` (cut to the model's positions), dtypes and checkpointing.
-    ``gpu``: what ``--precision auto`` means (bf16 autocast on a GPU, fp32 on a CPU)."""
+    ``gpu``: whether ``--precision auto`` is taken as bf16 autocast (a GPU, or a CPU with native bf16) or fp32."""
     tc, mc = config.train, config.model
     precision = tc.precision if tc.precision != "auto" else ("bf16" if gpu else "fp32")
     positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)

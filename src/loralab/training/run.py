@@ -47,6 +47,7 @@ from loralab.runtime import (
     check_launcher,
     library_versions,
     pick_device,
+    precision_name,
     resolve_precision,
     seed_everything,
 )
@@ -148,7 +149,8 @@ def train(
     # loralab owns mixed precision (--precision, resolved in the trainer): the accelerator never adds its own
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
     check_global_batch(tc.batch_size, accelerator.num_processes, tc.grad_accum)
-    resolve_precision(tc.precision, accelerator.device)  # a conflicting launcher setting fails before any work
+    # a conflicting launcher setting fails before any work; `auto` is recorded as what it resolved to here
+    trained_in = precision_name(resolve_precision(tc.precision, accelerator.device))
     mc = config.model
     check_big_model(mc.torch_dtype, mc.quantize, config.method.method, accelerator.device)
     memory = PeakMemory(accelerator.device)
@@ -203,6 +205,7 @@ def train(
         },
         "data_files": data.files(),
         "seed": tc.seed,
+        "precision": trained_in,  # the training autocast --precision resolved to (auto differs by device)
         "distributed": distributed_facts(accelerator, tc),
         "versions": library_versions(),
         "command": command if command is not None else sys.argv,
@@ -387,6 +390,7 @@ def _finalise(
             "test_examples": len(data.test) if data.test is not None else 0,
         },
         "device": str(predictor.device),
+        "precision": meta["precision"],
         "distributed": meta["distributed"],
     }
     if data.test is not None and not data.test.labeled:  # predicted (predictions_test.csv), not scored

@@ -118,7 +118,6 @@ def lean_autocast(model: nn.Module, dtype: torch.dtype | None) -> Iterator[int]:
     if dtype is None:
         yield 0
         return
-    from peft.helpers import disable_input_dtype_casting
     from transformers.pytorch_utils import Conv1D
 
     # a weight tied to an embedding (a language-model head) is read outside autocast too: left alone
@@ -137,10 +136,18 @@ def lean_autocast(model: nn.Module, dtype: torch.dtype | None) -> Iterator[int]:
                 ):
                     saved.append((p, p.data))
                     p.data = p.data.to(dtype)
+    # peft's input casting off, for the tuner layers that have the switch. By hand, not with
+    # peft.helpers.disable_input_dtype_casting: that raises AttributeError on tuner layers without
+    # it (VeRA's, IA3's), so bf16 training of those methods failed before its first step.
+    casting = [m for m in model.modules() if isinstance(getattr(m, "cast_input_dtype_enabled", None), bool)]
+    switched = [(m, m.cast_input_dtype_enabled) for m in casting]
     try:
-        with disable_input_dtype_casting(model):
-            yield len(saved)
+        for m in casting:
+            m.cast_input_dtype_enabled = False
+        yield len(saved)
     finally:
+        for m, value in switched:
+            m.cast_input_dtype_enabled = value
         for p, data in saved:
             p.data = data
 
