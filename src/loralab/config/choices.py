@@ -23,7 +23,7 @@ DEFAULT_LR: dict[str, float] = {
     "lora": 5e-4,
     "full": 5e-5,
     "prelayer": 3e-4,
-    # the published recipes (sources in docs/training.md, "Methods"), which a short SST-2 search agrees with
+    # the published recipes (sources in docs/training.md, "Methods", beside a short SST-2 search's rates)
     "bitfit": 1e-3,  # BitFit (Ben Zaken et al., 2022): the top of the 1e-4..1e-3 it searched on GLUE
     "ia3": 3e-3,  # (IA)^3 (Liu et al., 2022, T-Few): 3e-3
     "vera": 1e-2,  # VeRA (Kopiczko et al., 2024), RoBERTa on GLUE: 4e-3..1e-2 for the vectors and the head
