@@ -74,6 +74,16 @@ def test_tuned_study_runs_its_seeds_at_the_best_setting(tmp_path, tiny_models):
     runs = {r["cell"]: out / r["dir"] for r in study["runs"]}
     assert json.loads((runs["full"] / "results.json").read_text())["lr"] == GOOD_LR
     assert json.loads((runs["full"] / "results.json").read_text())["test"] is not None  # the study scores test
+    # a dry run once the searches are done plans the tuned cells: every run is already there
+    dry = subprocess.run(
+        [sys.executable, "-m", "loralab", "-q", "study", "run", str(path), "--out", str(out), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "every cell's search is done" in dry.stdout and "[todo]" not in dry.stdout, dry.stdout
+    assert all(f"{r['dir'].split('/')[-1]}  [done]" in dry.stdout for r in study["runs"]), dry.stdout
 
     from loralab.study.report import build
 

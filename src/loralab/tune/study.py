@@ -34,9 +34,8 @@ def tuned_spec(
     overrides = {norm(k): v for k, v in (overrides or {}).items() if v is not None}
     searches = cell_searches(study, overrides)
     root = Path(root).resolve()
-    cells, record = [], {}
+    record = {}
     for cell in study.expand():
-        options = dict(cell.options)
         search = searches.get(cell.name)
         if search is not None:
             folder = root / TUNE_DIR / search.name.split(".", 1)[1]
@@ -47,8 +46,6 @@ def tuned_spec(
             if not done:
                 raise TuneError(f"{search.source}: no trial completed; see {folder}")
             best = tstudy.best_trial
-            options = {k: v for k, v in options.items() if norm(k) not in best.params}
-            options.update(best.params)
             record[cell.name] = {
                 "params": best.params,
                 f"validation_{search.metric}": best.value,
@@ -61,10 +58,37 @@ def tuned_spec(
                 "search_base": search.base,
             }
             echo(f"cell {cell.name}: best {best.params} (validation {search.metric} {best.value:.4f})")
-        cells.append({"name": cell.name, **options})
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / TUNING_FILE, record)
+    return _with_best(study, {name: r["params"] for name, r in record.items()})
+
+
+def _with_best(study, best: dict[str, dict[str, Any]]):
+    """The study with each searched cell's options replaced by its best values (grid cells become
+    named cells, the ``tune:`` key is dropped)."""
+    cells = []
+    for cell in study.expand():
+        options = dict(cell.options)
+        if cell.name in best:
+            options = {k: v for k, v in options.items() if norm(k) not in best[cell.name]}
+            options.update(best[cell.name])
+        cells.append({"name": cell.name, **options})
     return dataclasses.replace(study, grid={}, cells=cells, tune=None)
+
+
+def recorded_spec(study, root: str | Path, overrides: dict[str, Any] | None = None):
+    """The tuned study as ``tuning.json`` in ``root`` records it, when it holds every searched cell
+    (what ``--dry-run`` plans once the searches are done, e.g. after ``study unpack``); else None."""
+    from loralab.files import read_json
+
+    path = Path(root) / TUNING_FILE
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    searches = cell_searches(study, {norm(k): v for k, v in (overrides or {}).items() if v is not None})
+    if not set(searches) <= set(record):
+        return None
+    return _with_best(study, {name: record[name]["params"] for name in searches})
 
 
 def tune_first(study, args, overrides: dict[str, Any]):
@@ -73,12 +97,16 @@ def tune_first(study, args, overrides: dict[str, Any]):
     from loralab.study.plan import DEFAULT_OUT_ROOT
 
     searches = cell_searches(study, overrides)
+    root = Path(args.out) if args.out else Path(DEFAULT_OUT_ROOT) / study.name
     if args.dry_run:
+        recorded = recorded_spec(study, root, overrides)
+        if recorded is not None:
+            print(f"tune: every cell's search is done ({root / TUNING_FILE}); the table below shows the tuned cells")
+            return recorded
         for name, search in searches.items():
             print(
                 f"tune cell {name}: {search.trials} trials over {', '.join(p.name for p in search.params)} "
                 f"(search options: {search.base}); the table below shows the cells before tuning"
             )
         return study
-    root = Path(args.out) if args.out else Path(DEFAULT_OUT_ROOT) / study.name
     return tuned_spec(study, root, overrides, threads=args.threads, echo=lambda s: print(s, flush=True))
