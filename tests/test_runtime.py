@@ -162,3 +162,23 @@ def test_library_versions_record_the_cpu_model_and_count():
             if ln.startswith("model name")
         ]
         assert v["cpu"] == (names[0] if names else v["cpu"]) and v["cpu"]
+
+
+def test_cpu_peak_memory_is_the_process_own_not_its_parents(tmp_path):
+    """A study worker is a child of the driver: its peak must not include the driver's, which the
+    kernel's ru_maxrss carries over fork and exec."""
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs Linux /proc")
+    held = bytearray(1536 * 2**20)  # the parent's peak: 1.5 GiB, touched
+    for i in range(0, len(held), 4096):
+        held[i] = 1
+    code = (
+        "import torch; from loralab.runtime import PeakMemory; "
+        "print(PeakMemory(torch.device('cpu')).read()['peak_bytes'])"
+    )
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 10 * 2**20 < child < 1024 * 2**20, child  # importing torch: a few hundred MB, not the parent's 1.5 GiB
+    del held
