@@ -112,14 +112,22 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     (``torch.backends.cpu.get_cpu_capability()`` says AVX512 for CPUs with and without BF16).
     False where the flags cannot be read (not Linux): ``auto`` then stays fp32.
     """
+    flags = _proc_field(cpuinfo, "flags")
+    return flags is not None and bool(NATIVE_BF16_FLAGS & set(flags.split()))
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    """The value of the first ``key: value`` line of a Linux ``/proc`` file (``/proc/cpuinfo``,
+    ``/proc/self/status``), or None where the file or the line is missing."""
     try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return bool(NATIVE_BF16_FLAGS & set(line.partition(":")[2].split()))
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == key:
+                    return value.strip()
     except OSError:
         pass
-    return False
+    return None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -154,23 +162,13 @@ class PeakMemory:
     def read(self) -> dict:
         if self.device.type == "cuda":
             return {"peak_bytes": int(torch.cuda.max_memory_allocated(self.device)), "kind": "cuda_max_allocated"}
-        peak = _linux_hwm_bytes()
-        if peak is None:
+        hwm = _proc_field("/proc/self/status", "VmHWM")  # "123456 kB": this process's own peak, reset by exec
+        if hwm is not None:
+            peak = int(hwm.split()[0]) * 1024
+        else:
             scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
             peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
         return {"peak_bytes": peak, "kind": "cpu_peak_rss"}
-
-
-def _linux_hwm_bytes(status: str = "/proc/self/status") -> int | None:
-    """This process's own peak resident set (``VmHWM``, reset by exec), or None where there is none."""
-    try:
-        with open(status, encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def library_versions() -> dict[str, str]:

@@ -31,7 +31,7 @@ def tuned_spec(
     from loralab.tune.storage import TuneError, open_storage, open_study
 
     require_optuna()
-    overrides = {norm(k): v for k, v in (overrides or {}).items() if v is not None}
+    overrides = _given(overrides)
     searches = cell_searches(study, overrides)
     root = Path(root).resolve()
     record = {}
@@ -63,6 +63,11 @@ def tuned_spec(
     return _with_best(study, {name: r["params"] for name, r in record.items()})
 
 
+def _given(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The command-line overrides that were given (``--model``, ``--data-dir``), by normalised name."""
+    return {norm(k): v for k, v in (overrides or {}).items() if v is not None}
+
+
 def _with_best(study, best: dict[str, dict[str, Any]]):
     """The study with each searched cell's options replaced by its best values (grid cells become
     named cells, the ``tune:`` key is dropped)."""
@@ -85,7 +90,7 @@ def recorded_spec(study, root: str | Path, overrides: dict[str, Any] | None = No
     if not path.is_file():
         return None
     record = read_json(path)
-    searches = cell_searches(study, {norm(k): v for k, v in (overrides or {}).items() if v is not None})
+    searches = cell_searches(study, _given(overrides))
     if not set(searches) <= set(record):
         return None
     return _with_best(study, {name: record[name]["params"] for name in searches})
