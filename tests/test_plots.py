@@ -14,7 +14,7 @@ from loralab.evaluation import analysis
 from loralab.plots import plot_confusion, plot_curves
 from loralab.plots.analysis import reliability_png
 from loralab.plots.output import pyplot_scope
-from loralab.plots.study import Point, against_png, confusions_png, curves_png, params_png
+from loralab.plots.study import Point, against_png, confusions_png, cost_png, curves_png
 
 PNG = b"\x89PNG"
 
@@ -46,7 +46,8 @@ def test_analysis_figure_leaves_the_backend_alone(caller_backend):
 def test_study_figures_leave_the_backend_alone(caller_backend):
     a, b = Point(1_000, 0.80, 0.78, 0.82), Point(100_000, 0.85, 0.85, 0.85)
     pngs = [
-        params_png("s", "test", [("head", a), ("lora", b)], [a, b], "validation"),
+        cost_png("s", "test", [("head", a), ("lora", b)], [a, b], "validation"),
+        cost_png("s", "test", [("head", a), ("lora", b)], [a], "validation", "seconds per epoch"),
         against_png(
             "s",
             "test",

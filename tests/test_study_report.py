@@ -21,7 +21,7 @@ from loralab.files import atomic_write_csv
 from loralab.runs.layout import METRICS_COLUMNS, PREDICTION_COLUMNS
 from loralab.study.aggregate import load_study, summarize
 from loralab.study.plan import make_plan
-from loralab.study.report import build, collect, one_option_pairs
+from loralab.study.report import build, collect, one_option_pairs, pareto_front
 from loralab.study.spec import StudySpec
 
 N = 40
@@ -151,6 +151,21 @@ def rank_study(tmp_path) -> Path:
     )
 
 
+def test_pareto_front_follows_the_cost_it_is_given(rank_study):
+    """By parameters or by seconds (here both grow with the rank), rank 16 ties rank 8's accuracy at a
+    higher cost and is off the front; with the cost reversed only the cheapest best cell stays."""
+    summaries = list(collect(load_study(rank_study)).summaries.values())
+    seconds = [s.seconds_per_epoch.mean for s in summaries]
+    assert seconds == [pytest.approx(5.0), pytest.approx(9.0), pytest.approx(17.0)]
+
+    def names(front):
+        return [s.name for s in front]
+
+    assert names(pareto_front(summaries, "validation")) == ["rank=4", "rank=8"]
+    assert names(pareto_front(summaries, "validation", lambda s: s.seconds_per_epoch.mean)) == ["rank=4", "rank=8"]
+    assert names(pareto_front(summaries, "validation", lambda s: -s.seconds_per_epoch.mean)) == ["rank=16"]
+
+
 def test_cell_summary_matches_hand_computation(rank_study):
     study = load_study(rank_study)
     s = summarize(study.cell("rank=4"))
@@ -207,11 +222,12 @@ def test_report_files_contain_the_runs_numbers(rank_study):
     assert "rank 16 is not significantly better than rank 8" in md
     assert "| rank 16 vs rank 8 |" in md and "(cells rank=16 vs rank=8)" not in md  # grid names say it once
     assert "rank=8 is better than the baseline rank=4" in md
-    for plot in ("accuracy_vs_params", "accuracy_vs_rank", "training_curves", "confusion_matrices", "reliability_best"):
+    plots = ("accuracy_vs_params", "accuracy_vs_time", "accuracy_vs_rank", "training_curves", "confusion_matrices")
+    for plot in (*plots, "reliability_best"):
         assert f"](plots/{plot}.png)" in md
         assert (rank_study / "plots" / f"{plot}.png").stat().st_size > 1000
     assert "learning_curve" not in md  # train_size does not vary
-    assert html.count('src="data:image/png;base64,') == 5 and 'src="plots/' not in html
+    assert html.count('src="data:image/png;base64,') == 6 and 'src="plots/' not in html
     assert "55.0% ± 5.0 [42.6, 67.4]" in html
     with open(paths["summary.csv"], newline="") as f:
         rows = {r["cell"]: r for r in csv.DictReader(f)}

@@ -1,5 +1,5 @@
-"""The figures of ``loralab study report``: accuracy against trainable parameters (with the Pareto
-front), accuracy against one option (rank, training size), validation accuracy per epoch, and the
+"""The figures of ``loralab study report``: accuracy against a cost (trainable parameters, seconds
+per epoch; with the Pareto front), accuracy against one option (rank, training size), validation accuracy per epoch, and the
 confusion matrices of every cell.
 
 Each function takes the plotted numbers as plain values (the study report picks them:
@@ -58,11 +58,17 @@ def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.legend(fontsize=8)
 
 
-def params_png(
-    study: str, split: str, cells: Sequence[tuple[str, Point]], front: Sequence[Point], front_split: str
+def cost_png(
+    study: str,
+    split: str,
+    cells: Sequence[tuple[str, Point]],
+    front: Sequence[Point],
+    front_split: str,
+    cost: str = "trainable parameters",
 ) -> bytes:
-    """Accuracy on ``split`` against trainable parameters (log scale), one labelled point per cell,
-    and the Pareto ``front`` (chosen on ``front_split``) as a step line with circled cells."""
+    """Accuracy on ``split`` against a cost (``cost`` names it: trainable parameters, seconds per
+    epoch; log scale), one labelled point per cell, and the Pareto ``front`` (chosen on
+    ``front_split``) as a step line with circled cells."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for label, p in cells:
@@ -79,12 +85,7 @@ def params_png(
     )
     ax.scatter([p.x for p in front], [100 * p.mean for p in front], s=120, facecolors="none", edgecolors="C3", zorder=3)
     ax.set_xscale("log")
-    _finish(
-        ax,
-        "trainable parameters (log scale)",
-        f"{split} accuracy (%)",
-        f"{study}: accuracy vs trainable parameters (mean, 95% CI over seeds)",
-    )
+    _finish(ax, f"{cost} (log scale)", f"{split} accuracy (%)", f"{study}: accuracy vs {cost} (mean, 95% CI over seeds)")
     return _png(fig)
 
 

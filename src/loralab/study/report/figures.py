@@ -1,5 +1,5 @@
 """Which figures the study report has and the numbers each one shows: accuracy vs trainable
-parameters, vs LoRA rank, vs training size, the training curves and the confusion matrices.
+parameters, vs seconds per epoch, vs LoRA rank, vs training size, the training curves and the confusion matrices.
 
 Each function returns PNG bytes, or None when the study has too little to draw (fewer than two
 values on the x axis, no curves, no predictions). The drawing is :mod:`loralab.plots.study`'s.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from loralab.plots.study import Point, against_png, confusions_png, curves_png, params_png
+from loralab.plots.study import Point, against_png, confusions_png, cost_png, curves_png
 from loralab.study.aggregate import CellData, CellSummary, epoch_curves, mean_curve, varying_options
 from loralab.study.report.document import value_of
 from loralab.study.report.numbers import CHOICE_SPLIT, ReportData, pareto_front
@@ -29,18 +29,34 @@ def _has_accuracy(s: CellSummary, split: str) -> bool:
     return not math.isnan(s.metrics[(split, "accuracy")].mean)  # a regression cell has none
 
 
-def plot_params(r: ReportData) -> bytes | None:
-    cells = [s for s in r.summaries.values() if s.n and s.trainable is not None and _has_accuracy(s, r.split)]
+def _seconds(s: CellSummary) -> float | None:
+    return s.seconds_per_epoch.mean if s.seconds_per_epoch.n else None
+
+
+def _plot_cost(r: ReportData, cost: Callable[[CellSummary], float | None], name: str, label_zero: bool) -> bytes | None:
+    """Accuracy against ``cost`` of each cell (``name`` for the axis), with the Pareto front."""
+    cells = [
+        s
+        for s in r.summaries.values()
+        if s.n and cost(s) is not None and not math.isnan(cost(s)) and _has_accuracy(s, r.split)
+    ]
     if len(cells) < 2:
         return None
     labelled = [
-        (s.name + (" (0 trainable)" if s.trainable == 0 else ""), _point(max(s.trainable, 1), s, r.split))
+        (s.name + (" (0 trainable)" if label_zero and cost(s) == 0 else ""), _point(max(cost(s), 1), s, r.split))
         for s in cells
     ]
-    front = pareto_front(cells, CHOICE_SPLIT)  # chosen on validation, drawn at its r.split values
-    return params_png(
-        r.study.name, r.split, labelled, [_point(max(s.trainable, 1), s, r.split) for s in front], CHOICE_SPLIT
-    )
+    front = pareto_front(cells, CHOICE_SPLIT, cost)  # chosen on validation, drawn at its r.split values
+    return cost_png(r.study.name, r.split, labelled, [_point(max(cost(s), 1), s, r.split) for s in front], CHOICE_SPLIT, name)
+
+
+def plot_params(r: ReportData) -> bytes | None:
+    return _plot_cost(r, lambda s: s.trainable, "trainable parameters", label_zero=True)
+
+
+def plot_time(r: ReportData) -> bytes | None:
+    """Accuracy against the cells' mean seconds per training epoch (the machines' own timings)."""
+    return _plot_cost(r, _seconds, "seconds per epoch", label_zero=False)
 
 
 def _groups(cells: list[CellData], option: str) -> dict[str, list[CellData]]:

@@ -6,6 +6,7 @@ split, the comparison split only reported."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,11 +236,23 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def pareto_front(summaries: list[CellSummary], split: str = CHOICE_SPLIT) -> list[CellSummary]:
-    """Cells no other cell beats on both counts (more accurate on ``split`` with at most as many
-    trainable parameters), sorted by parameters."""
-    pts = [s for s in summaries if s.trainable is not None and not math.isnan(s.metrics[(split, "accuracy")].mean)]
-    pts.sort(key=lambda s: (s.trainable, -s.metrics[(split, "accuracy")].mean))
+def trainable_of(s: CellSummary) -> float | None:
+    return s.trainable
+
+
+def pareto_front(
+    summaries: list[CellSummary],
+    split: str = CHOICE_SPLIT,
+    cost: Callable[[CellSummary], float | None] = trainable_of,
+) -> list[CellSummary]:
+    """Cells no other cell beats on both counts (more accurate on ``split`` at no more ``cost``:
+    trainable parameters unless given), sorted by cost."""
+    pts = [
+        s
+        for s in summaries
+        if cost(s) is not None and not math.isnan(cost(s)) and not math.isnan(s.metrics[(split, "accuracy")].mean)
+    ]
+    pts.sort(key=lambda s: (cost(s), -s.metrics[(split, "accuracy")].mean))
     front, best = [], -math.inf
     for s in pts:
         a = s.metrics[(split, "accuracy")].mean

@@ -18,7 +18,7 @@ from loralab.files import atomic_write_bytes, atomic_write_json, atomic_write_te
 from loralab.plots.analysis import reliability_png
 from loralab.study.aggregate import SPLITS, CellSummary, load_study, machines
 from loralab.study.report.document import Doc, count, fmt_iv, fmt_mb, fmt_num, pct1, value_of
-from loralab.study.report.figures import plot_against, plot_confusions, plot_curves, plot_params
+from loralab.study.report.figures import plot_against, plot_confusions, plot_curves, plot_params, plot_time
 from loralab.study.report.findings import findings
 from loralab.study.report.numbers import CHOICE_SPLIT, collect, representative_run
 from loralab.study.report.tables import (
@@ -181,6 +181,12 @@ def build(root: str | Path) -> dict[str, Path]:
             plot_params(r),
             f"{split} accuracy vs trainable parameters (log scale), mean and 95% CI over seeds; circled: the Pareto "
             f"front on {CHOICE_SPLIT} accuracy.",
+        ),
+        (
+            "accuracy_vs_time.png",
+            plot_time(r),
+            f"{split} accuracy vs seconds per training epoch (log scale; each run's own timing, so only "
+            f"comparable between runs on the same machine and load); circled: the Pareto front on {CHOICE_SPLIT} accuracy.",
         ),
         (
             "accuracy_vs_rank.png",
