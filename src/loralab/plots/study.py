@@ -85,7 +85,9 @@ def cost_png(
     )
     ax.scatter([p.x for p in front], [100 * p.mean for p in front], s=120, facecolors="none", edgecolors="C3", zorder=3)
     ax.set_xscale("log")
-    _finish(ax, f"{cost} (log scale)", f"{split} accuracy (%)", f"{study}: accuracy vs {cost} (mean, 95% CI over seeds)")
+    _finish(
+        ax, f"{cost} (log scale)", f"{split} accuracy (%)", f"{study}: accuracy vs {cost} (mean, 95% CI over seeds)"
+    )
     return _png(fig)
 
 

@@ -47,7 +47,9 @@ def _plot_cost(r: ReportData, cost: Callable[[CellSummary], float | None], name:
         for s in cells
     ]
     front = pareto_front(cells, CHOICE_SPLIT, cost)  # chosen on validation, drawn at its r.split values
-    return cost_png(r.study.name, r.split, labelled, [_point(max(cost(s), 1), s, r.split) for s in front], CHOICE_SPLIT, name)
+    return cost_png(
+        r.study.name, r.split, labelled, [_point(max(cost(s), 1), s, r.split) for s in front], CHOICE_SPLIT, name
+    )
 
 
 def plot_params(r: ReportData) -> bytes | None:
