@@ -258,9 +258,10 @@ def test_the_report_says_which_machines_the_runs_ran_on(rank_study):
     run_dir = next(p for p in (rank_study / "runs").iterdir() if p.name.startswith("rank-4-seed1"))
     meta = json.loads((run_dir / "config.json").read_text())
     meta["versions"] = {"cpu": "Test CPU 9000", "cpu_count": "2", "torch_threads": "2", "device": "cpu"}
+    meta["precision"] = "bf16"  # what --precision auto resolved to on that machine
     (run_dir / "config.json").write_text(json.dumps(meta))
     paths = build(rank_study)
-    line = "Machines: unrecorded (7 runs); Test CPU 9000, 2 CPUs, 2 torch threads (1 run)."
+    line = "Machines: unrecorded (7 runs); Test CPU 9000, 2 CPUs, 2 torch threads, bf16 (1 run)."
     assert line in paths["report.md"].read_text()
     assert json.loads(paths["report.json"].read_text())["machines"] == line.removeprefix("Machines: ")[:-1]
 

@@ -280,8 +280,9 @@ def _tally(counts: list[tuple[str, int]]) -> list[str]:
 
 
 def machines(study: StudyData) -> str:
-    """Where the finished runs ran, from each run's ``config.json``, e.g. ``AMD EPYC, 2 CPUs,
-    2 torch threads (6 runs); unrecorded (3 runs)``: timings are comparable within one machine."""
+    """Where and how the finished runs ran, from each run's ``config.json``, e.g. ``AMD EPYC, 2 CPUs,
+    2 torch threads, bf16 (6 runs); unrecorded (3 runs)``: timings are comparable within one machine
+    and precision (``--precision auto`` resolves per machine)."""
     counts: dict[str, int] = {}
     for r in study.runs:
         if r.run is None:
@@ -293,6 +294,7 @@ def machines(study: StudyData) -> str:
         else:
             key = f"{v['cpu']}, {v.get('cpu_count', '?')} CPUs, {v.get('torch_threads', '?')} torch threads"
             key += f", GPU {gpu}" if gpu else ""
+            key += f", {r.run.meta['precision']}" if r.run.meta.get("precision") not in (None, "", "auto") else ""
         counts[key] = counts.get(key, 0) + 1
     return "; ".join(_tally(sorted(counts.items(), key=lambda kv: -kv[1])))
 
