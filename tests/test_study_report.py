@@ -264,6 +264,12 @@ def test_the_report_says_which_machines_the_runs_ran_on(rank_study):
     line = "Machines: unrecorded (7 runs); Test CPU 9000, 2 CPUs, 2 torch threads, bf16 (1 run)."
     assert line in paths["report.md"].read_text()
     assert json.loads(paths["report.json"].read_text())["machines"] == line.removeprefix("Machines: ")[:-1]
+    # a run written before config.json recorded the resolved precision: the one it asked for, unless auto
+    del meta["precision"]
+    for asked, shown in (("fp32", ", fp32"), ("auto", "")):
+        meta["config"]["train"]["precision"] = asked
+        (run_dir / "config.json").write_text(json.dumps(meta))
+        assert f"Test CPU 9000, 2 CPUs, 2 torch threads{shown} (1 run)." in build(rank_study)["report.md"].read_text()
 
 
 def test_report_of_a_folder_without_study_json_is_a_one_line_error(tmp_path):

@@ -294,9 +294,17 @@ def machines(study: StudyData) -> str:
         else:
             key = f"{v['cpu']}, {v.get('cpu_count', '?')} CPUs, {v.get('torch_threads', '?')} torch threads"
             key += f", GPU {gpu}" if gpu else ""
-            key += f", {r.run.meta['precision']}" if r.run.meta.get("precision") not in (None, "", "auto") else ""
+            key += f", {precision}" if (precision := _precision(r.run.meta)) else ""
         counts[key] = counts.get(key, 0) + 1
     return "; ".join(_tally(sorted(counts.items(), key=lambda kv: -kv[1])))
+
+
+def _precision(meta: dict) -> str | None:
+    """The precision a run trained in: what ``--precision`` resolved to, or for a run written before
+    ``config.json`` recorded that, the precision it asked for unless it asked for ``auto``."""
+    asked = ((meta.get("config") or {}).get("train") or {}).get("precision")
+    found = meta.get("precision") or asked
+    return found if found not in (None, "", "auto") else None
 
 
 def varying_options(cells: list[CellData]) -> list[str]:
